@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up .venv and run the whole DVC pipeline on the built-in phantom cohort
+#   make test   set up .venv and run the tests (pytest + nbval)
+# Set-up is idempotent: it reinstalls only when pyproject.toml changed.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+KERNEL := plaque
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup demo test lab bench clean-venv
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q $$($(BIN)/python scripts/pins.py torch torchvision)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (plaque)" >/dev/null
+	@if [ -d .git ]; then $(BIN)/pre-commit install >/dev/null; fi
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	dvc repro
+
+test: setup
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-kernel-name $(KERNEL) -p no:cacheprovider notebooks
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=.
+
+bench: setup
+	$(BIN)/python benchmarks/bench_data.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,313 @@
+"""Load `params.yaml`, apply the selected profile, and validate every key.
+
+The configuration is a nested dict that mirrors `params.yaml`. Each section is
+read by its own stage. `profiles.<name>` holds per-section overrides that may
+only touch compute-scale keys (`PROFILE_KEYS`), never the paper's loss weights,
+learning rates or architecture constants.
+
+Command line: ``python -m plaque.config [--params FILE] [--profile NAME]`` prints
+the resolved configuration as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plaque.errors import InputError
+from plaque.paths import repo_root
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number in ``[lo, hi]``; ``integer`` demands an int."""
+
+    lo: float | None = None
+    hi: float | None = None
+    integer: bool = False
+
+    def check(self, key: str, v: Any) -> Any:
+        ok_types = (int,) if self.integer else (int, float)
+        if isinstance(v, bool) or not isinstance(v, ok_types):
+            raise InputError(key, f"expected {'an integer' if self.integer else 'a number'}, got {v!r}")
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            raise InputError(key, f"{v!r} is out of range [{self.lo}, {self.hi}]")
+        return v if self.integer else float(v)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of values."""
+
+    options: tuple[Any, ...]
+
+    def check(self, key: str, v: Any) -> Any:
+        if isinstance(v, bool) or v not in self.options:
+            raise InputError(key, f"{v!r} is not one of {list(self.options)}")
+        return v
+
+
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string."""
+
+    def check(self, key: str, v: Any) -> Any:
+        if not isinstance(v, str) or not v:
+            raise InputError(key, f"expected a non-empty string, got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class Seq:
+    """A list of ``item``; ``length`` fixes its size; ``increasing`` demands sorted distinct values."""
+
+    item: Any
+    length: int | None = None
+    min_length: int = 1
+    increasing: bool = False
+
+    def check(self, key: str, v: Any) -> Any:
+        if not isinstance(v, list):
+            raise InputError(key, f"expected a list, got {v!r}")
+        if (self.length is not None and len(v) != self.length) or len(v) < self.min_length:
+            want = self.length if self.length is not None else f"at least {self.min_length}"
+            raise InputError(key, f"expected {want} items, got {len(v)}")
+        out = [self.item.check(f"{key}[{n}]", x) for n, x in enumerate(v)]
+        if self.increasing and any(b <= a for a, b in zip(out, out[1:])):
+            raise InputError(key, f"values must be increasing, got {v!r}")
+        return out
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A dict with keys and values checked by ``key`` and ``value``; ``sums_to`` checks the value total."""
+
+    key: Any
+    value: Any
+    sums_to: float | None = None
+
+    def check(self, key: str, v: Any) -> Any:
+        if not isinstance(v, dict) or not v:
+            raise InputError(key, f"expected a non-empty mapping, got {v!r}")
+        out = {self.key.check(f"{key} key", k): self.value.check(f"{key}.{k}", x) for k, x in v.items()}
+        if self.sums_to is not None and abs(sum(out.values()) - self.sums_to) > 1e-6:
+            raise InputError(key, f"values must sum to {self.sums_to}, got {sum(out.values())}")
+        return out
+
+
+@dataclass(frozen=True)
+class AutoOrInt:
+    """``"auto"`` or a positive integer."""
+
+    def check(self, key: str, v: Any) -> Any:
+        return v if v == "auto" else Num(1, None, integer=True).check(key, v)
+
+
+def _range(lo: float, hi: float) -> Seq:
+    return Seq(Num(lo, hi), length=2)
+
+
+PROB = Num(0.0, 1.0)
+POS_INT = Num(1, None, integer=True)
+CLASS_ID = Num(0, 4, integer=True)
+
+SCHEMA: dict[str, Any] = {
+    "profile": Text(),
+    "phantom": {
+        "patients": POS_INT,
+        "seed": Num(0, None, integer=True),
+        "matrix": Num(64, 1024, integer=True),
+        "supersample": Num(1, 8, integer=True),
+        "processes": POS_INT,
+        "scanner": {
+            "pixel_mm": _range(0.1, 2.0),
+            "thickness_mm": _range(0.1, 5.0),
+            "increment_mm": _range(0.1, 5.0),
+            "psf_fwhm_xy_mm": _range(0.05, 5.0),
+            "psf_fwhm_z_mm": _range(0.05, 5.0),
+            "noise_sd_hu": _range(0.0, 200.0),
+            "noise_corr_mm": _range(0.0, 5.0),
+            "kv_mix": Mapping(Choice((80, 100, 120, 140)), PROB, sums_to=1.0),
+        },
+    },
+    "preprocess": {
+        "label_map": Mapping(Num(0, 65535, integer=True), CLASS_ID),
+        "window_hu": Seq(Num(-2000, 5000), length=2, increasing=True),
+        "crop_px": Num(16, 1024, integer=True),
+        "step_mm": Num(0.05, 10.0),
+        "size": Num(16, 2048, integer=True),
+        "split": Mapping(Choice(("train", "val", "test")), PROB, sums_to=1.0),
+        "split_seed": Num(0, None, integer=True),
+        "pseudonym_salt": Text(),
+        "processes": POS_INT,
+    },
+    "augment": {
+        "rotation_p": PROB,
+        "rotation_max_deg": Num(0.0, 180.0),
+    },
+    "train": {
+        "batch_size_per_gpu": POS_INT,
+        "max_epochs": POS_INT,
+        "val_every": POS_INT,
+        "patience": POS_INT,
+        "seed": Num(0, None, integer=True),
+        "nproc_per_node": AutoOrInt(),
+    },
+    "stage1": {
+        "codebook_size": Num(2, 65536, integer=True),
+        "latent_dim": Num(1, 4096, integer=True),
+        "loss": {
+            "l1": Num(0.0), "perceptual": Num(0.0), "commit": Num(0.0), "contrastive": Num(0.0),
+            "temperature": Num(1e-4, 10.0),
+        },
+        "contrastive": {
+            "samples_per_class": POS_INT,
+            "hard_classes": Seq(CLASS_ID, increasing=True),
+        },
+        "optim": {"lr": Num(0.0, 1.0), "betas": Seq(Num(0.0, 1.0), length=2)},
+    },
+    "stage2": {
+        "backbone": Choice(("vit_b", "vit_l", "vit_h", "vit_tiny")),
+        "input_size": Num(32, 4096, integer=True),
+        "sam_tuning": Choice(("lora", "frozen", "full")),
+        "decoder": Choice(("head", "class_tokens")),
+        "prior": {"adapter_kernel": POS_INT},
+        "faa": {"heads": POS_INT, "dropout": PROB},
+        "loss": {"ce": Num(0.0), "dice": Num(0.0)},
+        "optim": {"lr": Num(0.0, 1.0), "weight_decay": Num(0.0, 1.0)},
+    },
+}
+
+# Keys a profile may override: cohort size, input size, backbone, epoch budget,
+# validation cadence and process counts. Nothing that changes the paper's method.
+PROFILE_KEYS: frozenset[str] = frozenset({
+    "phantom.patients", "phantom.matrix", "phantom.processes",
+    "preprocess.size", "preprocess.processes",
+    "stage2.backbone", "stage2.input_size",
+    "train.max_epochs", "train.val_every", "train.nproc_per_node",
+})
+
+PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2")
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+def _validate(node: Any, schema: Any, key: str) -> Any:
+    if isinstance(schema, dict):
+        if not isinstance(node, dict):
+            raise InputError(key or "params", f"expected a mapping, got {node!r}")
+        unknown = sorted(set(node) - set(schema))
+        if unknown:
+            raise InputError(f"{key}.{unknown[0]}" if key else unknown[0], "unknown key")
+        missing = sorted(set(schema) - set(node))
+        if missing:
+            raise InputError(f"{key}.{missing[0]}" if key else missing[0], "missing key")
+        return {k: _validate(node[k], schema[k], f"{key}.{k}" if key else k) for k in schema}
+    return schema.check(key, node)
+
+
+def _schema_at(dotted: str) -> Any:
+    node: Any = SCHEMA
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def _profile_overrides(name: str, overrides: Any) -> dict[str, Any]:
+    """Flatten ``profiles.<name>`` (``{section: {key: value}}``) to dotted keys, checking each is compute-scale."""
+    where = f"profiles.{name}"
+    if not isinstance(overrides, dict) or set(overrides) != set(PROFILE_SECTIONS):
+        raise InputError(where, f"expected exactly the sections {list(PROFILE_SECTIONS)} (use {{}} for none)")
+    flat: dict[str, Any] = {}
+    for section, values in overrides.items():
+        if not isinstance(values, dict):
+            raise InputError(f"{where}.{section}", "expected a mapping of key -> value")
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if dotted not in PROFILE_KEYS:
+                why = "unknown key" if _schema_at(dotted) is None else "not a compute-scale key"
+                raise InputError(f"{where}.{dotted}", f"{why}; profiles may only override {sorted(PROFILE_KEYS)}")
+            flat[dotted] = value
+    return flat
+
+
+def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """Validate a parsed `params.yaml` and apply a profile.
+
+    Args:
+        raw: the parsed file.
+        profile: profile name; ``None`` uses the file's ``profile`` key.
+
+    Returns:
+        The resolved configuration (without ``profiles``); ``profile`` holds the applied name.
+
+    Raises:
+        InputError: unknown or missing keys, wrong types, out-of-range values, an
+            unknown profile, or a profile overriding a key that is not compute-scale.
+    """
+    if not isinstance(raw, dict):
+        raise InputError("params", "expected a mapping at the top level")
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict) or not profiles:
+        raise InputError("profiles", "expected a mapping of profile name -> overrides")
+    cfg = _validate({k: v for k, v in raw.items() if k != "profiles"}, SCHEMA, "")
+    name = profile if profile is not None else cfg["profile"]
+    flat = {pname: _profile_overrides(pname, overrides) for pname, overrides in profiles.items()}
+    if name not in flat:
+        raise InputError("profile", f"unknown profile {name!r}; choose one of {sorted(flat)}")
+    out = copy.deepcopy(cfg)
+    for dotted, value in flat[name].items():
+        _set(out, dotted, _validate(value, _schema_at(dotted), f"profiles.{name}.{dotted}"))
+    out["profile"] = name
+    return out
+
+
+def load_config(params: str | Path | None = None, profile: str | None = None) -> dict[str, Any]:
+    """Read and resolve a params file (default: the repository's `params.yaml`)."""
+    path = Path(params) if params is not None else repo_root() / DEFAULT_PARAMS
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "params file not found") from None
+    except yaml.YAMLError as e:
+        raise InputError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    try:
+        return resolve(raw, profile)
+    except InputError as e:
+        raise InputError(f"{path}: {e.where}", e.problem) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the resolved configuration as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m plaque.config", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
+    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.params, args.profile)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(cfg, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: the phantom cohort, DICOM/NIfTI ingestion, cross-section slicing and splits."""
