@@ -1,0 +1,200 @@
+"""Cut 2D slices out of a CT volume: cross-sections perpendicular to a vessel centerline, or axial crops.
+
+Slice conventions: a slice is ``(S, S)`` with ``S = crop_px``; its pixel ``[r, c]`` lies at
+``center + (r - (S - 1) / 2) * spacing * v + (c - (S - 1) / 2) * spacing * u`` (LPS mm), where
+``(u, v, t)`` is a right-handed frame with ``t`` the vessel tangent. The centerline point is
+therefore the geometric centre of the slice (between pixels when ``S`` is even).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from plaque.data.geometry import Geometry
+
+TANGENT_SMOOTH_MM = 1.0  # Gaussian sigma (mm of arclength) applied to the centerline tangents
+CHUNK_PIXELS = 1 << 22  # sample at most this many pixels per map_coordinates call (bounds memory)
+
+
+def resample_centerline(centerline_mm: np.ndarray, step_mm: float) -> np.ndarray:
+    """Points every ``step_mm`` of arclength along a polyline.
+
+    Args:
+        centerline_mm: ``(P, 3)`` LPS mm points in vessel order.
+        step_mm: arclength between output points.
+
+    Returns:
+        ``(M, 3)`` points from the first point, spaced ``step_mm`` along the polyline
+        (the last one within ``step_mm`` of the end); ``(0, 3)`` without two distinct points.
+    """
+    pts = np.asarray(centerline_mm, dtype=np.float64).reshape(-1, 3)
+    if len(pts) > 1:
+        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+        pts = np.concatenate([pts[:1], pts[1:][seg > 0]])
+    if len(pts) < 2:
+        return np.zeros((0, 3))
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    s = np.arange(0.0, arc[-1] + 1e-9, step_mm)
+    return np.stack([np.interp(s, arc, pts[:, d]) for d in range(3)], axis=1)
+
+
+def transport_frames(points_mm: np.ndarray, step_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smoothed unit tangents and a rotation-minimising (parallel-transport) frame along a curve.
+
+    Args:
+        points_mm: ``(M, 3)`` points spaced ``step_mm`` apart, ``M >= 2``.
+        step_mm: their arclength spacing.
+
+    Returns:
+        ``(t, u, v)``, each ``(M, 3)`` unit vectors: tangent, normal and ``v = t x u``. Each normal is the
+        previous one turned by the smallest rotation that takes the previous tangent to the new one
+        (discrete parallel transport), so consecutive frames neither twist about the tangent nor flip.
+        The first normal is the world axis least aligned with the first tangent, made perpendicular to it.
+    """
+    t = np.gradient(points_mm, axis=0)
+    t = ndimage.gaussian_filter1d(t, sigma=TANGENT_SMOOTH_MM / step_mm, axis=0, mode="nearest")
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    u = np.empty_like(t)
+    ref = np.eye(3)[np.argmin(np.abs(t[0]))]
+    u[0] = ref - (ref @ t[0]) * t[0]
+    u[0] /= np.linalg.norm(u[0])
+    for n in range(1, len(t)):
+        k, c, prev = np.cross(t[n - 1], t[n]), t[n - 1] @ t[n], u[n - 1]
+        cur = c * prev + np.cross(k, prev) + k * (k @ prev) / (1.0 + c)  # Rodrigues with k = sin * axis
+        cur -= (cur @ t[n]) * t[n]  # keep exactly perpendicular despite rounding
+        u[n] = cur / np.linalg.norm(cur)
+    return t, u, np.cross(t, u)
+
+
+def native_spacing(geometry: Geometry) -> float:
+    """The scan's finest in-plane pixel spacing (mm): the pixel size of cross-sections."""
+    return float(min(geometry.spacing[1], geometry.spacing[2]))
+
+
+def cross_sections(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    geometry: Geometry,
+    centerline_mm: np.ndarray,
+    crop_px: int,
+    step_mm: float,
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Sample planes perpendicular to a centerline.
+
+    Cross-sections are placed every ``step_mm`` of arclength (see `resample_centerline`), oriented by
+    `transport_frames`, with pixel spacing `native_spacing`. HU are interpolated trilinearly, labels
+    by nearest neighbour. A cross-section is skipped when any of its pixels lies outside the volume's
+    voxel footprint (index ``-0.5 .. dim - 0.5`` along each axis).
+
+    Args:
+        hu: ``(Z, Y, X)`` Hounsfield units.
+        labels: ``(Z, Y, X)`` uint8 classes on the same grid.
+        geometry: the grid.
+        centerline_mm: ``(P, 3)`` LPS mm points.
+        crop_px: side ``S`` of each cross-section in pixels.
+        step_mm: arclength between cross-sections.
+
+    Returns:
+        ``(images, labels, spacing_mm, kept)``: ``(N, S, S)`` float32 HU, ``(N, S, S)`` uint8 labels,
+        the pixel spacing (mm), and ``(N,)`` int indices of the kept cross-sections into
+        ``resample_centerline(centerline_mm, step_mm)`` (the others left the volume).
+    """
+    spacing = native_spacing(geometry)
+    centers = resample_centerline(centerline_mm, step_mm)
+    if len(centers) < 2:
+        return _empty(crop_px) + (spacing, np.zeros(0, dtype=np.int64))
+    _, u, v = transport_frames(centers, step_mm)
+    to_index = np.linalg.inv(geometry.affine_lps[:3, :3])  # LPS direction -> (k, j, i) direction
+    c_idx = geometry.world_to_index(centers)
+    u_idx, v_idx = (u @ to_index.T) * spacing, (v @ to_index.T) * spacing  # index step per pixel
+    half = (crop_px - 1) / 2.0
+    corners = c_idx[:, None, None, :] + np.array([-half, half])[None, :, None, None] * v_idx[:, None, None, :] \
+        + np.array([-half, half])[None, None, :, None] * u_idx[:, None, None, :]
+    corners = corners.reshape(len(centers), 4, 3)
+    upper = np.asarray(geometry.shape, dtype=np.float64) - 0.5
+    inside = np.all((corners >= -0.5) & (corners <= upper), axis=(1, 2))  # a plane is convex: corners suffice
+    kept = np.flatnonzero(inside)
+    offs = np.arange(crop_px) - half
+    images = np.empty((len(kept), crop_px, crop_px), dtype=np.float32)
+    labs = np.empty((len(kept), crop_px, crop_px), dtype=np.uint8)
+    hu32 = np.asarray(hu, dtype=np.float32)
+    chunk = max(1, CHUNK_PIXELS // (crop_px * crop_px))
+    for start in range(0, len(kept), chunk):
+        sel = kept[start:start + chunk]
+        coords = (c_idx[sel].T[:, :, None, None]
+                  + v_idx[sel].T[:, :, None, None] * offs[None, None, :, None]
+                  + u_idx[sel].T[:, :, None, None] * offs[None, None, None, :])
+        flat = coords.reshape(3, -1)
+        shape = (len(sel), crop_px, crop_px)
+        images[start:start + len(sel)] = ndimage.map_coordinates(hu32, flat, order=1, mode="nearest").reshape(shape)
+        labs[start:start + len(sel)] = ndimage.map_coordinates(labels, flat, order=0, mode="nearest").reshape(shape)
+    return images, labs, spacing, kept
+
+
+def axial_crops(
+    hu: np.ndarray, labels: np.ndarray, geometry: Geometry, crop_px: int
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Crops of axial slices around each in-plane connected foreground component (no centerline needed).
+
+    The crop of side ``S = crop_px`` starts ``S // 2`` pixels before the component's rounded centroid
+    along rows and columns; pixels beyond the image are padded with the volume's minimum HU and label 0.
+
+    Args:
+        hu: ``(Z, Y, X)`` Hounsfield units.
+        labels: ``(Z, Y, X)`` uint8 classes (foreground: > 0).
+        geometry: the grid.
+        crop_px: crop side ``S`` in pixels.
+
+    Returns:
+        ``(images, labels, spacing_mm, centers_kji)``: ``(N, S, S)`` float32 HU, ``(N, S, S)`` uint8,
+        the column spacing in mm (crops keep the scan's pixels), and ``(N, 3)`` fractional
+        ``(k, j, i)`` indices of each crop's geometric centre, ordered by slice then component.
+    """
+    spacing = float(geometry.spacing[2])
+    fg = labels > 0
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = True
+    comp, n = ndimage.label(fg, structure=in_plane)
+    if n == 0:
+        return _empty(crop_px) + (spacing, np.zeros((0, 3)))
+    cen = np.asarray(ndimage.center_of_mass(fg, comp, np.arange(1, n + 1)))
+    cen = cen[np.lexsort((cen[:, 2], cen[:, 1], cen[:, 0]))]
+    k = np.rint(cen[:, 0]).astype(np.intp)
+    r0 = np.rint(cen[:, 1]).astype(np.intp) - crop_px // 2
+    c0 = np.rint(cen[:, 2]).astype(np.intp) - crop_px // 2
+    rows = r0[:, None] + np.arange(crop_px)[None, :]
+    cols = c0[:, None] + np.arange(crop_px)[None, :]
+    outside = ((rows < 0) | (rows >= hu.shape[1]))[:, :, None] | ((cols < 0) | (cols >= hu.shape[2]))[:, None, :]
+    idx = (k[:, None, None], np.clip(rows, 0, hu.shape[1] - 1)[:, :, None],
+           np.clip(cols, 0, hu.shape[2] - 1)[:, None, :])
+    images = np.where(outside, np.float32(hu.min()), hu[idx].astype(np.float32))
+    labs = np.where(outside, np.uint8(0), labels[idx]).astype(np.uint8)
+    half = (crop_px - 1) / 2.0
+    centers = np.stack([k, r0 + half, c0 + half], axis=1).astype(np.float64)
+    return images, labs, spacing, centers
+
+
+def window(images_hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
+    """Clip HU to ``[lo, hi]`` and scale linearly to ``[0, 1]``; returns float32 of the same shape."""
+    lo, hi = float(window_hu[0]), float(window_hu[1])
+    return ((np.clip(images_hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def resize(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize ``(N, S, S)`` slices to ``(N, size, size)``: bilinear images, nearest labels.
+
+    Pixel centres are aligned (the slice's field of view is kept), so the new pixel spacing is
+    ``spacing * S / size``. Returns the inputs unchanged when ``size == S``.
+    """
+    side = images.shape[-1]
+    if size == side:
+        return images, labels
+    zoom = (1.0, size / side, size / side)
+    out_img = ndimage.zoom(images, zoom, order=1, mode="nearest", grid_mode=True).astype(np.float32)
+    out_lab = ndimage.zoom(labels, zoom, order=0, mode="nearest", grid_mode=True).astype(np.uint8)
+    return out_img, out_lab
+
+
+def _empty(crop_px: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.zeros((0, crop_px, crop_px), dtype=np.float32), np.zeros((0, crop_px, crop_px), dtype=np.uint8))
