@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import TAGS, axial, flipped_oblique, random_hu
+from tests.io.factories import TAGS, axial, flipped_oblique, random_hu
 
 from plaque.data.geometry import Geometry
 from plaque.errors import InputError

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SHAPE, axial, flipped_oblique, random_labels
+from tests.io.factories import SHAPE, axial, flipped_oblique, random_labels
 
 from plaque.data.geometry import Geometry
 from plaque.errors import InputError

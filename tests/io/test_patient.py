@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import SHAPE, TAGS, axial, flipped_oblique
+from tests.io.factories import SHAPE, TAGS, axial, flipped_oblique
 
 from plaque.data.geometry import LPS_TO_RAS
 from plaque.errors import InputError
