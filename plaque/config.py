@@ -281,7 +281,12 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
 
 def load_config(params: str | Path | None = None, profile: str | None = None) -> dict[str, Any]:
     """Read and resolve a params file (default: the repository's `params.yaml`)."""
-    path = Path(params) if params is not None else repo_root() / DEFAULT_PARAMS
+    if params is None:
+        try:
+            params = repo_root() / DEFAULT_PARAMS
+        except FileNotFoundError as e:
+            raise InputError("params", f"{e}; pass --params FILE") from None
+    path = Path(params)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -139,3 +139,18 @@ def test_environment_yml_uses_pyproject_pins() -> None:
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip_section[:2] == pins
     assert "-e .[dev]" in pip_section
+
+
+def test_repo_root_found_from_notebooks_and_from_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from plaque.paths import repo_root
+
+    assert repo_root(ROOT / "notebooks") == ROOT
+    monkeypatch.chdir(tmp_path)  # outside any checkout: falls back to the package's own
+    assert repo_root() == ROOT
+    with pytest.raises(FileNotFoundError, match="no plaque repository"):
+        repo_root(tmp_path)
+
+
+def test_missing_params_file_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="params file not found"):
+        config.load_config(tmp_path / "nope.yaml")

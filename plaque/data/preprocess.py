@@ -317,10 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
-        try:
-            cfg = load_config(args.params, args.profile)["preprocess"]
-        except FileNotFoundError as e:  # no repository params.yaml above the working directory
-            raise InputError("params", str(e)) from None
+        cfg = load_config(args.params, args.profile)["preprocess"]
         preprocess(args.raw, args.out, cfg, cfg["processes"])
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=None, help="worker processes (default: phantom.processes)")
     args = parser.parse_args(argv)
     try:
-        try:
-            cfg = load_config(args.params, args.profile)["phantom"]
-        except FileNotFoundError as e:
-            raise InputError("params", str(e)) from None
+        cfg = load_config(args.params, args.profile)["phantom"]
         patients = cfg["patients"] if args.patients is None else args.patients
         seed = cfg["seed"] if args.seed is None else args.seed
         processes = cfg["processes"] if args.processes is None else args.processes
