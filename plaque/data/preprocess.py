@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from plaque.classes import CLASS_NAMES, NUM_CLASSES
+from plaque.classes import CALCIFIED, CLASS_NAMES, NONCALCIFIED, NUM_CLASSES
 from plaque.config import load_config
 from plaque.data import slicing
 from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SUMMARY_FILE
@@ -79,6 +79,7 @@ class Summary:
 
     Attributes:
         patients_per_split, slices_per_split: counts per split name.
+        strata_per_split: split -> plaque stratum (`plaque_stratum`) -> patients.
         skipped_patients: reason (``no_foreground``, ``no_slices_in_volume``) -> count.
         skipped_sections: cross-sections dropped because their crop left the volume.
         axial_fallback_patients: patients without centerlines, stored as axial crops.
@@ -88,6 +89,7 @@ class Summary:
     """
 
     patients_per_split: dict[str, int]
+    strata_per_split: dict[str, dict[str, int]]
     slices_per_split: dict[str, int]
     skipped_patients: dict[str, int]
     skipped_sections: int
@@ -237,6 +239,13 @@ def _swap(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def plaque_stratum(labels: np.ndarray) -> str:
+    """The split stratum of a patient's slices ``(N, H, W)``: which plaque classes it holds."""
+    present = np.isin([CALCIFIED, NONCALCIFIED], labels)
+    return {(False, False): "no_plaque", (True, False): "calcified", (False, True): "non_calcified",
+            (True, True): "mixed"}[(bool(present[0]), bool(present[1]))]
+
+
 def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Summary:
     """Slice every patient of ``raw`` and write the dataset to ``out`` (see the module docstring).
 
@@ -283,13 +292,16 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
             skipped["no_slices_in_volume"] += 1
         else:
             usable.append((name, s))
-    assignment = split_patients([name for name, _ in usable], cfg["split"], cfg["split_seed"])
+    strata = {name: plaque_stratum(s.labels) for name, s in usable}
+    assignment = split_patients([name for name, _ in usable], cfg["split"], cfg["split_seed"], strata)
     order = list(cfg["split"])
     kept = sorted(((name, assignment[name], s) for name, s in usable), key=lambda x: (order.index(x[1]), x[0]))
     manifest = _manifest(kept)
     pixels = manifest[[f"count_{c}" for c in range(NUM_CLASSES)]].to_numpy().sum(axis=0)
     summary = Summary(
         patients_per_split={split: sum(1 for _, sp, _ in kept if sp == split) for split in order},
+        strata_per_split={split: {k: sum(1 for n, sp, _ in kept if sp == split and strata[n] == k)
+                                  for k in sorted(set(strata.values()))} for split in order},
         slices_per_split={split: int((manifest["split"] == split).sum()) for split in order},
         skipped_patients=skipped,
         skipped_sections=sum(s.skipped_sections for s in slices),

@@ -33,16 +33,32 @@ def split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def split_patients(ids: list[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
-    """Assign each patient id to a split.
+def _interleave(counts: dict[str, int]) -> list[str]:
+    """A sequence of ``sum(counts)`` split names in which every prefix holds each split in proportion
+    to its count (Bresenham-style dealing), e.g. ``{train: 3, val: 1, test: 1}`` -> train, val, train, test, train."""
+    n = sum(counts.values())
+    dealt = dict.fromkeys(counts, 0)
+    sequence = []
+    for p in range(1, n + 1):
+        name = max(counts, key=lambda s: (counts[s] * p / n - dealt[s], counts[s]))
+        dealt[name] += 1
+        sequence.append(name)
+    return sequence
 
-    Patients are ordered by SHA-256 of ``"{seed}:{id}"`` and cut into consecutive groups of
-    `split_counts` sizes, in the order of ``fractions``; the result depends only on the set of ids.
+
+def split_patients(ids: list[str], fractions: dict[str, float], seed: int,
+                   strata: dict[str, str] | None = None) -> dict[str, str]:
+    """Assign each patient id to a split, stratified so that rare kinds of patient reach every split.
+
+    Split sizes come from `split_counts`. Patients are ordered by stratum (rarest first), then by
+    SHA-256 of ``"{seed}:{id}"``, and dealt along `_interleave`, so each stratum is spread over the
+    splits in proportion to their fractions. The result depends only on the ids and strata.
 
     Args:
         ids: distinct patient ids (pseudonyms).
         fractions: split name -> fraction, summing to 1.
         seed: shuffling seed.
+        strata: id -> stratum (e.g. which plaque types the patient has); ``None``: one stratum.
 
     Returns:
         id -> split name.
@@ -52,10 +68,8 @@ def split_patients(ids: list[str], fractions: dict[str, float], seed: int) -> di
     """
     if len(set(ids)) != len(ids):
         raise InputError("patients", "duplicate patient ids cannot be split")
-    order = sorted(ids, key=lambda pid: hashlib.sha256(f"{seed}:{pid}".encode("utf-8")).hexdigest())
-    out: dict[str, str] = {}
-    start = 0
-    for name, count in split_counts(len(ids), fractions).items():
-        out.update({pid: name for pid in order[start:start + count]})
-        start += count
-    return out
+    stratum = strata or dict.fromkeys(ids, "")
+    size = {k: sum(1 for pid in ids if stratum[pid] == k) for k in set(stratum[pid] for pid in ids)}
+    order = sorted(ids, key=lambda pid: (size[stratum[pid]], stratum[pid],
+                                         hashlib.sha256(f"{seed}:{pid}".encode("utf-8")).hexdigest()))
+    return dict(zip(order, _interleave(split_counts(len(ids), fractions))))

@@ -135,6 +135,11 @@ def test_outputs_are_consistent(run: tuple[Path, Any, str]) -> None:
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["slices_per_split"] == {s: int((data.manifest["split"] == s).sum()) for s in CFG["split"]}
     assert on_disk["patients_per_split"] == {"train": 4, "val": 1, "test": 1}
+    strata = on_disk["strata_per_split"]
+    assert {s: sum(v.values()) for s, v in strata.items()} == on_disk["patients_per_split"]
+    for split, rows in data.manifest.groupby("split"):  # each patient's stratum matches its slices
+        has_calcified = rows.groupby("patient")["count_3"].sum() > 0
+        assert strata[split].get("calcified", 0) == int(has_calcified.sum())
     assert on_disk["skipped_patients"] == {"no_foreground": 1, "no_slices_in_volume": 0}
     assert on_disk["axial_fallback_patients"] == 1 and on_disk["pseudonym_key"] == "params"
     assert on_disk["skipped_sections"] == summary.skipped_sections >= 0

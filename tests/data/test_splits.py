@@ -53,3 +53,20 @@ def test_too_few_patients_is_an_error_naming_the_problem() -> None:
 def test_duplicate_ids_are_rejected() -> None:
     with pytest.raises(InputError, match="duplicate"):
         split_patients([IDS[0], IDS[0], IDS[1], IDS[2]], FRACTIONS, seed=0)
+
+
+def test_rare_strata_reach_every_split() -> None:
+    ids = [f"id{i:02d}" for i in range(30)]
+    strata = {pid: ("ncp" if i < 5 else "calc" if i < 14 else "none") for i, pid in enumerate(ids)}
+    for seed in range(10):
+        assignment = split_patients(ids, FRACTIONS, seed=seed, strata=strata)
+        sizes = [sum(1 for s in assignment.values() if s == name) for name in FRACTIONS]
+        assert sizes == [18, 6, 6]  # stratification keeps the overall sizes
+        for kind in ("ncp", "calc", "none"):
+            assert {assignment[p] for p in ids if strata[p] == kind} == set(FRACTIONS), (seed, kind)
+
+
+def test_stratified_split_is_independent_of_input_order() -> None:
+    strata = {pid: str(i % 3) for i, pid in enumerate(IDS)}
+    first = split_patients(IDS, FRACTIONS, seed=0, strata=strata)
+    assert split_patients(list(reversed(IDS)), FRACTIONS, seed=0, strata=strata) == first
