@@ -55,6 +55,16 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """``true`` or ``false``."""
+
+    def check(self, key: str, v: Any) -> Any:
+        if not isinstance(v, bool):
+            raise InputError(key, f"expected true or false, got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
 class Text:
     """A non-empty string."""
 
@@ -159,10 +169,21 @@ SCHEMA: dict[str, Any] = {
         "patience": POS_INT,
         "seed": Num(0, None, integer=True),
         "nproc_per_node": AutoOrInt(),
+        "num_workers": Num(0, 64, integer=True),
     },
     "stage1": {
         "codebook_size": Num(2, 65536, integer=True),
         "latent_dim": Num(1, 4096, integer=True),
+        "downsample": Choice((1, 2, 4, 8, 16)),
+        "channels": Seq(Num(1, 4096, integer=True)),
+        "res_blocks": Num(0, 16, integer=True),
+        "codebook": {
+            "ema_decay": Num(0.0, 1.0),
+            "reseed_dead": Flag(),
+            "dead_after": POS_INT,
+        },
+        "perceptual": {"net": Choice(("alex", "vgg", "squeeze"))},
+        "monitor": Choice(("probe_dice", "val_loss")),
         "loss": {
             "l1": Num(0.0), "perceptual": Num(0.0), "commit": Num(0.0), "contrastive": Num(0.0),
             "temperature": Num(1e-4, 10.0),
@@ -170,6 +191,7 @@ SCHEMA: dict[str, Any] = {
         "contrastive": {
             "samples_per_class": POS_INT,
             "hard_classes": Seq(CLASS_ID, increasing=True),
+            "embed_dim": POS_INT,
         },
         "optim": {"lr": Num(0.0, 1.0), "betas": Seq(Num(0.0, 1.0), length=2)},
     },
@@ -191,7 +213,7 @@ PROFILE_KEYS: frozenset[str] = frozenset({
     "phantom.patients", "phantom.matrix", "phantom.processes",
     "preprocess.size", "preprocess.processes",
     "stage2.backbone", "stage2.input_size",
-    "train.max_epochs", "train.val_every", "train.nproc_per_node",
+    "train.max_epochs", "train.val_every", "train.nproc_per_node", "train.num_workers",
 })
 
 PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2")

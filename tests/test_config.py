@@ -94,6 +94,7 @@ def test_profile_keys_exist_in_the_schema() -> None:
         (lambda r: r["preprocess"].__setitem__("window_hu", [500.0, -100.0]), "preprocess.window_hu", "increasing"),
         (lambda r: r["preprocess"]["label_map"].__setitem__(7, 9), "preprocess.label_map.7", "out of range"),
         (lambda r: r["stage2"].__setitem__("decoder", "unet"), "stage2.decoder", "not one of"),
+        (lambda r: r["stage1"]["codebook"].__setitem__("reseed_dead", 1), "stage1.codebook.reseed_dead", "true or false"),
         (lambda r: r["train"].__setitem__("nproc_per_node", "many"), "train.nproc_per_node", "expected an integer"),
         (lambda r: r["profiles"]["demo"]["train"].__setitem__("seed", 2), "profiles.demo.train.seed", "not a compute-scale key"),
         (lambda r: r["profiles"]["demo"]["train"].__setitem__("max_epoch", 3), "profiles.demo.train.max_epoch", "unknown key"),
