@@ -1,0 +1,70 @@
+"""PyTorch datasets over `data/processed`, with the paper's augmentation (random rotation, p = 0.5)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from plaque.data.processed import load_processed
+from plaque.errors import InputError
+
+TRAINING_SPLITS = ("train", "val")
+
+
+def rotate(image: torch.Tensor, labels: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate a slice about its centre: bilinear image ``(1, H, W)``, nearest labels ``(H, W)``.
+
+    Pixels rotated in from outside the slice get the image's minimum and label 0 (background).
+    """
+    a = math.radians(degrees)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]], dtype=image.dtype)
+    grid = F.affine_grid(theta[None], [1, 1, *image.shape[-2:]], align_corners=False)
+    fill = image.min()
+    rotated = F.grid_sample(image[None] - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    lab = F.grid_sample(labels[None, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros",
+                        align_corners=False)[0, 0]
+    return rotated + fill, lab.round().to(labels.dtype)
+
+
+class SliceDataset(Dataset):
+    """The slices of one split.
+
+    Items are ``(image (1, H, W) float32 in [0, 1], labels (H, W) int64)``. With ``rotation_p > 0``
+    each item is rotated by a uniform angle in ``[-rotation_max_deg, rotation_max_deg]`` with
+    probability ``rotation_p``, drawn from torch's global generator (so a checkpointed RNG state
+    reproduces the augmentation).
+
+    Args:
+        folder: a `plaque.data.preprocess` output folder.
+        split: ``"train"`` or ``"val"``; training code never opens the test split.
+        rotation_p: probability of a random rotation (the paper's 0.5 for training, 0 for validation).
+        rotation_max_deg: largest rotation angle.
+    """
+
+    def __init__(self, folder: Path, split: str, rotation_p: float = 0.0, rotation_max_deg: float = 0.0) -> None:
+        if split not in TRAINING_SPLITS:
+            raise InputError("split", f"{split!r}: training code may only read {list(TRAINING_SPLITS)}; "
+                                      "test slices are for the evaluator alone")
+        data = load_processed(folder)
+        self.rows = data.indices(split)
+        if len(self.rows) == 0:
+            raise InputError(folder, f"no slices in split {split!r}")
+        self.images, self.labels = data.images, data.labels
+        self.rotation_p, self.rotation_max_deg = rotation_p, rotation_max_deg
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = int(self.rows[i])
+        image = torch.from_numpy(np.array(self.images[row], dtype=np.float32))[None]
+        labels = torch.from_numpy(np.array(self.labels[row], dtype=np.int64))
+        if self.rotation_p > 0 and float(torch.rand(())) < self.rotation_p:
+            angle = (2 * float(torch.rand(())) - 1) * self.rotation_max_deg
+            image, labels = rotate(image, labels, angle)
+        return image, labels

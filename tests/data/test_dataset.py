@@ -1,0 +1,62 @@
+"""Slice datasets: split isolation, item shapes, and a rotation that keeps labels consistent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from plaque.data.dataset import SliceDataset, rotate
+from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SUMMARY_FILE
+from plaque.errors import InputError
+
+
+@pytest.fixture
+def processed(tmp_path: Path) -> Path:
+    n, s = 6, 16
+    rng = np.random.default_rng(0)
+    labels = np.zeros((n, s, s), dtype=np.uint8)
+    labels[:, 6:10, 6:10] = 2
+    np.save(tmp_path / IMAGES_FILE, rng.uniform(0, 1, (n, s, s)).astype(np.float32))
+    np.save(tmp_path / LABELS_FILE, labels)
+    rows = []
+    for i, split in enumerate(["train", "train", "train", "val", "test", "test"]):
+        counts = np.bincount(labels[i].ravel(), minlength=5)
+        rows.append([i, f"P{i // 2}", split, "LAD", i, 0.4, 0.0, 0.0, 0.0, *counts])
+    pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(tmp_path / MANIFEST_FILE, index=False)
+    (tmp_path / SUMMARY_FILE).write_text("{}")
+    return tmp_path
+
+
+def test_items_and_split_isolation(processed: Path) -> None:
+    train, val = SliceDataset(processed, "train"), SliceDataset(processed, "val")
+    assert len(train) == 3 and len(val) == 1
+    image, labels = train[0]
+    assert image.shape == (1, 16, 16) and image.dtype == torch.float32
+    assert labels.shape == (16, 16) and labels.dtype == torch.int64
+    with pytest.raises(InputError, match="test slices are for the evaluator alone"):
+        SliceDataset(processed, "test")
+
+
+def test_rotation_by_90_degrees_is_exact_and_labels_follow_the_image() -> None:
+    image = torch.zeros(1, 8, 8)
+    image[0, 1, 2] = 1.0
+    labels = (image[0] > 0).long() * 3
+    rot_img, rot_lab = rotate(image, labels, 90.0)
+    assert torch.allclose(rot_img, torch.rot90(image, k=1, dims=(1, 2)), atol=1e-5)  # (1, 2) -> (5, 1)
+    assert torch.equal(rot_lab, (rot_img[0] > 0.5).long() * 3)
+    assert set(rot_lab.unique().tolist()) <= {0, 3}
+
+
+def test_augmentation_is_reproducible_from_the_torch_seed(processed: Path) -> None:
+    data = SliceDataset(processed, "train", rotation_p=1.0, rotation_max_deg=30.0)
+    torch.manual_seed(5)
+    first = data[0]
+    torch.manual_seed(5)
+    again = data[0]
+    plain = SliceDataset(processed, "train")[0]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], plain[0])
