@@ -1,0 +1,367 @@
+"""The training loop shared by Stage-1, Stage-2 and the baselines.
+
+`fit` runs the whole protocol of the paper's appendix 1.2 (per-process batch, validation every
+``val_every`` epochs, early stopping after ``patience`` validations without improvement) under
+DDP when launched by `torchrun` and as a single process otherwise. Rank 0 alone validates, logs,
+writes checkpoints and DVCLive metrics; the validation result is broadcast so every rank takes
+the same stopping decision.
+
+Resumability: ``last.pt`` is written atomically at the end of every epoch with everything the
+next epoch depends on (weights, optimizer, scheduler, early-stopping state, history, the RNG
+states of every rank, and the caller's ``extra_state``). The training order is a function of
+``(seed, epoch)`` alone (`DistributedSampler.set_epoch`), so a run killed at any point and
+started again ends with the same result as an uninterrupted run (bit-identical weights on CPU).
+DataLoader workers are not persistent for the same reason: they are re-seeded from the restored
+generator each epoch. Models and ``extra_state`` must keep all their state in ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Protocol
+
+import numpy as np
+import torch
+from dvclive import Live
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from plaque.errors import InputError
+from plaque.train.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from plaque.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, gather_object
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+FORMAT = 1
+
+StepFn = Callable[[nn.Module, Any, DistInfo], tuple[Tensor, Mapping[str, float | Tensor]]]
+ValidateFn = Callable[[nn.Module, DataLoader, DistInfo], Mapping[str, float]]
+
+
+class Stateful(Protocol):
+    """Anything with ``state_dict``/``load_state_dict`` (an `nn.Module`, a prototype bank, ...)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any], /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to train. The first six fields are `params.yaml`'s ``train`` section (see `from_params`).
+
+    Attributes:
+        monitor: key of ``validate()``'s result used for model selection and early stopping.
+        mode: ``"max"`` when a higher ``monitor`` is better (Dice), ``"min"`` otherwise (a loss).
+        out_dir: folder of ``last.pt`` and ``best.pt``.
+        live_dir: DVCLive folder, or ``None`` for no DVCLive output.
+        resume: continue from ``out_dir/last.pt`` when it exists; ``False`` deletes ``last.pt`` and
+            ``best.pt`` and starts afresh.
+        find_unused_parameters: passed to DDP, for models whose forward skips some trainable parameters.
+    """
+
+    max_epochs: int
+    val_every: int
+    patience: int
+    batch_size_per_gpu: int
+    seed: int
+    num_workers: int
+    monitor: str
+    mode: Literal["max", "min"]
+    out_dir: Path
+    live_dir: Path | None = None
+    resume: bool = True
+    find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("max_epochs", "val_every", "patience", "batch_size_per_gpu"):
+            if getattr(self, key) < 1:
+                raise InputError(f"train.{key}", f"expected a positive integer, got {getattr(self, key)!r}")
+        if self.mode not in ("max", "min"):
+            raise InputError("mode", f"expected 'max' or 'min', got {self.mode!r}")
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.live_dir is not None:
+            object.__setattr__(self, "live_dir", Path(self.live_dir))
+
+    @classmethod
+    def from_params(cls, train: Mapping[str, Any], **rest: Any) -> FitConfig:
+        """Build from the resolved ``train`` section (``nproc_per_node`` is the launcher's) plus the other fields."""
+        keys = ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "seed", "num_workers")
+        return cls(**{k: train[k] for k in keys}, **rest)
+
+
+@dataclass
+class FitResult:
+    """What a run did. Identical on every rank.
+
+    Attributes:
+        epochs_run: epochs trained in total, including those before a resume.
+        best_epoch, best_score, best_metrics: the validation kept in ``best.pt`` (``None``/empty if none).
+        stopped_early: the patience ran out before ``max_epochs``.
+        history: one dict per epoch: ``epoch``, ``lr``, ``train/<scalar>`` (mean over steps and
+            ranks) and, on validation epochs, ``val/<metric>``.
+    """
+
+    epochs_run: int
+    best_epoch: int | None
+    best_score: float | None
+    best_metrics: dict[str, float]
+    stopped_early: bool
+    world_size: int
+    effective_batch_size: int
+    history: list[dict[str, float]]
+    last_path: Path
+    best_path: Path
+
+
+@dataclass
+class EarlyStopping:
+    """Stops after ``patience`` consecutive validations without a strictly better score (NaN never improves)."""
+
+    mode: str
+    patience: int
+    best_score: float | None = None
+    best_epoch: int | None = None
+    bad_validations: int = 0
+    stopped: bool = False
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record one validation; True when it is the new best."""
+        better = not math.isnan(score) and (
+            self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score))
+        if better:
+            self.best_score, self.best_epoch, self.bad_validations = score, epoch, 0
+        else:
+            self.bad_validations += 1
+        self.stopped = self.bad_validations >= self.patience
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the torch (CPU and CUDA), NumPy and Python generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor (in nested dicts, lists and tuples) moved to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, val_set: Dataset,
+        step: StepFn, validate: ValidateFn, cfg: FitConfig, info: DistInfo,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        extra_state: Stateful | None = None) -> FitResult:
+    """Train ``model`` until ``cfg.max_epochs`` or until early stopping; resume from ``last.pt`` if present.
+
+    Args:
+        model: moved to ``info.device``; ``optimizer`` must hold its parameters. Seed before building it
+            (`seed_everything`): DDP copies rank 0's initial weights to the other ranks.
+        step: ``step(model, batch, info) -> (loss, scalars)`` for one training batch already on
+            ``info.device``; ``model`` is the DDP wrapper when ``world_size > 1``. ``loss`` is a 0-d
+            tensor; ``scalars`` (floats or 0-d tensors, the same keys on every call and rank) are logged
+            as ``train/<key>``. The trainer runs ``zero_grad``, ``backward`` and ``optimizer.step``.
+        validate: ``validate(model, loader, info) -> metrics`` on rank 0 only, over the whole
+            ``val_set``, with the unwrapped model in eval mode under `torch.no_grad`; the batches
+            come from the loader as stored (move them with `to_device`). ``metrics`` must hold ``cfg.monitor``.
+        scheduler: stepped once per epoch, after the training pass.
+        extra_state: state outside the model that training changes (e.g. Stage-1 class prototypes);
+            saved in both checkpoints and restored on resume.
+
+    Returns:
+        The run's `FitResult`, on every rank.
+
+    Raises:
+        FloatingPointError: a non-finite loss (naming epoch and step), raised before that update.
+        InputError: an empty dataset, or a ``last.pt`` that is unreadable or from other settings.
+    """
+    for name, dataset in (("train_set", train_set), ("val_set", val_set)):
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise InputError(name, "the dataset is empty")
+    last_path, best_path = cfg.out_dir / LAST, cfg.out_dir / BEST
+    effective_batch = cfg.batch_size_per_gpu * info.world_size
+    run_config = {**{k: getattr(cfg, k) for k in ("batch_size_per_gpu", "val_every", "patience", "seed",
+                                                  "monitor", "mode")},
+                  "world_size": info.world_size, "scheduler": scheduler is not None,
+                  "extra_state": extra_state is not None}
+    model.to(info.device)
+    stopper = EarlyStopping(cfg.mode, cfg.patience)
+    history: list[dict[str, float]] = []
+
+    ckpt = _resume_point(last_path, cfg.resume, run_config, info)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if extra_state is not None:
+            extra_state.load_state_dict(ckpt["extra"])
+        stopper.load_state_dict(ckpt["early_stopping"])
+        history = ckpt["history"]
+    elif info.is_main:  # a fresh run must never be mistaken for the continuation of an older one
+        last_path.unlink(missing_ok=True)
+        best_path.unlink(missing_ok=True)
+
+    cuda = info.device.type == "cuda"
+    train_model: nn.Module = model
+    if info.world_size > 1:
+        train_model = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None,
+                                              find_unused_parameters=cfg.find_unused_parameters)
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size_per_gpu, sampler=sampler,
+                              num_workers=cfg.num_workers, pin_memory=cuda)
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size_per_gpu, shuffle=False,
+                            num_workers=cfg.num_workers, pin_memory=cuda) if info.is_main else None
+    live = _open_live(cfg, info, history, {**run_config, "effective_batch_size": effective_batch,
+                                           "max_epochs": cfg.max_epochs})
+    if info.is_main:
+        log.info("world size %d x batch %d per process = effective batch %d; %s",
+                 info.world_size, cfg.batch_size_per_gpu, effective_batch,
+                 f"resuming after epoch {len(history)}" if ckpt is not None else "starting afresh")
+    if ckpt is not None:
+        set_rng_state(ckpt["rng"][info.rank], info.device)
+    else:
+        seed_everything(cfg.seed + info.rank)
+
+    epoch = len(history)
+    while epoch < cfg.max_epochs and not stopper.stopped:
+        epoch += 1
+        sampler.set_epoch(epoch)
+        entry = _train_epoch(train_model, optimizer, train_loader, step, epoch, info)
+        entry["lr"] = float(optimizer.param_groups[0]["lr"])
+        if scheduler is not None:
+            scheduler.step()
+        if epoch % cfg.val_every == 0 or epoch == cfg.max_epochs:
+            metrics = _validate_on_main(validate, model, val_loader, info, cfg.monitor)
+            entry.update({f"val/{k}": v for k, v in metrics.items()})
+            if stopper.update(metrics[cfg.monitor], epoch) and info.is_main:
+                save_atomic({"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
+                             "monitor": cfg.monitor, "score": metrics[cfg.monitor], "metrics": metrics,
+                             "extra": extra_state.state_dict() if extra_state is not None else None}, best_path)
+        history.append(entry)
+        rngs = gather_object(rng_state(info.device), info)
+        if info.is_main:
+            save_atomic({"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                         "extra": extra_state.state_dict() if extra_state is not None else None,
+                         "rng": rngs, "early_stopping": stopper.state_dict(), "history": history,
+                         "config": run_config, "effective_batch_size": effective_batch}, last_path)
+            _log_live(live, entry)
+            log.info("epoch %d/%d: %s | %s", epoch, cfg.max_epochs,
+                     ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"), _progress(stopper, cfg))
+    if live is not None:
+        live.end()
+    barrier(info)
+    best = next((h for h in history if h["epoch"] == stopper.best_epoch), {})
+    return FitResult(
+        epochs_run=len(history), best_epoch=stopper.best_epoch, best_score=stopper.best_score,
+        best_metrics={k[4:]: v for k, v in best.items() if k.startswith("val/")},
+        stopped_early=stopper.stopped, world_size=info.world_size, effective_batch_size=effective_batch,
+        history=history, last_path=last_path, best_path=best_path,
+    )
+
+
+def _resume_point(path: Path, resume: bool, run_config: dict[str, Any], info: DistInfo) -> dict[str, Any] | None:
+    """``last.pt`` if the run continues from it (rank 0 decides for all), after checking it matches this run."""
+    if not broadcast_object(resume and path.is_file(), info):
+        return None
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") != FORMAT or "config" not in ckpt:
+        raise InputError(path, "not a last.pt written by plaque.train.fit")
+    for key, now in run_config.items():
+        was = ckpt["config"].get(key)
+        if was != now:
+            raise InputError(path, f"was written with {key}={was!r} but this run has {key}={now!r}; "
+                                   "use the same settings, or resume=False, or another out_dir")
+    return ckpt
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, step: StepFn,
+                 epoch: int, info: DistInfo) -> dict[str, float]:
+    """One pass over this rank's shard; returns ``{"epoch", "train/<key>": mean over steps and ranks}``."""
+    model.train()
+    sums: dict[str, float] = {}
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not info.is_main, leave=False, dynamic_ncols=True)
+    for i, batch in enumerate(bar, start=1):
+        loss, scalars = step(model, to_device(batch, info.device), info)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"epoch {epoch}, step {i}/{len(loader)}: the loss is {value}; "
+                                     "stopping before this update")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for key, v in {"loss": value, **scalars}.items():
+            sums[key] = sums.get(key, 0.0) + float(v.detach() if isinstance(v, Tensor) else v)
+        bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+    keys = sorted(sums)
+    *totals, steps = all_reduce_sum([sums[k] for k in keys] + [float(len(loader))], info)
+    return {"epoch": epoch, **{f"train/{k}": t / steps for k, t in zip(keys, totals)}}
+
+
+def _validate_on_main(validate: ValidateFn, model: nn.Module, loader: DataLoader | None, info: DistInfo,
+                      monitor: str) -> dict[str, float]:
+    """Rank 0 validates the unwrapped model; every rank receives its metrics."""
+    metrics: dict[str, float] | None = None
+    if info.is_main:
+        assert loader is not None
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in validate(model, loader, info).items()}
+        if monitor not in metrics:
+            raise ValueError(f"validate() returned {sorted(metrics)}, without the monitored {monitor!r}")
+    return broadcast_object(metrics, info)
+
+
+def _progress(stopper: EarlyStopping, cfg: FitConfig) -> str:
+    if stopper.best_epoch is None:
+        return f"no best {cfg.monitor} yet"
+    return (f"best {cfg.monitor} {stopper.best_score:.4g} at epoch {stopper.best_epoch}, "
+            f"{stopper.bad_validations}/{cfg.patience} validations without improvement"
+            + ("; stopping early" if stopper.stopped else ""))
+
+
+def _open_live(cfg: FitConfig, info: DistInfo, history: list[dict[str, float]],
+               params: dict[str, Any]) -> Live | None:
+    """DVCLive on rank 0, rebuilt from ``history`` so that it matches ``last.pt`` exactly after a resume."""
+    if not info.is_main or cfg.live_dir is None:
+        return None
+    live = Live(dir=str(cfg.live_dir), dvcyaml=False, save_dvc_exp=False, resume=False)
+    live.log_params(params)
+    for entry in history:
+        _log_live(live, entry)
+    return live
+
+
+def _log_live(live: Live | None, entry: dict[str, float]) -> None:
+    if live is None:
+        return
+    live.step = int(entry["epoch"])
+    for key, value in entry.items():
+        if key != "epoch":
+            live.log_metric(key, value)
+    live.next_step()

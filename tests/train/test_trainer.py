@@ -1,0 +1,170 @@
+"""The training loop on one CPU process: learning, model selection, early stopping, errors, kill-and-resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from plaque.config import load_config
+from plaque.errors import InputError
+from plaque.train import DistInfo, FitConfig, fit, load_checkpoint, seed_everything
+from tests.train.toy import Scripted, ToyData, build, make_step, toy_validate
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU = DistInfo()
+
+
+def _cfg(tmp_path: Path, **kw: Any) -> FitConfig:
+    base = dict(max_epochs=8, val_every=1, patience=8, batch_size_per_gpu=8, seed=0, num_workers=0,
+                monitor="mse", mode="min", out_dir=tmp_path / "ckpt", live_dir=None)
+    return FitConfig(**{**base, **kw})
+
+
+def _fit(cfg: FitConfig, validate=toy_validate, step=None, **kw: Any):
+    seed_everything(0)
+    model, optimizer, scheduler, tracker = build()
+    result = fit(model, optimizer, ToyData(48, 1, augment=True), ToyData(16, 2), step or make_step(tracker),
+                 validate, cfg, CPU, scheduler=scheduler, extra_state=tracker, **kw)
+    return result, model
+
+
+def test_training_lowers_the_loss_and_keeps_the_best_validation(tmp_path):
+    cfg = _cfg(tmp_path, live_dir=tmp_path / "live")
+    result, model = _fit(cfg)
+    losses = [h["train/loss"] for h in result.history]
+    assert losses[-1] < 0.25 * losses[0]
+    mse = {h["epoch"]: h["val/mse"] for h in result.history}
+    assert len(mse) == 8 and result.epochs_run == 8 and not result.stopped_early
+    assert result.best_epoch == min(mse, key=mse.get) and result.best_score == min(mse.values())
+    assert result.best_metrics == {"mse": result.best_score}
+    assert (result.world_size, result.effective_batch_size) == (1, 8)
+
+    best = load_checkpoint(cfg.out_dir / "best.pt")
+    assert (best["epoch"], best["score"], best["monitor"]) == (result.best_epoch, result.best_score, "mse")
+    assert set(best["extra"]) == {"total", "count"}
+    model.load_state_dict(best["model"])
+    val_loader = torch.utils.data.DataLoader(ToyData(16, 2), batch_size=8)
+    assert toy_validate(model.eval(), val_loader, CPU)["mse"] == result.best_score
+
+    last = load_checkpoint(cfg.out_dir / "last.pt")
+    assert last["epoch"] == 8 and last["history"] == result.history
+    assert set(last) >= {"model", "optimizer", "scheduler", "extra", "rng", "early_stopping", "config"}
+    rows = (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert rows[0] == "step\tloss" and [r.split("\t")[0] for r in rows[1:]] == [str(e) for e in range(1, 9)]
+    assert sorted(p.name for p in cfg.out_dir.iterdir()) == ["best.pt", "last.pt"]
+
+
+@pytest.mark.parametrize("mode, scores, best", [
+    ("max", [0.1, 0.3, 0.2, 0.25, 0.3, 0.9], (2, 0.3)),   # a tie is no improvement
+    ("min", [1.0, 0.5, 0.6, 0.5, 0.7, 0.1], (2, 0.5)),
+    ("max", [0.1, float("nan"), 0.05, 0.08, 0.09], (1, 0.1)),  # NaN never improves
+])
+def test_early_stopping_after_patience_validations(tmp_path, mode, scores, best):
+    validate = Scripted(scores)
+    result, _ = _fit(_cfg(tmp_path, max_epochs=40, val_every=2, patience=3, monitor="score", mode=mode), validate)
+    assert validate.calls == best[0] + 3
+    assert result.stopped_early and result.epochs_run == 2 * (best[0] + 3)
+    assert (result.best_epoch, result.best_score) == (2 * best[0], best[1])
+    assert [h["epoch"] for h in result.history if "val/score" in h] == list(range(2, 2 * (best[0] + 3) + 1, 2))
+    assert load_checkpoint(tmp_path / "ckpt" / "best.pt")["epoch"] == 2 * best[0]
+
+
+def test_validates_at_the_last_epoch(tmp_path):
+    validate = Scripted([0.1, 0.2, 0.3])
+    result, _ = _fit(_cfg(tmp_path, max_epochs=5, val_every=2, monitor="score", mode="max"), validate)
+    assert [h["epoch"] for h in result.history if "val/score" in h] == [2, 4, 5]
+    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (5, 5, False)
+
+
+def test_a_finished_run_resumes_as_a_no_op_and_refuses_other_settings(tmp_path):
+    cfg = _cfg(tmp_path, max_epochs=10, val_every=1, patience=2, monitor="score", mode="max")
+    first, _ = _fit(cfg, Scripted([0.5, 0.4, 0.4]))
+    assert first.stopped_early and first.epochs_run == 3
+    validate, step = Scripted([1.0]), make_step()
+    again, _ = _fit(cfg, validate, step)
+    assert validate.calls == 0 and step.calls["n"] == 0
+    assert (again.history, again.best_epoch, again.stopped_early) == (first.history, 1, True)
+    with pytest.raises(InputError, match="seed=0 but this run has seed=1"):
+        _fit(_cfg(tmp_path, max_epochs=10, patience=2, monitor="score", mode="max", seed=1), validate)
+    fresh = _cfg(tmp_path, max_epochs=2, monitor="score", mode="max", resume=False)
+    with pytest.raises(FloatingPointError):
+        _fit(fresh, Scripted([0.1]), make_step(nan_at=1))
+    assert not any((tmp_path / "ckpt").iterdir())  # the old run's checkpoints are gone
+    result, _ = _fit(fresh, Scripted([0.1, 0.2]))
+    assert result.epochs_run == 2 and result.best_epoch == 2
+
+
+def test_config_from_params(tmp_path):
+    cfg = FitConfig.from_params(load_config(profile="smoke")["train"], monitor="dice", mode="max", out_dir=tmp_path)
+    assert (cfg.max_epochs, cfg.val_every, cfg.patience, cfg.batch_size_per_gpu) == (2, 1, 6, 8)
+    with pytest.raises(InputError, match="'max' or 'min'"):
+        FitConfig.from_params(load_config()["train"], monitor="dice", mode="up", out_dir=tmp_path)
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"epoch 2, step 3/6: the loss is nan"):
+        _fit(_cfg(tmp_path), step=make_step(nan_at=6 + 3))
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["epoch"] == 1
+
+
+def test_validate_must_return_the_monitored_metric(tmp_path):
+    with pytest.raises(ValueError, match="without the monitored 'dice'"):
+        _fit(_cfg(tmp_path, monitor="dice", mode="max"))
+
+
+def _toy(out: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tests.train.toy", "--out", str(out), "--report", str(out / "report"), *args]
+
+
+def _assert_same(a: Any, b: Any, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for n, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{n}]")
+    else:
+        assert a == b, where
+
+
+def test_killed_and_restarted_run_equals_an_uninterrupted_one(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ("--max-epochs", "7", "--val-every", "2")
+    subprocess.run(_toy(tmp_path / "a", *args), cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+
+    b = tmp_path / "b"
+    proc = subprocess.Popen(_toy(b, *args, "--step-sleep", "0.04"), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((b / "ckpt" / "last.pt").is_file() and load_checkpoint(b / "ckpt" / "last.pt")["epoch"] >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.02)
+        time.sleep(0.1)  # into the next epoch
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    killed_at = load_checkpoint(b / "ckpt" / "last.pt")["epoch"]
+    assert 2 <= killed_at < 7
+    subprocess.run(_toy(b, *args), cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+
+    for name in ("last.pt", "best.pt"):
+        _assert_same(load_checkpoint(tmp_path / "a" / "ckpt" / name), load_checkpoint(b / "ckpt" / name), name)
+    plots = tmp_path / "a" / "live" / "plots" / "metrics"
+    for tsv in sorted(plots.rglob("*.tsv")):
+        assert tsv.read_text() == (b / "live" / "plots" / "metrics" / tsv.relative_to(plots)).read_text(), tsv
+    assert (tmp_path / "a" / "report" / "result-rank0.json").read_text() == \
+        (b / "report" / "result-rank0.json").read_text()
