@@ -184,6 +184,7 @@ SCHEMA: dict[str, Any] = {
         },
         "perceptual": {"net": Choice(("alex", "vgg", "squeeze"))},
         "monitor": Choice(("probe_dice", "val_loss")),
+        "probe_momentum": PROB,
         "loss": {
             "l1": Num(0.0), "perceptual": Num(0.0), "commit": Num(0.0), "contrastive": Num(0.0),
             "temperature": Num(1e-4, 10.0),

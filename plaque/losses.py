@@ -189,23 +189,19 @@ class Stage1Loss(nn.Module):
 
 
 class PrototypeProbe(nn.Module):
-    """Running per-class sums of unit-normalised embeddings; prototypes are their normalised means.
+    """Exponentially decayed per-class sums of unit-normalised embeddings; prototypes are their normalised means.
 
-    Buffers ``sums`` (C, E) and ``counts`` (C,) make it checkpointable through
-    ``state_dict()``. The trainer calls ``reset()`` at the start of each epoch
-    and ``update()`` on each training batch; under ``torch.distributed`` each
+    Each training batch first decays the running sums by ``momentum`` (1.0 keeps everything), so the
+    prototypes follow the current embedding without any epoch hook. Buffers ``sums`` (C, E) and
+    ``counts`` (C,) make it checkpointable through ``state_dict()``; under ``torch.distributed`` each
     batch's contribution is all-reduced, so every rank holds the same state.
     """
 
-    def __init__(self, embed_dim: int, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, embed_dim: int, num_classes: int = NUM_CLASSES, momentum: float = 1.0) -> None:
         super().__init__()
+        self.momentum = momentum
         self.register_buffer("sums", torch.zeros(num_classes, embed_dim, dtype=torch.float64))
         self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.float64))
-
-    def reset(self) -> None:
-        """Forget all accumulated embeddings."""
-        self.sums.zero_()
-        self.counts.zero_()
 
     @torch.no_grad()
     def update(self, embed: Tensor, labels_latent: Tensor) -> None:
@@ -217,8 +213,8 @@ class PrototypeProbe(nn.Module):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(sums)
             dist.all_reduce(counts)
-        self.sums += sums
-        self.counts += counts
+        self.sums.mul_(self.momentum).add_(sums)
+        self.counts.mul_(self.momentum).add_(counts)
 
     def prototypes(self) -> Tensor:
         """Unit prototypes (C, E) float32; rows of zeros mark classes not seen yet."""

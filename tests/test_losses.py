@@ -262,8 +262,18 @@ def test_probe_state_round_trips() -> None:
     restored.load_state_dict(probe.state_dict())
     assert torch.equal(restored.prototypes(), probe.prototypes())
     assert restored.counts.tolist() == torch.bincount(labels.view(-1), minlength=5).double().tolist()
-    probe.reset()
-    assert float(probe.counts.sum()) == 0 and float(probe.prototypes().abs().sum()) == 0
+
+
+def test_probe_momentum_forgets_old_embeddings() -> None:
+    wall = torch.ones(1, 2, 2, dtype=torch.long)
+    first, second = F.normalize(torch.randn(1, 8, 2, 2), dim=1), F.normalize(torch.randn(1, 8, 2, 2), dim=1)
+    keep, decay = PrototypeProbe(8, momentum=1.0), PrototypeProbe(8, momentum=0.0)
+    for probe in (keep, decay):
+        probe.update(first, wall)
+        probe.update(second, wall)
+    newest = F.normalize(second.permute(0, 2, 3, 1).reshape(-1, 8).double().sum(0), dim=0).float()
+    assert torch.allclose(decay.prototypes()[1], newest, atol=1e-6)  # momentum 0: only the last batch
+    assert float(keep.counts[1]) == 8 and float(decay.counts[1]) == 4
 
 
 def test_probe_dice_of_separable_embeddings_is_one() -> None:

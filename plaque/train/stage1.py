@@ -1,0 +1,158 @@
+"""Stage-1: train the contrastive VQ prior (appendix 1.3). The `torchrun` entry point.
+
+    python -m torch.distributed.run --standalone --nproc_per_node N -m plaque.train.stage1 \\
+        --data data/processed --out models/stage1 --results results/stage1 [--profile NAME] [--fresh]
+
+Trains `plaque.models.vq.VQAutoencoder` with `plaque.losses.Stage1Loss` (Adam, the appendix's lr and
+betas) through the shared trainer, monitoring ``stage1.monitor`` on the validation split:
+``probe_dice`` is the macro Dice (classes 1..4) of a nearest-prototype probe on the contrastive
+embeddings at latent resolution, prototypes being decayed class means of training embeddings;
+``val_loss`` is the Stage-1 objective on validation. Writes ``OUT/best.pt`` and ``OUT/last.pt``,
+``RESULTS/metrics.json`` and DVCLive curves under ``RESULTS/live``. Runs alone too (one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from plaque.classes import CLASS_NAMES
+from plaque.config import load_config
+from plaque.data.dataset import SliceDataset
+from plaque.errors import InputError
+from plaque.losses import PrototypeProbe, Stage1Loss, dice_counts, dice_from_counts, labels_to_latent
+from plaque.models.vq import VQAutoencoder, build_vq
+from plaque.perceptual import Perceptual
+from plaque.train.checkpoint import save_atomic
+from plaque.train.distributed import DistInfo, cleanup, init_distributed
+from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_device
+
+log = logging.getLogger("plaque.train.stage1")
+MONITOR_MODE = {"probe_dice": "max", "val_loss": "min"}
+VAL_SAMPLING_SEED = 0  # the contrastive term's sampling on validation is fixed, so val_loss is comparable
+
+
+class Stage1Step:
+    """One training step: the Stage-1 objective, and the probe's prototypes updated from the batch."""
+
+    def __init__(self, loss: Stage1Loss, probe: PrototypeProbe) -> None:
+        self.loss, self.probe = loss, probe
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], info: DistInfo) -> tuple[Tensor, dict[str, float]]:
+        x, labels = batch
+        out = model(x)
+        total, parts = self.loss(out, x, labels)
+        factor = labels.shape[-1] // out.embed.shape[-1]
+        self.probe.update(out.embed, labels_to_latent(labels, factor))
+        return total, parts
+
+
+class Stage1Validation:
+    """Validation metrics: objective components, probe Dice per class and macro, code usage."""
+
+    def __init__(self, loss: Stage1Loss, probe: PrototypeProbe) -> None:
+        self.loss, self.probe = loss, probe
+
+    def __call__(self, model: nn.Module, loader: DataLoader, info: DistInfo) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(VAL_SAMPLING_SEED)
+        sums: dict[str, float] = {}
+        counts = None
+        indices = []
+        protos = self.probe.prototypes()
+        for batch in loader:
+            x, labels = to_device(batch, info.device)
+            out = model(x)
+            _, parts = self.loss(out, x, labels, generator)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v * len(x)
+            factor = labels.shape[-1] // out.embed.shape[-1]
+            c = dice_counts(out.embed, labels_to_latent(labels, factor), protos)
+            counts = c if counts is None else tuple(a + b for a, b in zip(counts, c))
+            indices.append(out.indices.reshape(-1))
+        n = len(loader.dataset)  # type: ignore[arg-type]
+        per_class, macro = dice_from_counts(*counts, protos)
+        used, perplexity = model.codebook_usage(torch.cat(indices))
+        metrics = {f"{k}": v / n for k, v in sums.items() if k != "total"}
+        metrics.update({"val_loss": sums["total"] / n, "probe_dice": macro, "codes_used": used,
+                        "perplexity": perplexity})
+        metrics.update({f"probe_dice_{CLASS_NAMES[c]}": d for c, d in per_class.items()})
+        return metrics
+
+
+def train_stage1(data: Path, out: Path, results: Path, cfg: dict[str, Any], info: DistInfo,
+                 resume: bool = True) -> FitResult:
+    """Train Stage-1 on ``data``'s train/val splits; write checkpoints to ``out`` and metrics to ``results``."""
+    s1 = cfg["stage1"]
+    seed_everything(cfg["train"]["seed"])  # identical initial weights on every rank
+    model: VQAutoencoder = build_vq(s1)
+    loss = Stage1Loss(s1, Perceptual(s1["perceptual"]["net"])).to(info.device)
+    probe = PrototypeProbe(s1["contrastive"]["embed_dim"], momentum=s1["probe_momentum"]).to(info.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s1["optim"]["lr"], betas=tuple(s1["optim"]["betas"]))
+    aug = cfg["augment"]
+    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"])
+    val_set = SliceDataset(data, "val")
+    fit_cfg = FitConfig.from_params(cfg["train"], monitor=s1["monitor"], mode=MONITOR_MODE[s1["monitor"]],
+                                    out_dir=out, live_dir=results / "live", resume=resume)
+    result = fit(model, optimizer, train_set, val_set, Stage1Step(loss, probe), Stage1Validation(loss, probe),
+                 fit_cfg, info, extra_state=probe)
+    if info.is_main:
+        write_metrics(results / "metrics.json", result, loss.backbone, s1["monitor"])
+    return result
+
+
+def write_metrics(path: Path, result: FitResult, backbone: str, monitor: str) -> None:
+    """The stage's headline figures (best validation), atomically, as JSON."""
+    best = result.best_metrics
+    metrics = {
+        "monitor": monitor, "score": result.best_score, "best_epoch": result.best_epoch,
+        "recon_l1": best.get("l1"), "perplexity": best.get("perplexity"), "codes_used": best.get("codes_used"),
+        "probe_dice": {k[len("probe_dice_"):]: v for k, v in best.items() if k.startswith("probe_dice_")},
+        "perceptual_backbone": backbone, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "world_size": result.world_size, "effective_batch_size": result.effective_batch_size,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; prints ``error: <where>: <problem>`` and returns 2 on bad input."""
+    parser = argparse.ArgumentParser(prog="python -m plaque.train.stage1", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed slices (data/processed)")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/stage1)")
+    parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage1)")
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
+    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    parser.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt and start afresh")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.params, args.profile)
+        info = init_distributed()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        result = train_stage1(args.data, args.out, args.results, cfg, info, resume=not args.fresh)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    if info.is_main:
+        log.info("stage 1 done: %d epochs, best %s %.4f at epoch %s", result.epochs_run, cfg["stage1"]["monitor"],
+                 result.best_score if result.best_score is not None else float("nan"), result.best_epoch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
