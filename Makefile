@@ -38,6 +38,7 @@ lab: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_stage1.py
 
 clean-venv:
 	rm -rf $(VENV)
