@@ -26,6 +26,7 @@ from plaque.losses import (
 )
 from plaque.models.vq import VQAutoencoder
 from plaque.perceptual import Perceptual
+from tests.gloo import run_on_ranks
 
 
 class FakePerceptual(nn.Module):
@@ -302,21 +303,14 @@ def test_probe_skips_classes_without_prototype_and_streams() -> None:
     assert streamed[0] == pytest.approx(per_class) and streamed[1] == pytest.approx(macro)
 
 
-def _probe_worker(rank: int, world: int, init_file: str, results: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        labels = torch.full((1, 2, 2), rank + 1)  # rank 0 sees wall only, rank 1 lumen only
-        probe = PrototypeProbe(8)
-        probe.update(separable(labels), labels)
-        torch.save(probe.state_dict(), f"{results}/{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
+def _probe_on_rank(rank: int) -> dict[str, torch.Tensor]:
+    labels = torch.full((1, 2, 2), rank + 1)  # rank 0 sees wall only, rank 1 lumen only
+    probe = PrototypeProbe(8)
+    probe.update(separable(labels), labels)
+    return probe.state_dict()
 
 
 def test_probe_state_is_summed_over_ranks(tmp_path: Path) -> None:
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available")
-    torch.multiprocessing.spawn(_probe_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
-    a, b = (torch.load(tmp_path / f"{r}.pt") for r in range(2))
+    a, b = run_on_ranks(_probe_on_rank, tmp_path)
     assert a["counts"].tolist() == b["counts"].tolist() == [0, 4, 4, 0, 0]
     assert torch.equal(a["sums"], b["sums"])

@@ -10,6 +10,7 @@ import torch
 
 from plaque.config import load_config
 from plaque.models.vq import EMAQuantizer, VQAutoencoder, build_vq, downsample_steps, freeze
+from tests.gloo import run_on_ranks
 
 
 def small(**kw: object) -> VQAutoencoder:
@@ -199,24 +200,17 @@ def test_freeze() -> None:
     assert not any(p.requires_grad for p in model.parameters())
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, results: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        q = EMAQuantizer(8, 2, decay=0.9, dead_after=2).train()
-        g = torch.Generator().manual_seed(100 + rank)  # each rank sees its own batches
-        for _ in range(6):
-            q(as_latent(torch.randn(16 + 4 * rank, 2, generator=g) * (1 + rank)))
-        torch.save(q.state_dict(), f"{results}/{rank}.pt")
-    finally:
-        torch.distributed.destroy_process_group()
+def _quantizer_on_rank(rank: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    q = EMAQuantizer(8, 2, decay=0.9, dead_after=2).train()
+    g = torch.Generator().manual_seed(100 + rank)  # each rank sees its own batches
+    for _ in range(6):
+        q(as_latent(torch.randn(16 + 4 * rank, 2, generator=g) * (1 + rank)))
+    return q.state_dict()
 
 
 def test_ranks_hold_the_same_codebook_under_ddp(tmp_path: Path) -> None:
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available")
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
-    a, b = (torch.load(tmp_path / f"{r}.pt") for r in range(2))
+    a, b = run_on_ranks(_quantizer_on_rank, tmp_path)
     assert bool(a["initialised"]) and int(a["unused_steps"].max()) < 2
     for key in a:
         assert torch.equal(a[key], b[key]), key
