@@ -199,7 +199,10 @@ SCHEMA: dict[str, Any] = {
     "stage2": {
         "backbone": Choice(("vit_b", "vit_l", "vit_h", "vit_tiny")),
         "input_size": Num(32, 4096, integer=True),
+        "patch_size": Choice((2, 4, 8, 16)),
+        "weights": Text(),
         "sam_tuning": Choice(("lora", "frozen", "full")),
+        "lora_rank": POS_INT,
         "decoder": Choice(("head", "class_tokens")),
         "prior": {"adapter_kernel": POS_INT},
         "faa": {"heads": POS_INT, "dropout": PROB},
@@ -213,7 +216,7 @@ SCHEMA: dict[str, Any] = {
 PROFILE_KEYS: frozenset[str] = frozenset({
     "phantom.patients", "phantom.matrix", "phantom.processes",
     "preprocess.size", "preprocess.processes",
-    "stage2.backbone", "stage2.input_size",
+    "stage2.backbone", "stage2.input_size", "stage2.patch_size",
     "train.max_epochs", "train.val_every", "train.nproc_per_node", "train.num_workers",
 })
 
