@@ -1,0 +1,259 @@
+"""Stage-2: train the SAM encoder + VQ prior + FAA segmenter (appendix 1.4). The `torchrun` entry point.
+
+    python -m torch.distributed.run --standalone --nproc_per_node N -m plaque.train.stage2 --method ours \\
+        --data data/processed --prior models/stage1/best.pt --out models/stage2/ours \\
+        --results results/stage2/ours --predictions results/predictions/ours [--profile NAME] [--fresh]
+
+Builds `plaque.models.segmenter.PriorSegmenter` from the ``stage2`` section: the SAM image encoder
+(official weights when ``resolve_weights`` finds them, else randomly initialised and recorded as
+such), tuned as ``stage2.sam_tuning`` says; the frozen Stage-1 prior read from ``--prior``; the
+fusion of ``--method`` (`METHODS`). Trains with AdamW on ``λce · CE + λdice · soft Dice`` (bf16
+autocast on CUDA, fp32 on the CPU) through the shared trainer, selecting on the validation macro
+Dice (classes 1..4, hard Dice over the whole split). Writes ``OUT/best.pt`` and ``OUT/last.pt``,
+``RESULTS/metrics.json``, DVCLive curves under ``RESULTS/live`` and, from ``best.pt`` once training
+is over, one ``PREDICTIONS/<patient>.npz`` per test patient (``pred`` (N, H, W) uint8 class ids,
+``index`` (N,) the manifest rows, in manifest order). Runs alone too (one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import tempfile
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from plaque.classes import CLASS_NAMES, FOREGROUND
+from plaque.config import load_config
+from plaque.data.dataset import SliceDataset
+from plaque.data.processed import load_processed
+from plaque.errors import InputError
+from plaque.models.lora import configure_tuning
+from plaque.models.sam import build_image_encoder, load_sam_image_encoder, resolve_weights
+from plaque.models.segmenter import PriorSegmenter, build_segmenter
+from plaque.models.vq import VQAutoencoder, build_vq, freeze
+from plaque.seg_losses import DiceMeter, SegLoss, macro_dice
+from plaque.train.checkpoint import load_checkpoint
+from plaque.train.distributed import DistInfo, cleanup, init_distributed
+from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_device
+
+log = logging.getLogger("plaque.train.stage2")
+
+# method -> (fusion, uses the Stage-1 prior)
+METHODS: dict[str, tuple[str, bool]] = {
+    "ours": ("faa", True),
+    "additive": ("add", True),
+    "no_prior": ("none", False),
+}
+MONITOR = "macro_dice"
+PREDICT_BATCH = 32
+
+
+def autocast(device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op (fp32) on the CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+class Stage2Step:
+    """One training step: segmentation loss of the logits against the labels."""
+
+    def __init__(self, loss: SegLoss) -> None:
+        self.loss = loss
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], info: DistInfo) -> tuple[Tensor, dict[str, float]]:
+        x, labels = batch
+        with autocast(info.device):
+            logits = model(x)
+        return self.loss(logits, labels)
+
+
+class Stage2Validation:
+    """Validation metrics: loss, hard Dice per class and their macro mean over classes 1..4 (NaN-aware)."""
+
+    def __init__(self, loss: SegLoss) -> None:
+        self.loss = loss
+
+    def __call__(self, model: nn.Module, loader: DataLoader, info: DistInfo) -> dict[str, float]:
+        meter = DiceMeter()
+        total = 0.0
+        for batch in loader:
+            x, labels = to_device(batch, info.device)
+            with autocast(info.device):
+                logits = model(x)
+            loss, _ = self.loss(logits, labels)
+            total += float(loss) * len(x)
+            meter.update(logits.argmax(dim=1), labels)
+        scores = meter.scores()
+        metrics = {"val_loss": total / len(loader.dataset), MONITOR: macro_dice(scores)}  # type: ignore[arg-type]
+        metrics.update({f"dice_{CLASS_NAMES[c]}": float(scores[c]) for c in FOREGROUND})
+        return metrics
+
+
+def load_prior(cfg_stage1: dict[str, Any], path: Path) -> VQAutoencoder:
+    """The frozen Stage-1 autoencoder from a ``best.pt`` (``{"model": state_dict, ...}``)."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt.get("model"), dict):
+        raise InputError(path, "holds no 'model' state dict; expected a Stage-1 best.pt")
+    prior = build_vq(cfg_stage1)
+    try:
+        prior.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise InputError(path, f"does not fit the configured stage1 model ({first})") from None
+    return freeze(prior)  # type: ignore[return-value]
+
+
+def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None) -> tuple[PriorSegmenter, str]:
+    """The Stage-2 segmenter for ``method`` and whether its image encoder is ``"pretrained"`` or ``"random"``."""
+    if method not in METHODS:
+        raise InputError("--method", f"{method!r} is not one of {sorted(METHODS)}")
+    fusion, uses_prior = METHODS[method]
+    s2 = cfg["stage2"]
+    prior = None
+    if uses_prior:
+        if prior_path is None:
+            raise InputError("--prior", f"method {method!r} needs the Stage-1 checkpoint")
+        prior = load_prior(cfg["stage1"], prior_path)
+    encoder = build_image_encoder(s2["backbone"], input_size=s2["input_size"], patch_size=s2["patch_size"])
+    weights = resolve_weights(s2, cfg["profile"])
+    if weights is not None:
+        load_sam_image_encoder(encoder, weights, input_size=s2["input_size"], patch_size=s2["patch_size"])
+    configure_tuning(encoder, s2["sam_tuning"], s2["lora_rank"])
+    model = build_segmenter(s2, encoder, prior, fusion=fusion)
+    return model, "random" if weights is None else "pretrained"
+
+
+def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, predictions: Path,
+                 cfg: dict[str, Any], info: DistInfo, method: str = "ours", resume: bool = True) -> FitResult:
+    """Train Stage-2 on ``data``'s train/val splits; write checkpoints, metrics and test predictions."""
+    s2 = cfg["stage2"]
+    seed_everything(cfg["train"]["seed"])  # identical initial weights on every rank
+    model, backbone_weights = build_model(cfg, method, prior_path)
+    optimizer = torch.optim.AdamW(list(model.trainable_parameters()), lr=s2["optim"]["lr"],
+                                  weight_decay=s2["optim"]["weight_decay"])
+    loss = SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"])
+    aug = cfg["augment"]
+    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"])
+    val_set = SliceDataset(data, "val")
+    fit_cfg = FitConfig.from_params(cfg["train"], monitor=MONITOR, mode="max", out_dir=out,
+                                    live_dir=results / "live", resume=resume)
+    result = fit(model, optimizer, train_set, val_set, Stage2Step(loss), Stage2Validation(loss), fit_cfg, info)
+    if info.is_main:
+        write_metrics(results / "metrics.json", result, {
+            "method": method, "backbone": s2["backbone"], "backbone_weights": backbone_weights,
+            "sam_tuning": s2["sam_tuning"], "decoder": s2["decoder"]})
+        if result.best_epoch is None:
+            raise InputError(out, "no validation improved on NaN, so there is no best.pt to predict with")
+        model.load_state_dict(load_checkpoint(result.best_path)["model"])
+        predict_test(model, data, predictions, info.device)
+    return result
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: ``None`` for a NaN float."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_metrics(path: Path, result: FitResult, run: dict[str, Any]) -> None:
+    """The stage's headline figures (best validation), atomically, as JSON."""
+    best = result.best_metrics
+    metrics = {
+        "monitor": MONITOR, "macro_dice": _finite(result.best_score), "best_epoch": result.best_epoch,
+        "dice": {CLASS_NAMES[c]: _finite(best.get(f"dice_{CLASS_NAMES[c]}")) for c in FOREGROUND},
+        "val_loss": best.get("val_loss"), "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "world_size": result.world_size, "effective_batch_size": result.effective_batch_size, **run,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def predict_test(model: nn.Module, data: Path, out: Path, device: torch.device) -> list[str]:
+    """Write ``out/<patient>.npz`` (``pred``, ``index``) for every test patient; returns the patients.
+
+    The folder is filled under a temporary name and renamed into place, so ``out`` holds either the
+    previous predictions or a complete new set.
+    """
+    processed = load_processed(data)
+    manifest = processed.manifest
+    patients = processed.patients("test")
+    if not patients:
+        raise InputError(data, "no slices in split 'test'")
+    model.to(device).eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for patient in patients:
+            rows = manifest.index[(manifest["split"] == "test") & (manifest["patient"] == patient)]
+            rows = rows.to_numpy(dtype=np.int64)
+            preds = []
+            for start in range(0, len(rows), PREDICT_BATCH):
+                chunk = rows[start:start + PREDICT_BATCH]
+                x = torch.from_numpy(np.asarray(processed.images[chunk], dtype=np.float32))[:, None].to(device)
+                with autocast(device):
+                    logits = model(x)
+                preds.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
+            np.savez(tmp / f"{patient}.npz", pred=np.concatenate(preds), index=rows)
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return patients
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; prints ``error: <where>: <problem>`` and returns 2 on bad input."""
+    parser = argparse.ArgumentParser(prog="python -m plaque.train.stage2", description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="ours", choices=sorted(METHODS), help="fusion variant (default: ours)")
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed slices (data/processed)")
+    parser.add_argument("--prior", type=Path, default=None, help="Stage-1 checkpoint (models/stage1/best.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/stage2/<method>)")
+    parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage2/<method>)")
+    parser.add_argument("--predictions", type=Path, required=True,
+                        help="test predictions folder (results/predictions/<method>)")
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
+    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    parser.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt and start afresh")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.params, args.profile)
+        info = init_distributed()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        result = train_stage2(args.data, args.prior, args.out, args.results, args.predictions, cfg, info,
+                              method=args.method, resume=not args.fresh)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    if info.is_main:
+        log.info("stage 2 (%s) done: %d epochs, best macro Dice %.4f at epoch %s", args.method, result.epochs_run,
+                 result.best_score if result.best_score is not None else float("nan"), result.best_epoch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
