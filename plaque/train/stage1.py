@@ -14,7 +14,6 @@ embeddings at latent resolution, prototypes being decayed class means of trainin
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -25,14 +24,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from plaque.classes import CLASS_NAMES
-from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
-from plaque.errors import InputError
 from plaque.losses import PrototypeProbe, Stage1Loss, dice_counts, dice_from_counts, labels_to_latent
 from plaque.models.vq import VQAutoencoder, build_vq
 from plaque.perceptual import Perceptual
-from plaque.train.checkpoint import save_atomic
-from plaque.train.distributed import DistInfo, cleanup, init_distributed
+from plaque.train.cli import add_common_options, run_stage, write_json_atomic
+from plaque.train.distributed import DistInfo
 from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_device
 
 log = logging.getLogger("plaque.train.stage1")
@@ -105,23 +102,21 @@ def train_stage1(data: Path, out: Path, results: Path, cfg: dict[str, Any], info
                  fit_cfg, info, extra_state=probe)
     if info.is_main:
         write_metrics(results / "metrics.json", result, loss.backbone, s1["monitor"])
+        log.info("stage 1 done: %d epochs, best %s %.4f at epoch %s", result.epochs_run, s1["monitor"],
+                 result.best_score if result.best_score is not None else float("nan"), result.best_epoch)
     return result
 
 
 def write_metrics(path: Path, result: FitResult, backbone: str, monitor: str) -> None:
     """The stage's headline figures (best validation), atomically, as JSON."""
     best = result.best_metrics
-    metrics = {
+    write_json_atomic(path, {
         "monitor": monitor, "score": result.best_score, "best_epoch": result.best_epoch,
         "recon_l1": best.get("l1"), "perplexity": best.get("perplexity"), "codes_used": best.get("codes_used"),
         "probe_dice": {k[len("probe_dice_"):]: v for k, v in best.items() if k.startswith("probe_dice_")},
         "perceptual_backbone": backbone, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "world_size": result.world_size, "effective_batch_size": result.effective_batch_size,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(path)
+    })
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,28 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="preprocessed slices (data/processed)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/stage1)")
     parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage1)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
-    parser.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt and start afresh")
+    add_common_options(parser)
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.params, args.profile)
-        info = init_distributed()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        result = train_stage1(args.data, args.out, args.results, cfg, info, resume=not args.fresh)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup()
-    if info.is_main:
-        log.info("stage 1 done: %d epochs, best %s %.4f at epoch %s", result.epochs_run, cfg["stage1"]["monitor"],
-                 result.best_score if result.best_score is not None else float("nan"), result.best_epoch)
-    return 0
+    return run_stage(
+        args, lambda cfg, info: train_stage1(args.data, args.out, args.results, cfg, info, resume=not args.fresh))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ is over, one ``PREDICTIONS/<patient>.npz`` per test patient (``pred`` (N, H, W) 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import shutil
@@ -34,7 +33,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from plaque.classes import CLASS_NAMES, FOREGROUND
-from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
@@ -44,7 +42,8 @@ from plaque.models.segmenter import PriorSegmenter, build_segmenter
 from plaque.models.vq import VQAutoencoder, build_vq, freeze
 from plaque.seg_losses import DiceMeter, SegLoss, macro_dice
 from plaque.train.checkpoint import load_checkpoint
-from plaque.train.distributed import DistInfo, cleanup, init_distributed
+from plaque.train.cli import add_common_options, run_stage, write_json_atomic
+from plaque.train.distributed import DistInfo
 from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_device
 
 log = logging.getLogger("plaque.train.stage2")
@@ -156,6 +155,8 @@ def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, 
             raise InputError(out, "no validation improved on NaN, so there is no best.pt to predict with")
         model.load_state_dict(load_checkpoint(result.best_path)["model"])
         predict_test(model, data, predictions, info.device)
+        log.info("stage 2 (%s) done: %d epochs, best macro Dice %.4f at epoch %s", method, result.epochs_run,
+                 result.best_score, result.best_epoch)
     return result
 
 
@@ -173,10 +174,7 @@ def write_metrics(path: Path, result: FitResult, run: dict[str, Any]) -> None:
         "val_loss": best.get("val_loss"), "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "world_size": result.world_size, "effective_batch_size": result.effective_batch_size, **run,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, metrics)
 
 
 @torch.no_grad()
@@ -230,29 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage2/<method>)")
     parser.add_argument("--predictions", type=Path, required=True,
                         help="test predictions folder (results/predictions/<method>)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
-    parser.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt and start afresh")
+    add_common_options(parser)
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.params, args.profile)
-        info = init_distributed()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        result = train_stage2(args.data, args.prior, args.out, args.results, args.predictions, cfg, info,
-                              method=args.method, resume=not args.fresh)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup()
-    if info.is_main:
-        log.info("stage 2 (%s) done: %d epochs, best macro Dice %.4f at epoch %s", args.method, result.epochs_run,
-                 result.best_score if result.best_score is not None else float("nan"), result.best_epoch)
-    return 0
+    return run_stage(args, lambda cfg, info: train_stage2(
+        args.data, args.prior, args.out, args.results, args.predictions, cfg, info, method=args.method,
+        resume=not args.fresh))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""What the stage entry points share: common options, one-line errors, the distributed set-up, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from plaque.config import load_config
+from plaque.errors import InputError
+from plaque.train.distributed import DistInfo, cleanup, init_distributed
+from plaque.train.trainer import FitResult
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--params``, ``--profile`` and ``--fresh``."""
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
+    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    parser.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt and start afresh")
+
+
+def run_stage(args: argparse.Namespace, train: Callable[[dict[str, Any], DistInfo], FitResult]) -> int:
+    """Resolve the configuration (``args.params``, ``args.profile``), join the process group, run
+    ``train(cfg, info)`` with logging on rank 0, and leave the group.
+
+    Returns:
+        The exit code: 0, or 2 after printing ``error: <where>: <problem>`` as one line on standard error.
+    """
+    try:
+        cfg = load_config(args.params, args.profile)
+        info = init_distributed()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        train(cfg, info)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
