@@ -20,9 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
 import sys
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from plaque.atomic import atomic_folder
 from plaque.classes import CALCIFIED, CLASS_NAMES, NONCALCIFIED, NUM_CLASSES
 from plaque.config import load_config
 from plaque.data import slicing
@@ -200,11 +199,8 @@ def _manifest(kept: list[tuple[str, str, PatientSlices]]) -> pd.DataFrame:
 
 
 def _write(out: Path, kept: list[tuple[str, str, PatientSlices]], manifest: pd.DataFrame, summary: Summary) -> None:
-    """Write everything to a temporary sibling of ``out``, then swap it into place; no leftovers on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    """Write everything into ``out`` at once (`atomic_folder`): no leftovers on failure."""
+    with atomic_folder(out) as tmp:
         shape = (len(manifest), *kept[0][2].images.shape[1:])
         images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.float32, shape=shape)
         labels = np.lib.format.open_memmap(tmp / LABELS_FILE, mode="w+", dtype=np.uint8, shape=shape)
@@ -218,25 +214,6 @@ def _write(out: Path, kept: list[tuple[str, str, PatientSlices]], manifest: pd.D
         del images, labels
         manifest.to_csv(tmp / MANIFEST_FILE, index=False, float_format="%.8g")
         (tmp / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(summary), indent=2) + "\n")
-        _swap(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``, replacing an existing ``out`` only once ``tmp`` is complete."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def plaque_stratum(labels: np.ndarray) -> str:

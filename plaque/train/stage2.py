@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import shutil
 import sys
-import tempfile
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from plaque.atomic import atomic_folder
 from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.data.dataset import SliceDataset
 from plaque.data.processed import load_processed
@@ -190,10 +189,7 @@ def predict_test(model: nn.Module, data: Path, out: Path, device: torch.device) 
     if not patients:
         raise InputError(data, "no slices in split 'test'")
     model.to(device).eval()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(Path(out)) as tmp:
         for patient in patients:
             rows = manifest.index[(manifest["split"] == "test") & (manifest["patient"] == patient)]
             rows = rows.to_numpy(dtype=np.int64)
@@ -205,16 +201,6 @@ def predict_test(model: nn.Module, data: Path, out: Path, device: torch.device) 
                     logits = model(x)
                 preds.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
             np.savez(tmp / f"{patient}.npz", pred=np.concatenate(preds), index=rows)
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return patients
 
 

@@ -14,21 +14,18 @@ existing ``OUT``), so an interrupted or failed run never leaves a partial cohort
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from plaque.atomic import atomic_folder
+from plaque.data.phantom import case as _case
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
 from plaque.io.labels import write_centerlines, write_labels
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE
-
-from plaque.data.phantom import case as _case
 
 COHORT_FILE = "cohort.json"
 
@@ -71,12 +68,7 @@ def generate_cohort(out: Path, patients: int, seed: int, cfg: dict[str, Any],
         raise InputError("processes", f"expected a positive integer, got {processes!r}")
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = out.parent / f".{out.name}.partial-{tag}"
-    old = out.parent / f".{out.name}.old-{tag}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:
         jobs = [(tmp, i, seed, cfg) for i in range(patients)]
         results: dict[int, dict[str, Any]] = {}
         with tqdm(total=patients, desc="phantom", unit="patient") as bar:
@@ -97,13 +89,4 @@ def generate_cohort(out: Path, patients: int, seed: int, cfg: dict[str, Any],
         summary = {"generator": "plaque.data.phantom", "seed": seed, "patients": patients,
                    "config": cfg, "cases": cases}
         (tmp / COHORT_FILE).write_text(json.dumps(summary, indent=1, default=str))
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return cases
