@@ -10,7 +10,6 @@ When ``--data`` does not exist, the profile's phantom cohort is generated and pr
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -20,10 +19,10 @@ import torch
 
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
-from plaque.data.phantom import generate_cohort
-from plaque.data.preprocess import preprocess
 from plaque.train import DistInfo
 from plaque.train.stage1 import train_stage1
+
+from common import ensure_processed, peak_memory
 
 TARGET_S = 180.0
 
@@ -36,12 +35,7 @@ def main() -> int:
     cfg = load_config(profile=args.profile)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if not data.exists():
-            generate_cohort(Path(tmp) / "raw", cfg["phantom"]["patients"], cfg["phantom"]["seed"], cfg["phantom"],
-                            cfg["phantom"]["processes"])
-            data = Path(tmp) / "processed"
-            preprocess(Path(tmp) / "raw", data, cfg["preprocess"], cfg["preprocess"]["processes"])
+        data = ensure_processed(args.data, cfg, Path(tmp))
         n_train, n_val = len(SliceDataset(data, "train")), len(SliceDataset(data, "val"))
         start = time.perf_counter()
         result = train_stage1(data, Path(tmp) / "models", Path(tmp) / "results", cfg, DistInfo(device=device),
@@ -49,15 +43,13 @@ def main() -> int:
         seconds = time.perf_counter() - start
     validations = sum(1 for h in result.history if "val/probe_dice" in h)
     images = result.epochs_run * n_train + validations * n_val
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     best = result.best_metrics
     print(f"profile {args.profile} on {device} ({torch.get_num_threads()} threads), {n_train} train / {n_val} val slices")
     print(f"time to stop: {seconds:.1f} s for {result.epochs_run} epochs "
           f"({'early stop' if result.stopped_early else 'epoch budget'}); target <= {TARGET_S:.0f} s on 2 cores: "
           f"{'ok' if seconds <= TARGET_S else 'OVER TARGET'}")
     print(f"throughput: {images / seconds:.1f} images/s (training and validation passes)")
-    print(f"peak memory: {peak_rss_gib:.2f} GiB resident"
-          + (f", {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB on the GPU" if device.type == "cuda" else ""))
+    print(f"peak memory: {peak_memory(device)}")
     print(f"best {result.best_score:.4f} {cfg['stage1']['monitor']} at epoch {result.best_epoch}; "
           f"codes used {best.get('codes_used', float('nan')):.1%}, perplexity {best.get('perplexity', float('nan')):.0f}, "
           f"reconstruction L1 {best.get('l1', float('nan')):.4f}")

@@ -209,14 +209,21 @@ SCHEMA: dict[str, Any] = {
         "loss": {"ce": Num(0.0), "dice": Num(0.0)},
         "optim": {"lr": Num(0.0, 1.0), "weight_decay": Num(0.0, 1.0)},
     },
+    "eval": {
+        "bootstrap_resamples": Num(100, None, integer=True),
+        "seed": Num(0, None, integer=True),
+        "ci_level": Num(0.5, 0.999),
+        "qualitative": {"representative": POS_INT, "hard": Num(0, 64, integer=True)},
+    },
 }
 
-# Keys a profile may override: cohort size, input size, backbone, epoch budget,
-# validation cadence and process counts. Nothing that changes the paper's method.
+# Keys a profile may override: cohort size, input size, backbone (and how it is tuned,
+# since a randomly initialised stand-in cannot be meaningfully LoRA-tuned), epoch
+# budget, validation cadence and process counts. Nothing that changes the paper's method.
 PROFILE_KEYS: frozenset[str] = frozenset({
     "phantom.patients", "phantom.matrix", "phantom.processes",
     "preprocess.size", "preprocess.processes",
-    "stage2.backbone", "stage2.input_size", "stage2.patch_size",
+    "stage2.backbone", "stage2.input_size", "stage2.patch_size", "stage2.sam_tuning",
     "train.max_epochs", "train.val_every", "train.nproc_per_node", "train.num_workers",
 })
 

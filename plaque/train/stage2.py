@@ -97,38 +97,61 @@ class Stage2Validation:
         return metrics
 
 
+def _load_into(module: nn.Module, state: Any, path: Path, what: str) -> None:
+    """``module.load_state_dict(state)``, strictly; a mismatch is an `InputError` naming ``path``."""
+    if not isinstance(state, dict):
+        raise InputError(path, f"holds no 'model' state dict; expected {what}")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(e)
+        raise InputError(path, f"does not fit the configured model ({first}); check --method and --profile") from None
+
+
 def load_prior(cfg_stage1: dict[str, Any], path: Path) -> VQAutoencoder:
     """The frozen Stage-1 autoencoder from a ``best.pt`` (``{"model": state_dict, ...}``)."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt.get("model"), dict):
-        raise InputError(path, "holds no 'model' state dict; expected a Stage-1 best.pt")
     prior = build_vq(cfg_stage1)
-    try:
-        prior.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise InputError(path, f"does not fit the configured stage1 model ({first})") from None
+    _load_into(prior, load_checkpoint(path).get("model"), path, "a Stage-1 best.pt")
     return freeze(prior)  # type: ignore[return-value]
 
 
-def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None) -> tuple[PriorSegmenter, str]:
-    """The Stage-2 segmenter for ``method`` and whether its image encoder is ``"pretrained"`` or ``"random"``."""
+def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None, *,
+                pretrained: bool = True) -> tuple[PriorSegmenter, str]:
+    """The Stage-2 segmenter for ``method`` and whether its image encoder is ``"pretrained"`` or ``"random"``.
+
+    With ``pretrained=False`` neither SAM weights nor the Stage-1 checkpoint are read (``prior_path``
+    is ignored): the architecture only, for loading a trained Stage-2 checkpoint into.
+    """
     if method not in METHODS:
         raise InputError("--method", f"{method!r} is not one of {sorted(METHODS)}")
     fusion, uses_prior = METHODS[method]
     s2 = cfg["stage2"]
     prior = None
-    if uses_prior:
+    if uses_prior and not pretrained:
+        prior = freeze(build_vq(cfg["stage1"]))
+    elif uses_prior:
         if prior_path is None:
             raise InputError("--prior", f"method {method!r} needs the Stage-1 checkpoint")
         prior = load_prior(cfg["stage1"], prior_path)
     encoder = build_image_encoder(s2["backbone"], input_size=s2["input_size"], patch_size=s2["patch_size"])
-    weights = resolve_weights(s2, cfg["profile"])
+    weights = resolve_weights(s2, cfg["profile"]) if pretrained else None
     if weights is not None:
         load_sam_image_encoder(encoder, weights, input_size=s2["input_size"], patch_size=s2["patch_size"])
+    elif pretrained and s2["sam_tuning"] != "full":
+        log.warning("stage2.sam_tuning is %s on a RANDOMLY INITIALISED encoder: its random weights stay as they "
+                    "are (only %s); use sam_tuning: full without pretrained weights", s2["sam_tuning"],
+                    "the LoRA updates train" if s2["sam_tuning"] == "lora" else "nothing in it trains")
     configure_tuning(encoder, s2["sam_tuning"], s2["lora_rank"])
     model = build_segmenter(s2, encoder, prior, fusion=fusion)
     return model, "random" if weights is None else "pretrained"
+
+
+def load_trained(cfg: dict[str, Any], method: str, checkpoint: Path) -> PriorSegmenter:
+    """The trained segmenter of ``method`` from its Stage-2 ``best.pt`` (prior included), in eval mode."""
+    model, _ = build_model(cfg, method, None, pretrained=False)
+    _load_into(model, load_checkpoint(checkpoint).get("model"), checkpoint, "a Stage-2 best.pt")
+    return model.eval()
 
 
 def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, predictions: Path,
@@ -152,7 +175,7 @@ def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, 
             "sam_tuning": s2["sam_tuning"], "decoder": s2["decoder"]})
         if result.best_epoch is None:
             raise InputError(out, "no validation improved on NaN, so there is no best.pt to predict with")
-        model.load_state_dict(load_checkpoint(result.best_path)["model"])
+        _load_into(model, load_checkpoint(result.best_path).get("model"), result.best_path, "a Stage-2 best.pt")
         predict_test(model, data, predictions, info.device)
         log.info("stage 2 (%s) done: %d epochs, best macro Dice %.4f at epoch %s", method, result.epochs_run,
                  result.best_score, result.best_epoch)

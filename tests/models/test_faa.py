@@ -32,7 +32,7 @@ def reference(faa: FAA, f_sam: torch.Tensor, f_vq: torch.Tensor) -> torch.Tensor
     attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
     mhca = (attn @ v).permute(0, 2, 1, 3).reshape(b, n, c) @ faa.out_proj.weight.t() + faa.out_proj.bias
     fused = f_sam + mhca
-    lin1, lin2 = faa.ffn[0], faa.ffn[3]
+    lin1, lin2 = faa.ffn[0], faa.ffn[2]
     hidden = F.gelu(ln(faa.norm_ffn, fused) @ lin1.weight.t() + lin1.bias)
     return fused + hidden @ lin2.weight.t() + lin2.bias
 

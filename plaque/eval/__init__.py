@@ -1,0 +1,1 @@
+"""Evaluation of saved test predictions: metrics, statistics, figures, reports."""

@@ -1,0 +1,201 @@
+"""From per-patient scores to the numbers a reader sees: metrics.json per method, the summary, the table.
+
+Headline numbers are means over patients with 95 % bootstrap intervals that resample patients
+(``eval.bootstrap_resamples``, ``eval.seed``, ``eval.ci_level``). A patient's macro Dice is the
+NaN-ignoring mean of its four foreground Dice scores. ``excluded`` counts the patients left out of a
+class's mean because prediction and ground truth both lack the class (the empty rule of
+`plaque.eval.metrics`); ``capped_slices`` counts slices whose surface distance used the cap.
+Plaque volumes (calcified, non-calcified, total = both) are compared per patient: Bland–Altman bias
+and limits, Pearson r, ICC(2,1), mean absolute error (mm³). Every other method is compared with the
+reference method (``ours``) by a paired bootstrap of the per-patient difference.
+
+JSON has no NaN: undefined numbers are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED
+from plaque.eval.figures import display_name
+from plaque.eval.metrics import PatientScores
+from plaque.eval.stats import (bland_altman, bootstrap_ci, bootstrap_ci_columns, icc_2_1, mean_absolute_error,
+                               paired_bootstrap, pearson_r)
+
+REFERENCE = "ours"
+METHOD_LABELS: dict[str, str] = {
+    "ours": "Ours", "cat_sam": "CAT-SAM", "sam_lora": "SAM+LoRA", "nnunet": "nnU-Net",
+    "additive": "Ours, additive fusion", "no_prior": "Ours without prior",
+}
+VOLUME_KINDS: dict[str, tuple[int, ...]] = {
+    "calcified": (CALCIFIED,), "non_calcified": (NONCALCIFIED,), "total_plaque": (CALCIFIED, NONCALCIFIED),
+}
+PER_CLASS_METRICS = ("dice", "iou", "hd95_mm", "assd_mm")
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def method_label(method: str) -> str:
+    """Display name of a method (``ours`` → ``Ours``); unknown names are shown as they are."""
+    return METHOD_LABELS.get(method, method)
+
+
+def finite(value: float) -> float | None:
+    """``value`` as a float, or ``None`` when it is NaN or infinite (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def patient_macro_dice(scores: Sequence[PatientScores]) -> np.ndarray:
+    """``(P,)`` per-patient macro Dice over the foreground classes (NaN when every class was excluded)."""
+    dice = np.stack([s.dice[list(FOREGROUND)] for s in scores])
+    counted = (~np.isnan(dice)).sum(axis=1)
+    return np.where(counted > 0, np.nansum(dice, axis=1) / np.maximum(counted, 1), np.nan)
+
+
+def patient_volumes(scores: Sequence[PatientScores], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred (P,), true (P,))`` plaque volume of ``kind`` (`VOLUME_KINDS`) in mm³."""
+    classes = list(VOLUME_KINDS[kind])
+    return (np.array([s.volume_pred_mm3[classes].sum() for s in scores]),
+            np.array([s.volume_true_mm3[classes].sum() for s in scores]))
+
+
+def method_metrics(method: str, scores: Sequence[PatientScores], cfg_eval: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``metrics.json`` of one method (scalars only, nested by metric and class)."""
+    boot = {"n_resamples": cfg_eval["bootstrap_resamples"], "seed": cfg_eval["seed"], "level": cfg_eval["ci_level"]}
+    out: dict[str, Any] = {"method": method, "label": method_label(method), "patients": len(scores),
+                           "slices": int(sum(s.n_slices for s in scores))}
+    est, lo, hi = bootstrap_ci(patient_macro_dice(scores), **boot)
+    out["macro_dice"] = {"mean": finite(est), "low": finite(lo), "high": finite(hi)}
+    for metric in PER_CLASS_METRICS:
+        values = np.stack([getattr(s, metric)[list(FOREGROUND)] for s in scores])  # (P, 4)
+        est, lo, hi = bootstrap_ci_columns(values, **boot)
+        out[metric] = {CLASS_NAMES[c]: {"mean": finite(est[k]), "low": finite(lo[k]), "high": finite(hi[k]),
+                                        "excluded": int(np.isnan(values[:, k]).sum())}
+                       for k, c in enumerate(FOREGROUND)}
+    capped = np.sum([s.capped_slices for s in scores], axis=0)
+    for c in FOREGROUND:
+        out["hd95_mm"][CLASS_NAMES[c]]["capped_slices"] = int(capped[c])
+    out["volume"] = {}
+    for kind in VOLUME_KINDS:
+        pred, true = patient_volumes(scores, kind)
+        agreement = {k: finite(v) for k, v in bland_altman(pred, true).items()}
+        agreement.update(pearson_r=finite(pearson_r(pred, true)), icc_2_1=finite(icc_2_1(pred, true)),
+                         mae_mm3=finite(mean_absolute_error(pred, true)))
+        out["volume"][kind] = agreement
+    out["bootstrap"] = {"resamples": boot["n_resamples"], "seed": boot["seed"], "level": boot["level"]}
+    return out
+
+
+def per_patient_table(scores: Sequence[PatientScores]) -> pd.DataFrame:
+    """One row per patient: Dice, HD95 per foreground class, macro Dice, true and predicted volumes."""
+    rows = []
+    for s, macro in zip(scores, patient_macro_dice(scores)):
+        row: dict[str, Any] = {"patient": s.patient, "slices": s.n_slices, "macro_dice": macro}
+        for c in FOREGROUND:
+            row[f"dice_{CLASS_NAMES[c]}"] = s.dice[c]
+            row[f"hd95_mm_{CLASS_NAMES[c]}"] = s.hd95_mm[c]
+        for kind, classes in VOLUME_KINDS.items():
+            row[f"true_{kind}_mm3"] = s.volume_true_mm3[list(classes)].sum()
+            row[f"pred_{kind}_mm3"] = s.volume_pred_mm3[list(classes)].sum()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_with_reference(all_scores: Mapping[str, Sequence[PatientScores]],
+                           cfg_eval: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Paired bootstrap of ``ours − method`` (macro Dice and Dice per class) for every other method."""
+    if REFERENCE not in all_scores:
+        return {}
+    boot = {"n_resamples": cfg_eval["bootstrap_resamples"], "seed": cfg_eval["seed"], "level": cfg_eval["ci_level"]}
+    ref = all_scores[REFERENCE]
+    out = {}
+    for method, scores in all_scores.items():
+        if method == REFERENCE:
+            continue
+        if [s.patient for s in scores] != [s.patient for s in ref]:
+            raise ValueError(f"{method} and {REFERENCE} were scored on different patients")
+        pairs = {"macro_dice": (patient_macro_dice(ref), patient_macro_dice(scores))}
+        pairs.update({f"dice_{CLASS_NAMES[c]}": (np.array([s.dice[c] for s in ref]), np.array([s.dice[c] for s in scores]))
+                      for c in FOREGROUND})
+        out[method] = {}
+        for key, (a, b) in pairs.items():
+            r = paired_bootstrap(a, b, **boot)
+            out[method][key] = {"ours_minus_method": finite(r.mean_diff), "low": finite(r.low),
+                                "high": finite(r.high), "p_value": finite(r.p_value), "patients": r.n}
+    return out
+
+
+def summary(metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[str, Any],
+            context: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary.json``: per method its macro Dice and Dice per class (mean, CI), the comparison with ours,
+    and the ``context`` (profile, backbone weights per method, cohort)."""
+    methods = {}
+    for method, m in metrics.items():
+        methods[method] = {"label": m["label"], "macro_dice": m["macro_dice"],
+                           "dice": {name: {k: v[k] for k in ("mean", "low", "high")} for name, v in m["dice"].items()},
+                           "hd95_mm": {name: v["mean"] for name, v in m["hd95_mm"].items()}}
+    return {"reference": REFERENCE, "methods": methods, "ours_vs": dict(comparison), **context}
+
+
+def _cell(entry: Mapping[str, Any], bold: bool, digits: int = 3) -> str:
+    if entry.get("mean") is None:
+        return "n/a"
+    text = f"{entry['mean']:.{digits}f}"
+    text = f"**{text}**" if bold else text
+    if entry.get("low") is not None and entry.get("high") is not None:
+        text += f" [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+    return text
+
+
+def summary_markdown(summ: Mapping[str, Any]) -> str:
+    """The results table (one row per method, Dice per class and macro, 95 % CIs, best in bold) with its context."""
+    methods = summ["methods"]
+    columns = [(display_name(CLASS_NAMES[c]), lambda m, n=CLASS_NAMES[c]: m["dice"][n]) for c in FOREGROUND]
+    columns.append(("macro Dice", lambda m: m["macro_dice"]))
+    best = {}
+    for title, get in columns:
+        values = [get(m)["mean"] for m in methods.values() if get(m)["mean"] is not None]
+        best[title] = max(values) if values else None
+    lines = ["| method | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for m in methods.values():
+        cells = [_cell(get(m), len(methods) > 1 and get(m)["mean"] is not None and get(m)["mean"] == best[t])
+                 for t, get in columns]
+        lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
+    weights = summ.get("backbone_weights", {})
+    notes = [f"Test-set Dice, mean over {summ.get('patients', '?')} patients with 95 % bootstrap intervals "
+             f"(patients resampled); best per column in bold. Profile `{summ.get('profile', '?')}`, "
+             f"cohort: {summ.get('cohort', '?')}."]
+    random = [method_label(m) for m, w in weights.items() if w == "random"]
+    if random:
+        notes.append(f"**The SAM image encoder of {', '.join(random)} was randomly initialised** "
+                     "(no pretrained weights): these are not results of a pretrained SAM.")
+    for method, comp in summ.get("ours_vs", {}).items():
+        d = comp["macro_dice"]
+        if d["ours_minus_method"] is not None:
+            resamples = summ.get("bootstrap_resamples")
+            p = f"p < 1/{resamples}" if d["p_value"] == 0 and resamples else f"p = {d['p_value']:.3f}"
+            notes.append(f"Ours − {method_label(method)}, macro Dice: {d['ours_minus_method']:+.3f} "
+                         f"[{d['low']:+.3f}, {d['high']:+.3f}], paired bootstrap {p}.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace the text between `README_START` and `README_END` in ``readme`` with ``table``.
+
+    Raises:
+        ValueError: the markers are missing or out of order.
+    """
+    text = Path(readme).read_text()
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{readme}: markers {README_START} … {README_END} not found")
+    block = f"{README_START}\n<!-- generated by the evaluate stage from results/eval/summary.md; do not edit -->\n" \
+            f"{table.rstrip()}\n{README_END}"
+    Path(readme).write_text(pattern.sub(lambda _: block, text, count=1))

@@ -1,0 +1,177 @@
+"""Score every method's saved test predictions and write the metrics, the summary and the figures.
+
+Outputs (each folder replaced atomically, only once everything has been computed, so a bad input
+leaves no partial summary):
+
+    OUT/<method>/metrics.json      headline numbers with CIs (`plaque.eval.report.method_metrics`)
+    OUT/<method>/per_patient.csv   per-patient Dice, HD95, volumes
+    OUT/<method>/confusion.csv     pixel counts, rows = truth, columns = prediction
+    OUT/summary.json, OUT/summary.md   one row per method; paired comparison with ours
+    FIGURES/qualitative.{png,pdf}      the paper's Figure 1 layout (rows: `plaque.eval.figures.select_rows`)
+    FIGURES/dice_bars, confusion, bland_altman_<method>, training_curves (when runs have DVCLive curves)
+
+The qualitative figure shows Ours, CAT-SAM, SAM+LoRA and nnU-Net, those that have predictions; its
+rows are chosen on the per-slice macro Dice of ``ours`` (of the first method when there is no ours),
+and it is cropped to the square around every foreground pixel shown (`focus_box`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from plaque.atomic import atomic_folder
+from plaque.classes import CLASS_NAMES, FOREGROUND
+from plaque.data.processed import Processed, load_processed
+from plaque.errors import InputError
+from plaque.eval import figures
+from plaque.eval.metrics import PatientScores, score_patient
+from plaque.eval.predictions import load_method, method_folders, test_rows
+from plaque.eval.report import (REFERENCE, VOLUME_KINDS, compare_with_reference, method_label, method_metrics,
+                                patient_volumes, per_patient_table, summary, summary_markdown)
+
+log = logging.getLogger("plaque.eval")
+FIGURE_METHODS = ("ours", "cat_sam", "sam_lora", "nnunet")
+CURVE = "val/macro_dice"
+
+
+def order_methods(names: Sequence[str]) -> list[str]:
+    """Ours first, then the figure's baselines in the paper's order, then the rest alphabetically."""
+    rank = {m: i for i, m in enumerate(FIGURE_METHODS)}
+    return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def score_method(method: str, folder: Path, preds: Mapping[str, np.ndarray], processed: Processed,
+                 step_mm: float) -> list[PatientScores]:
+    """Per-patient scores of one method's checked predictions (`load_method` of ``folder``), patients sorted."""
+    spacing = processed.manifest["spacing_mm"].to_numpy(dtype=np.float64)
+    scores = []
+    for patient, rows in test_rows(processed).items():
+        try:
+            scores.append(score_patient(patient, preds[patient], np.asarray(processed.labels[rows]), spacing[rows],
+                                        step_mm))
+        except ValueError as e:
+            raise InputError(folder / f"{patient}.npz", f"method {method}, patient {patient}: {e}") from None
+    return scores
+
+
+def slice_macro_dice(scores: Sequence[PatientScores]) -> np.ndarray:
+    """``(N,)`` per-slice macro Dice over the foreground classes, slices in test-row order; NaN when none counts."""
+    dice = np.concatenate([s.slice_dice[:, list(FOREGROUND)] for s in scores])
+    counted = (~np.isnan(dice)).sum(axis=1)
+    return np.where(counted > 0, np.nansum(dice, axis=1) / np.maximum(counted, 1), np.nan)
+
+
+def focus_box(*label_maps: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
+    """The square around every foreground pixel of ``label_maps`` (each (R, H, W)) plus ``margin`` pixels,
+    kept inside the slice: the qualitative figure shows the vessel, not the whole cross-section."""
+    fg = np.any(np.stack([m > 0 for m in label_maps]), axis=(0, 1))
+    h, w = fg.shape
+    if not fg.any():
+        return slice(0, h), slice(0, w)
+    ys, xs = np.nonzero(fg)
+    side = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 + 2 * margin
+    side = min(side, h, w)
+    cy, cx = (ys.min() + ys.max() + 1) // 2, (xs.min() + xs.max() + 1) // 2
+    y0 = int(np.clip(cy - side // 2, 0, h - side))
+    x0 = int(np.clip(cx - side // 2, 0, w - side))
+    return slice(y0, y0 + side), slice(x0, x0 + side)
+
+
+def build_figures(all_scores: Mapping[str, list[PatientScores]], preds: Mapping[str, Mapping[str, np.ndarray]],
+                  processed: Processed, metrics: Mapping[str, Mapping[str, Any]], runs: Path | None,
+                  cfg_eval: Mapping[str, Any]) -> dict[str, Figure]:
+    """Name → figure, for every figure the data allow."""
+    rows_by_patient = test_rows(processed)
+    rows = np.concatenate(list(rows_by_patient.values()))
+    reference = REFERENCE if REFERENCE in all_scores else next(iter(all_scores))
+    picked, hard = figures.select_rows(slice_macro_dice(all_scores[reference]),
+                                       cfg_eval["qualitative"]["representative"], cfg_eval["qualitative"]["hard"])
+    shown = [m for m in FIGURE_METHODS if m in preds] or [reference]
+    stacked = {m: np.concatenate([preds[m][p] for p in rows_by_patient]) for m in shown}
+    patients = np.concatenate([[p] * len(r) for p, r in rows_by_patient.items()])
+    truth = np.asarray(processed.labels[rows[picked]])
+    shown_preds = {method_label(m): stacked[m][picked] for m in shown}
+    ys, xs = focus_box(truth, *shown_preds.values())
+    out = {"qualitative": figures.qualitative_grid(
+        np.asarray(processed.images[rows[picked]])[:, ys, xs], truth[:, ys, xs],
+        {m: p[:, ys, xs] for m, p in shown_preds.items()}, hard,
+        row_labels=[f"{patients[i]} #{int(rows[i])}" for i in picked])}
+    out["dice_bars"] = figures.dice_bars({
+        m["label"]: {name: tuple(np.nan if v[k] is None else v[k] for k in ("mean", "low", "high"))
+                     for name, v in m["dice"].items()} for m in metrics.values()})
+    out["confusion"] = figures.confusion_plot({method_label(m): np.sum([s.confusion for s in scores], axis=0)
+                                               for m, scores in all_scores.items()})
+    for m, scores in all_scores.items():
+        out[f"bland_altman_{m}"] = figures.bland_altman_plots(
+            {kind: patient_volumes(scores, kind) for kind in VOLUME_KINDS}, method=method_label(m))
+    curves = {}
+    for m in all_scores:
+        live = runs / m / "live" if runs is not None else None
+        if live is not None and live.is_dir():
+            curves[method_label(m)] = figures.read_dvclive_curve(live, CURVE)
+    if curves:
+        out["training_curves"] = figures.training_curves(curves, CURVE)
+    return out
+
+
+def run_context(runs: Path | None, methods: Sequence[str], processed: Processed, cfg: Mapping[str, Any]) -> dict:
+    """Profile, per-method backbone weights (from ``RUNS/<method>/metrics.json`` when present) and the cohort."""
+    weights = {}
+    for m in methods:
+        path = runs / m / "metrics.json" if runs is not None else None
+        if path is not None and path.is_file():
+            weights[m] = json.loads(path.read_text()).get("backbone_weights", "unknown")
+    test = processed.manifest[processed.manifest["split"] == "test"]
+    return {"profile": cfg["profile"], "backbone_weights": weights, "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"], "patients": int(test["patient"].nunique()),
+            "cohort": f"{test['patient'].nunique()} test patients, {len(test)} cross-sections"}
+
+
+def evaluate(pred_root: Path, data: Path, out: Path, figures_dir: Path | None, cfg: Mapping[str, Any], *,
+             runs: Path | None = None) -> dict[str, Any]:
+    """Score every method under ``pred_root`` against ``data``'s test split and write the outputs; returns the summary.
+
+    Args:
+        pred_root: folder of method folders (or one method folder) of ``<patient>.npz`` predictions.
+        data: processed dataset (`plaque.data.processed`) holding the ground truth.
+        out: results folder (``results/eval``).
+        figures_dir: figures folder (``reports/figures``), or ``None`` for no figures.
+        cfg: resolved params (``eval`` and ``profile`` are read).
+        runs: folder of training runs (``results/stage2``: ``<method>/metrics.json``, ``<method>/live``), optional.
+    """
+    processed = load_processed(data)
+    step_mm = float(processed.summary.get("step_mm", cfg["preprocess"]["step_mm"]))
+    folders = method_folders(pred_root)
+    methods = order_methods(list(folders))
+    all_scores, preds = {}, {}
+    for m in methods:
+        log.info("scoring %s", m)
+        preds[m] = load_method(folders[m], m, processed)
+        all_scores[m] = score_method(m, folders[m], preds[m], processed, step_mm)
+    metrics = {m: method_metrics(m, s, cfg["eval"]) for m, s in all_scores.items()}
+    summ = summary(metrics, compare_with_reference(all_scores, cfg["eval"]), run_context(runs, methods, processed, cfg))
+    table = summary_markdown(summ)
+    figs = build_figures(all_scores, preds, processed, metrics, runs, cfg["eval"]) if figures_dir is not None else {}
+    with atomic_folder(Path(out)) as tmp:
+        for m in methods:
+            (tmp / m).mkdir()
+            (tmp / m / "metrics.json").write_text(json.dumps(metrics[m], indent=2))
+            per_patient_table(all_scores[m]).to_csv(tmp / m / "per_patient.csv", index=False, float_format="%.6g")
+            confusion = np.sum([s.confusion for s in all_scores[m]], axis=0)
+            header = "truth\\pred," + ",".join(CLASS_NAMES)
+            rows = [f"{CLASS_NAMES[i]}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(confusion)]
+            (tmp / m / "confusion.csv").write_text("\n".join([header, *rows]) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(summ, indent=2))
+        (tmp / "summary.md").write_text(table)
+    if figures_dir is not None:
+        with atomic_folder(Path(figures_dir)) as tmp:
+            for name, fig in figs.items():
+                figures.save_figure(fig, tmp, name)
+    log.info("evaluated %d method(s) on %s", len(methods), summ["cohort"])
+    return summ

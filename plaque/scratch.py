@@ -1,0 +1,47 @@
+"""Make the upstream inputs a notebook needs when it runs on its smoke defaults in ``scratch/``.
+
+A stage notebook run by DVC reads its inputs from the pipeline's folders. Run on its defaults (nbval,
+a first look in JupyterLab) it reads ``scratch/``, and the inputs may not exist yet: `ensure_scratch`
+makes them, by the same command-line entry points the pipeline runs, in order (phantom cohort →
+processed slices → Stage-1 prior → Stage-2 predictions), each only when missing. Paths outside
+``scratch/`` are never created here: a missing pipeline input stays an error of the notebook.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRATCH = "scratch"
+
+
+def _in_scratch(root: Path, path: Path) -> bool:
+    return Path(path).resolve().is_relative_to((root / SCRATCH).resolve())
+
+
+def _run(root: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", *args], check=True, cwd=root)
+
+
+def ensure_scratch(root: Path, profile: str, *, data: Path, prior: Path | None = None,
+                   predictions: Path | None = None) -> None:
+    """Create, when missing and inside ``root/scratch``, the processed ``data``, the Stage-1 ``prior``
+    checkpoint (``.../stage1/best.pt``) and the ``predictions`` of ``ours`` (``.../predictions/ours``).
+
+    A failing step raises `subprocess.CalledProcessError`.
+    """
+    root = Path(root)
+    scratch = root / SCRATCH
+    if not Path(data).exists() and _in_scratch(root, data):
+        raw = scratch / "raw"
+        if not raw.exists():
+            _run(root, "plaque.data.phantom", "--out", str(raw), "--profile", profile)
+        _run(root, "plaque.data.preprocess", "--raw", str(raw), "--out", str(data), "--profile", profile)
+    if prior is not None and not Path(prior).exists() and _in_scratch(root, prior):
+        _run(root, "plaque.train.stage1", "--data", str(data), "--out", str(Path(prior).parent),
+             "--results", str(scratch / "results/stage1"), "--profile", profile)
+    if predictions is not None and not Path(predictions).exists() and _in_scratch(root, predictions):
+        _run(root, "plaque.train.stage2", "--method", "ours", "--data", str(data), "--prior", str(prior),
+             "--out", str(scratch / "models/stage2/ours"), "--results", str(scratch / "results/stage2/ours"),
+             "--predictions", str(predictions), "--profile", profile)
