@@ -217,12 +217,13 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-# Keys a profile may override: cohort size, input size, backbone (and how it is tuned,
-# since a randomly initialised stand-in cannot be meaningfully LoRA-tuned), epoch
-# budget, validation cadence and process counts. Nothing that changes the paper's method.
+# Keys a profile may override: cohort size, cross-section field of view and size, input
+# size, backbone (and how it is tuned, since a randomly initialised stand-in cannot be
+# meaningfully LoRA-tuned), epoch budget, validation cadence and process counts.
+# Nothing that changes the paper's method.
 PROFILE_KEYS: frozenset[str] = frozenset({
     "phantom.patients", "phantom.matrix", "phantom.processes",
-    "preprocess.size", "preprocess.processes",
+    "preprocess.crop_px", "preprocess.size", "preprocess.processes",
     "stage2.backbone", "stage2.input_size", "stage2.patch_size", "stage2.sam_tuning",
     "train.max_epochs", "train.val_every", "train.nproc_per_node", "train.num_workers",
 })
