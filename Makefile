@@ -37,8 +37,9 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=.
 
 bench: setup
-	$(BIN)/python benchmarks/bench_data.py
-	$(BIN)/python benchmarks/bench_stage1.py
+	$(BIN)/python -m benchmarks.bench_data
+	$(BIN)/python -m benchmarks.bench_stage1
+	$(BIN)/python -m benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

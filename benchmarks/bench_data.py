@@ -3,7 +3,7 @@
 Runs the two command-line entry points exactly as the pipeline does, on the chosen
 profile (default: demo), in a temporary folder, and prints the figures:
 
-    python benchmarks/bench_data.py [--profile demo] [--keep DIR]
+    python -m benchmarks.bench_data [--profile demo] [--keep DIR]
 
 Targets on 2 CPU cores (demo profile): generation <= 60 s, preprocessing <= 30 s.
 """
@@ -32,7 +32,7 @@ def timed(args: list[str]) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_data", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--keep", type=Path, default=None, help="write the cohort and slices here instead of a temp dir")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Time Stage-1 training to its stop on this machine and print throughput, memory and codebook health.
 
-    python benchmarks/bench_stage1.py [--profile demo] [--data data/processed]
+    python -m benchmarks.bench_stage1 [--profile demo] [--data data/processed]
 
 Trains in one process (as `dvc repro` does on a machine without GPUs) into a temporary folder.
 When ``--data`` does not exist, the profile's phantom cohort is generated and preprocessed first
@@ -17,18 +17,17 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import ensure_processed, peak_memory
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
 from plaque.train import DistInfo
 from plaque.train.stage1 import train_stage1
 
-from common import ensure_processed, peak_memory
-
 TARGET_S = 180.0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_stage1", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--data", type=Path, default=Path("data/processed"))
     args = parser.parse_args()

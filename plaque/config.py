@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from plaque.errors import InputError
+from plaque.methods import METHODS, PRIOR_VARIANTS
 from plaque.paths import repo_root
 
 
@@ -209,6 +210,8 @@ SCHEMA: dict[str, Any] = {
         "loss": {"ce": Num(0.0), "dice": Num(0.0)},
         "optim": {"lr": Num(0.0, 1.0), "weight_decay": Num(0.0, 1.0)},
     },
+    "priors": Seq(Choice(tuple(PRIOR_VARIANTS))),
+    "methods": Seq(Choice(tuple(METHODS))),
     "eval": {
         "bootstrap_resamples": Num(100, None, integer=True),
         "seed": Num(0, None, integer=True),
@@ -293,8 +296,9 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
         The resolved configuration (without ``profiles``); ``profile`` holds the applied name.
 
     Raises:
-        InputError: unknown or missing keys, wrong types, out-of-range values, an
-            unknown profile, or a profile overriding a key that is not compute-scale.
+        InputError: unknown or missing keys, wrong types, out-of-range values, a method whose
+            Stage-1 variant is not in ``priors``, an unknown profile, or a profile overriding a
+            key that is not compute-scale.
     """
     if not isinstance(raw, dict):
         raise InputError("params", "expected a mapping at the top level")
@@ -302,6 +306,9 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
     if not isinstance(profiles, dict) or not profiles:
         raise InputError("profiles", "expected a mapping of profile name -> overrides")
     cfg = _validate({k: v for k, v in raw.items() if k != "profiles"}, SCHEMA, "")
+    missing = sorted({METHODS[m].prior for m in cfg["methods"] if METHODS[m].prior} - set(cfg["priors"]))
+    if missing:
+        raise InputError("priors", f"lacks {', '.join(missing)}, the Stage-1 variant(s) of the listed methods")
     name = profile if profile is not None else cfg["profile"]
     flat = {pname: _profile_overrides(pname, overrides) for pname, overrides in profiles.items()}
     if name not in flat:

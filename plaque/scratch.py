@@ -27,7 +27,8 @@ def _run(root: Path, *args: str) -> None:
 def ensure_scratch(root: Path, profile: str, *, data: Path, prior: Path | None = None,
                    predictions: Path | None = None) -> None:
     """Create, when missing and inside ``root/scratch``, the processed ``data``, the Stage-1 ``prior``
-    checkpoint (``.../stage1/best.pt``) and the ``predictions`` of ``ours`` (``.../predictions/ours``).
+    checkpoint (``.../stage1/<variant>/best.pt``: the folder names the variant) and the ``predictions``
+    of ``ours`` (``.../predictions/ours``, trained with ``prior``).
 
     A failing step raises `subprocess.CalledProcessError`.
     """
@@ -39,8 +40,9 @@ def ensure_scratch(root: Path, profile: str, *, data: Path, prior: Path | None =
             _run(root, "plaque.data.phantom", "--out", str(raw), "--profile", profile)
         _run(root, "plaque.data.preprocess", "--raw", str(raw), "--out", str(data), "--profile", profile)
     if prior is not None and not Path(prior).exists() and _in_scratch(root, prior):
-        _run(root, "plaque.train.stage1", "--data", str(data), "--out", str(Path(prior).parent),
-             "--results", str(scratch / "results/stage1"), "--profile", profile)
+        variant = Path(prior).parent.name
+        _run(root, "plaque.train.stage1", "--data", str(data), "--out", str(Path(prior).parent), "--variant", variant,
+             "--results", str(scratch / "results/stage1" / variant), "--profile", profile)
     if predictions is not None and not Path(predictions).exists() and _in_scratch(root, predictions):
         _run(root, "plaque.train.stage2", "--method", "ours", "--data", str(data), "--prior", str(prior),
              "--out", str(scratch / "models/stage2/ours"), "--results", str(scratch / "results/stage2/ours"),

@@ -32,7 +32,8 @@ from plaque.eval.stats import (bland_altman, bootstrap_ci, bootstrap_ci_columns,
 REFERENCE = "ours"
 METHOD_LABELS: dict[str, str] = {
     "ours": "Ours", "cat_sam": "CAT-SAM", "sam_lora": "SAM+LoRA", "nnunet": "nnU-Net",
-    "additive": "Ours, additive fusion", "no_prior": "Ours without prior",
+    "ours_additive": "Ours, additive fusion", "ours_class_tokens": "Ours, class-token decoder",
+    "ours_no_contrastive": "Ours, prior without contrastive loss", "no_prior": "Ours without prior",
 }
 VOLUME_KINDS: dict[str, tuple[int, ...]] = {
     "calcified": (CALCIFIED,), "non_calcified": (NONCALCIFIED,), "total_plaque": (CALCIFIED, NONCALCIFIED),

@@ -33,6 +33,10 @@ the image bilinearly resized to ``(16·S/p)²``:
   about (p/16)² and sample the kernel rather than integrate it.
 
 All resizes use ``align_corners=False`` and run in float32.
+
+Mask decoder. `load_sam_mask_decoder` fills the parts a class-token decoder shares with SAM's mask
+decoder (two-way transformer, output upscaling, the prompt encoder's Fourier positional encoding);
+the class tokens and their hypernetwork MLPs start fresh, as in SAMed's multi-class mask decoder.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ log = logging.getLogger(__name__)
 
 OUT_CHANNELS = 256
 IMAGE_ENCODER_PREFIX = "image_encoder."
+MASK_DECODER_PREFIX = "mask_decoder."
+PE_KEY = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 DOWNLOAD_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 OFFICIAL_FILES: dict[str, str] = {
     "vit_b": "sam_vit_b_01ec64.pth",
@@ -283,3 +289,33 @@ def load_sam_image_encoder(
                                f"unexpected {[IMAGE_ENCODER_PREFIX + k for k in unexpected[:5]]}"
                                f"{' …' if len(unexpected) > 5 else ''}")
     encoder.load_state_dict({k: _fit(k, v, own[k], path) for k, v in state.items()})
+
+
+
+def load_sam_mask_decoder(decoder: nn.Module, path: Path, *, map_location: str | torch.device = "cpu") -> list[str]:
+    """Load the parts of SAM's mask decoder that a `ClassTokenDecoder` shares with it; returns the keys loaded.
+
+    Loaded: the two-way ``transformer``, the ``output_upscaling`` and the prompt encoder's Fourier
+    positional encoding (``pe_layer``). Not loaded, because their number or meaning differs: SAM's
+    IoU token and head, its mask tokens and per-mask hypernetwork MLPs (C class tokens start fresh,
+    as SAMed's multi-class mask decoder does).
+
+    Raises:
+        InputError: anything `load_sam_state` rejects, or a shared key missing or of another shape.
+    """
+    state = load_sam_state(Path(path), map_location=map_location)
+    own = decoder.state_dict()
+    picked = {}
+    for key in own:
+        if key.startswith(("transformer.", "output_upscaling.")):
+            source = MASK_DECODER_PREFIX + key
+        elif key == "pe_layer.positional_encoding_gaussian_matrix":
+            source = PE_KEY
+        else:
+            continue
+        if source not in state or state[source].shape != own[key].shape:
+            have = tuple(state[source].shape) if source in state else "missing"
+            raise InputError(path, f"{source} is {have}, the decoder needs {tuple(own[key].shape)}")
+        picked[key] = state[source]
+    decoder.load_state_dict(picked, strict=False)
+    return sorted(picked)

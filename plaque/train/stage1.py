@@ -1,7 +1,8 @@
 """Stage-1: train the contrastive VQ prior (appendix 1.3). The `torchrun` entry point.
 
     python -m torch.distributed.run --standalone --nproc_per_node N -m plaque.train.stage1 \\
-        --data data/processed --out models/stage1 --results results/stage1 [--profile NAME] [--fresh]
+        --data data/processed --out models/stage1/contrastive --results results/stage1/contrastive \
+        [--variant contrastive|no_contrastive] [--profile NAME] [--fresh]
 
 Trains `plaque.models.vq.VQAutoencoder` with `plaque.losses.Stage1Loss` (Adam, the appendix's lr and
 betas) through the shared trainer, monitoring ``stage1.monitor`` on the validation split:
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from plaque.classes import CLASS_NAMES
 from plaque.data.dataset import SliceDataset
+from plaque.methods import PRIOR_VARIANTS, prior_stage1
 from plaque.losses import PrototypeProbe, Stage1Loss, dice_counts, dice_from_counts, labels_to_latent
 from plaque.models.vq import VQAutoencoder, build_vq
 from plaque.perceptual import Perceptual
@@ -85,9 +87,10 @@ class Stage1Validation:
 
 
 def train_stage1(data: Path, out: Path, results: Path, cfg: dict[str, Any], info: DistInfo,
-                 resume: bool = True) -> FitResult:
-    """Train Stage-1 on ``data``'s train/val splits; write checkpoints to ``out`` and metrics to ``results``."""
-    s1 = cfg["stage1"]
+                 resume: bool = True, variant: str = "contrastive") -> FitResult:
+    """Train Stage-1 ``variant`` (`plaque.methods.PRIOR_VARIANTS`) on ``data``'s train/val splits; write
+    checkpoints to ``out`` and metrics to ``results``."""
+    s1 = prior_stage1(cfg["stage1"], variant)
     seed_everything(cfg["train"]["seed"])  # identical initial weights on every rank
     model: VQAutoencoder = build_vq(s1)
     loss = Stage1Loss(s1, Perceptual(s1["perceptual"]["net"])).to(info.device)
@@ -101,20 +104,20 @@ def train_stage1(data: Path, out: Path, results: Path, cfg: dict[str, Any], info
     result = fit(model, optimizer, train_set, val_set, Stage1Step(loss, probe), Stage1Validation(loss, probe),
                  fit_cfg, info, extra_state=probe)
     if info.is_main:
-        write_metrics(results / "metrics.json", result, loss.backbone, s1["monitor"])
+        write_metrics(results / "metrics.json", result, loss.backbone, s1["monitor"], variant)
         log.info("stage 1 done: %d epochs, best %s %.4f at epoch %s", result.epochs_run, s1["monitor"],
                  result.best_score if result.best_score is not None else float("nan"), result.best_epoch)
     return result
 
 
-def write_metrics(path: Path, result: FitResult, backbone: str, monitor: str) -> None:
+def write_metrics(path: Path, result: FitResult, backbone: str, monitor: str, variant: str) -> None:
     """The stage's headline figures (best validation), atomically, as JSON."""
     best = result.best_metrics
     write_json_atomic(path, {
         "monitor": monitor, "score": result.best_score, "best_epoch": result.best_epoch,
         "recon_l1": best.get("l1"), "perplexity": best.get("perplexity"), "codes_used": best.get("codes_used"),
         "probe_dice": {k[len("probe_dice_"):]: v for k, v in best.items() if k.startswith("probe_dice_")},
-        "perceptual_backbone": backbone, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "variant": variant, "perceptual_backbone": backbone, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "world_size": result.world_size, "effective_batch_size": result.effective_batch_size,
     })
 
@@ -124,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plaque.train.stage1", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="preprocessed slices (data/processed)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/stage1)")
-    parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage1)")
+    parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage1/<variant>)")
+    parser.add_argument("--variant", default="contrastive", choices=sorted(PRIOR_VARIANTS),
+                        help="Stage-1 variant (default: contrastive, the paper's prior)")
     add_common_options(parser)
     args = parser.parse_args(argv)
-    return run_stage(
-        args, lambda cfg, info: train_stage1(args.data, args.out, args.results, cfg, info, resume=not args.fresh))
+    return run_stage(args, lambda cfg, info: train_stage1(args.data, args.out, args.results, cfg, info,
+                                                          resume=not args.fresh, variant=args.variant))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Stage-2: train the SAM encoder + VQ prior + FAA segmenter (appendix 1.4). The `torchrun` entry point.
 
     python -m torch.distributed.run --standalone --nproc_per_node N -m plaque.train.stage2 --method ours \\
-        --data data/processed --prior models/stage1/best.pt --out models/stage2/ours \\
+        --data data/processed --prior models/stage1/contrastive/best.pt --out models/stage2/ours \\
         --results results/stage2/ours --predictions results/predictions/ours [--profile NAME] [--fresh]
 
 Builds `plaque.models.segmenter.PriorSegmenter` from the ``stage2`` section: the SAM image encoder
 (official weights when ``resolve_weights`` finds them, else randomly initialised and recorded as
-such), tuned as ``stage2.sam_tuning`` says; the frozen Stage-1 prior read from ``--prior``; the
-fusion of ``--method`` (`METHODS`). Trains with AdamW on ``λce · CE + λdice · soft Dice`` (bf16
+such); the frozen Stage-1 prior read from ``--prior``; the fusion, decoder and SAM tuning of
+``--method`` (`plaque.methods.METHODS`). Trains with AdamW on ``λce · CE + λdice · soft Dice`` (bf16
 autocast on CUDA, fp32 on the CPU) through the shared trainer, selecting on the validation macro
 Dice (classes 1..4, hard Dice over the whole split). Writes ``OUT/best.pt`` and ``OUT/last.pt``,
 ``RESULTS/metrics.json``, DVCLive curves under ``RESULTS/live`` and, from ``best.pt`` once training
@@ -35,8 +35,10 @@ from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.data.dataset import SliceDataset
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
+from plaque.methods import METHODS, get_method, method_stage2
+from plaque.models.decoders import ClassTokenDecoder
 from plaque.models.lora import configure_tuning
-from plaque.models.sam import build_image_encoder, load_sam_image_encoder, resolve_weights
+from plaque.models.sam import build_image_encoder, load_sam_image_encoder, load_sam_mask_decoder, resolve_weights
 from plaque.models.segmenter import PriorSegmenter, build_segmenter
 from plaque.models.vq import VQAutoencoder, build_vq, freeze
 from plaque.seg_losses import DiceMeter, SegLoss, macro_dice
@@ -47,12 +49,6 @@ from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_
 
 log = logging.getLogger("plaque.train.stage2")
 
-# method -> (fusion, uses the Stage-1 prior)
-METHODS: dict[str, tuple[str, bool]] = {
-    "ours": ("faa", True),
-    "additive": ("add", True),
-    "no_prior": ("none", False),
-}
 MONITOR = "macro_dice"
 PREDICT_BATCH = 32
 
@@ -118,21 +114,21 @@ def load_prior(cfg_stage1: dict[str, Any], path: Path) -> VQAutoencoder:
 
 def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None, *,
                 pretrained: bool = True) -> tuple[PriorSegmenter, str]:
-    """The Stage-2 segmenter for ``method`` and whether its image encoder is ``"pretrained"`` or ``"random"``.
+    """The Stage-2 segmenter for ``method`` (`plaque.methods`) and whether its image encoder is
+    ``"pretrained"`` or ``"random"``. With SAM weights, a class-token decoder also takes SAM's
+    pretrained mask-decoder parts (`load_sam_mask_decoder`).
 
     With ``pretrained=False`` neither SAM weights nor the Stage-1 checkpoint are read (``prior_path``
     is ignored): the architecture only, for loading a trained Stage-2 checkpoint into.
     """
-    if method not in METHODS:
-        raise InputError("--method", f"{method!r} is not one of {sorted(METHODS)}")
-    fusion, uses_prior = METHODS[method]
-    s2 = cfg["stage2"]
+    spec = get_method(method)
+    s2 = method_stage2(cfg["stage2"], method)
     prior = None
-    if uses_prior and not pretrained:
+    if spec.prior is not None and not pretrained:
         prior = freeze(build_vq(cfg["stage1"]))
-    elif uses_prior:
+    elif spec.prior is not None:
         if prior_path is None:
-            raise InputError("--prior", f"method {method!r} needs the Stage-1 checkpoint")
+            raise InputError("--prior", f"method {method!r} needs the Stage-1 checkpoint ({spec.prior} variant)")
         prior = load_prior(cfg["stage1"], prior_path)
     encoder = build_image_encoder(s2["backbone"], input_size=s2["input_size"], patch_size=s2["patch_size"])
     weights = resolve_weights(s2, cfg["profile"]) if pretrained else None
@@ -143,7 +139,9 @@ def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None, *,
                     "are (only %s); use sam_tuning: full without pretrained weights", s2["sam_tuning"],
                     "the LoRA updates train" if s2["sam_tuning"] == "lora" else "nothing in it trains")
     configure_tuning(encoder, s2["sam_tuning"], s2["lora_rank"])
-    model = build_segmenter(s2, encoder, prior, fusion=fusion)
+    model = build_segmenter(s2, encoder, prior, fusion=spec.fusion)
+    if weights is not None and isinstance(model.decoder, ClassTokenDecoder):
+        load_sam_mask_decoder(model.decoder, weights)
     return model, "random" if weights is None else "pretrained"
 
 
@@ -172,7 +170,8 @@ def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, 
     if info.is_main:
         write_metrics(results / "metrics.json", result, {
             "method": method, "backbone": s2["backbone"], "backbone_weights": backbone_weights,
-            "sam_tuning": s2["sam_tuning"], "decoder": s2["decoder"]})
+            "sam_tuning": method_stage2(s2, method)["sam_tuning"], "decoder": method_stage2(s2, method)["decoder"],
+            "prior": get_method(method).prior})
         if result.best_epoch is None:
             raise InputError(out, "no validation improved on NaN, so there is no best.pt to predict with")
         _load_into(model, load_checkpoint(result.best_path).get("model"), result.best_path, "a Stage-2 best.pt")
@@ -230,9 +229,10 @@ def predict_test(model: nn.Module, data: Path, out: Path, device: torch.device) 
 def main(argv: list[str] | None = None) -> int:
     """Command line; prints ``error: <where>: <problem>`` and returns 2 on bad input."""
     parser = argparse.ArgumentParser(prog="python -m plaque.train.stage2", description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="ours", choices=sorted(METHODS), help="fusion variant (default: ours)")
+    parser.add_argument("--method", default="ours", choices=sorted(METHODS),
+                        help="method (default: ours); see plaque.methods")
     parser.add_argument("--data", type=Path, required=True, help="preprocessed slices (data/processed)")
-    parser.add_argument("--prior", type=Path, default=None, help="Stage-1 checkpoint (models/stage1/best.pt)")
+    parser.add_argument("--prior", type=Path, default=None, help="Stage-1 checkpoint of the method's variant (models/stage1/<variant>/best.pt)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/stage2/<method>)")
     parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage2/<method>)")
     parser.add_argument("--predictions", type=Path, required=True,

@@ -18,7 +18,7 @@ from plaque.data.preprocess import preprocess
 from plaque.data.processed import load_processed
 from plaque.models.vq import build_vq
 from plaque.train import DistInfo, load_checkpoint, save_atomic
-from plaque.train.stage2 import METHODS, main, train_stage2
+from plaque.train.stage2 import main, train_stage2
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore:stage2.backbone is vit_tiny")
@@ -72,11 +72,6 @@ def test_stage2_trains_and_predicts_the_test_split(cohort: tuple[Path, Path], tm
         assert np.array_equal(index, rows["index"].to_numpy())
         assert pred.dtype == np.uint8 and pred.shape == (len(rows), *data.images.shape[1:])
         assert pred.max() <= 4
-
-
-def test_methods_map_to_fusions() -> None:
-    assert METHODS["ours"] == ("faa", True) and METHODS["no_prior"] == ("none", False)
-    assert METHODS["additive"] == ("add", True)
 
 
 def test_cli_reports_a_bad_prior_in_one_line(cohort: tuple[Path, Path], tmp_path: Path,

@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline on this machine; `python -m benchmarks --help` runs the harness."""

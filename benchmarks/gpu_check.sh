@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# GPU check for a machine with NVIDIA GPUs (H100 class): the benchmark harness on the paper profile,
+# FAA scaling up to 4096 tokens and, with two GPUs, a 2-process DDP smoke run. Under 8 minutes.
+#
+#   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--profile paper] [--out DIR] [--venv .venv]
+#                                [--wheels DIR] [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64]
+#
+# Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, WHEELS, DDP, STEPS,
+# FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 120) cap the two parts.
+# Output folder: --out, else $OUT, else results/bench/gpu. On a CPU machine, test it with
+#   PROFILE=smoke bash benchmarks/gpu_check.sh --device cpu --steps 1 --faa-max-grid 16 --ddp always
+#
+# 1. Environment: the virtual environment VENV (default .venv) must exist. When it cannot import this
+#    checkout's `plaque` with the versions pinned in pyproject.toml, `pip install -e .` runs into it,
+#    nothing else. Offline, pass --wheels DIR, a folder holding every wheel that install needs
+#    (`pip install --no-index --find-links DIR -e .`): torch==2.14.1 and torchvision==0.29.1 (a CUDA
+#    build the driver supports), segment-anything==1.0, setuptools>=68 (the build backend), and the rest
+#    of pyproject.toml's [project] dependencies with their own: numpy, scipy, pandas, pyyaml, tqdm,
+#    matplotlib, pydicom, nibabel, dvc, papermill, ipykernel, jupyterlab, lpips, dvclive. Collect them
+#    on a connected Linux x86_64 machine with Python 3.11:
+#      pip download --dest DIR 'setuptools>=68' torch==2.14.1 torchvision==0.29.1 .
+# 2. OUT/env.txt: date, kernel, nvidia-smi, Python and torch/CUDA versions.
+# 3. OUT/benchmarks.{txt,json}: python -m benchmarks --device DEVICE --profile PROFILE --batch-size 8
+#    --methods ours,no_prior,sam_lora --skip-loader
+#    --faa-max-grid 64 (FAA scaling 256 ... 4096 tokens).
+# 4. OUT/ddp.txt and OUT/ddp/: when `nvidia-smi -L` lists two or more GPUs (--ddp auto), or with
+#    --ddp always: a smoke cohort in a temporary folder (plaque.data.phantom, plaque.data.preprocess,
+#    plaque.train.stage1, one process each), then plaque.train.stage2 under
+#    `python -m torch.distributed.run --standalone --nproc_per_node 2`, all on the smoke profile; it
+#    passes when the run's metrics.json says world_size 2. With --device cpu the ranks use gloo.
+# 5. OUT/summary.txt: each part's status and seconds. Exit status 1 when a part failed.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEVICE=${DEVICE:-cuda}
+PROFILE=${PROFILE:-paper}
+OUT_DIR=${OUT:-$ROOT/results/bench/gpu}
+VENV=${VENV:-$ROOT/.venv}
+WHEELS=${WHEELS:-}
+DDP=${DDP:-auto}
+STEPS=${STEPS:-10}
+FAA_MAX_GRID=${FAA_MAX_GRID:-64}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
+DDP_TIMEOUT=${DDP_TIMEOUT:-120}
+
+usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+
+die() { echo "error: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --device) DEVICE=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
+    --out) OUT_DIR=$2; shift 2 ;;
+    --venv) VENV=$2; shift 2 ;;
+    --wheels) WHEELS=$2; shift 2 ;;
+    --ddp) DDP=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --faa-max-grid) FAA_MAX_GRID=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[[ $DEVICE == cuda || $DEVICE == cpu ]] || die "--device must be cuda or cpu, got $DEVICE"
+[[ $DDP == auto || $DDP == always || $DDP == never ]] || die "--ddp must be auto, always or never, got $DDP"
+PY=$VENV/bin/python
+[[ -x $PY ]] || die "$PY not found: create the virtual environment first (python3.11 -m venv $VENV)"
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+cd "$ROOT"
+SUMMARY=$OUT_DIR/summary.txt
+: >"$SUMMARY"
+FAILED=0
+
+# Record "<part>: ok after <seconds> s" (or FAILED (exit N)) in the summary; a failure marks the run failed.
+record() {
+  echo "$1: $([[ $2 == 0 ]] && echo ok || echo "FAILED (exit $2)") after $3 s" | tee -a "$SUMMARY"
+  [[ $2 == 0 ]] || FAILED=1
+}
+
+# Exit 0 when this checkout's plaque imports with the pyproject.toml pins installed.
+environment_ready() {
+  "$PY" - <<'EOF' 2>/dev/null
+import importlib.metadata as md
+import pathlib
+import tomllib
+
+import plaque
+
+assert pathlib.Path(plaque.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()
+deps = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]["dependencies"]
+for name, version in (d.split("==") for d in deps if "==" in d):
+    assert md.version(name).split("+")[0] == version, name
+EOF
+}
+
+install() {
+  if environment_ready; then
+    echo "environment: $VENV has this checkout's plaque and the pinned packages; nothing installed"
+  else
+    echo "environment: pip install -e . into $VENV${WHEELS:+ from $WHEELS}"
+    "$PY" -m pip install --quiet ${WHEELS:+--no-index --find-links "$WHEELS"} -e .
+  fi
+}
+
+describe() {
+  date -Is
+  uname -a
+  if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "nvidia-smi: not available"; fi
+  "$PY" -c '
+import sys, torch
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+      f"available {torch.cuda.is_available()}, devices {torch.cuda.device_count()}")'
+}
+
+benchmarks() {
+  local methods
+  methods=$("$PY" -c '
+from plaque.methods import METHODS
+print(",".join(m for m in ("ours", "no_prior", "sam_lora") if m in METHODS))')
+  timeout "$BENCH_TIMEOUT" "$PY" -m benchmarks --device "$DEVICE" --profile "$PROFILE" --batch-size 8 \
+    --methods "$methods" --skip-loader --faa-max-grid "$FAA_MAX_GRID" --steps "$STEPS" \
+    --json "$OUT_DIR/benchmarks.json" 2>&1 | tee "$OUT_DIR/benchmarks.txt"
+}
+
+# The smoke cohort, a Stage-1 prior, then Stage-2 on two ranks (run by `bash -c` under `timeout`).
+ddp_smoke() {
+  set -euo pipefail
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  if [[ $DEVICE == cpu ]]; then export CUDA_VISIBLE_DEVICES=""; fi
+  set -x
+  "$PY" -m plaque.data.phantom --out "$work/raw" --profile smoke
+  "$PY" -m plaque.data.preprocess --raw "$work/raw" --out "$work/processed" --profile smoke
+  "$PY" -m plaque.train.stage1 --data "$work/processed" --out "$work/stage1" --results "$OUT_DIR/ddp/stage1" \
+    --profile smoke --fresh
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m plaque.train.stage2 --method ours \
+    --data "$work/processed" --prior "$work/stage1/best.pt" --out "$work/stage2" --results "$OUT_DIR/ddp/stage2" \
+    --predictions "$work/predictions" --profile smoke --fresh
+  "$PY" -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+print("world_size", m["world_size"], "macro_dice", m["macro_dice"])
+sys.exit(m["world_size"] != 2)' "$OUT_DIR/ddp/stage2/metrics.json"
+}
+
+ddp() {
+  export -f ddp_smoke
+  export PY OUT_DIR DEVICE
+  timeout "$DDP_TIMEOUT" bash -c ddp_smoke 2>&1 | tee "$OUT_DIR/ddp.txt"
+}
+
+# Run a part, timing it; its failure is recorded, not fatal.
+part() {
+  local name=$1 start status=0
+  shift
+  start=$SECONDS
+  "$@" || status=$?
+  record "$name" "$status" $((SECONDS - start))
+}
+
+echo "gpu_check: device $DEVICE, profile $PROFILE, output $OUT_DIR"
+part environment install
+[[ $FAILED == 0 ]] || { echo "gpu_check: stopped, the environment is not usable" >&2; exit 1; }
+describe >"$OUT_DIR/env.txt" 2>&1
+cat "$OUT_DIR/env.txt"
+if [[ $DEVICE == cuda ]] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+  die "--device cuda, but torch sees no CUDA device (see $OUT_DIR/env.txt)"
+fi
+part benchmarks benchmarks
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+if [[ $DDP == always || ($DDP == auto && ${GPUS:-0} -ge 2) ]]; then
+  part ddp_smoke ddp
+else
+  echo "ddp_smoke: skipped (nvidia-smi -L lists ${GPUS:-0} GPU(s); --ddp $DDP)" | tee -a "$SUMMARY"
+fi
+echo "gpu_check: done in $SECONDS s; figures in $OUT_DIR"
+exit $FAILED

@@ -1,0 +1,153 @@
+"""The benchmark harness on tiny settings: step timing and ratios, FAA scaling, targets, the CLI's JSON,
+and the pipeline order `repro_times` reads from dvc.yaml (without running dvc)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.__main__ import TARGETS, Target, main
+from benchmarks.common import ensure_processed
+from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
+from benchmarks.loader import loader_throughput
+from benchmarks.repro_times import stage_order
+from benchmarks.steps import MethodFigures, Memory, benchmark_steps, ratio_pairs, ratios
+from plaque.config import load_config
+from plaque.data.dataset import SliceDataset
+from plaque.models.faa import FAA
+from plaque.train.stage2 import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: these tests check the figures' consistency, not speed, and stay quick on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_step_benchmark_times_every_method_and_its_ratio() -> None:
+    cfg = load_config(profile="smoke")
+    report = benchmark_steps(cfg, METHODS, CPU, 2, warmup=1, steps=2, memory=False)
+    assert list(report.methods) == list(METHODS)
+    for f in report.methods.values():
+        assert f.train_step_s > 0 and f.infer_step_s > 0 and f.memory is None
+        assert f.train_images_per_s == pytest.approx(2 / f.train_step_s)
+        assert f.infer_slices_per_s == pytest.approx(2 / f.infer_step_s)
+    ours, no_prior = report.methods["ours"], report.methods["no_prior"]
+    assert report.ratios["ours/no_prior"] == pytest.approx({"train_step": ours.train_step_s / no_prior.train_step_s,
+                                                            "infer_step": ours.infer_step_s / no_prior.infer_step_s})
+    assert set(report.ratios) == {f"{a}/{b}" for a, b in ratio_pairs(METHODS)}
+
+
+def test_every_method_is_compared_with_sam_lora_once_it_exists() -> None:
+    assert ratio_pairs(["ours", "ours_additive", "no_prior"]) == [("ours", "no_prior")]
+    assert ratio_pairs(["no_prior", "sam_lora", "ours"]) == [("ours", "no_prior"), ("no_prior", "sam_lora"),
+                                                             ("ours", "sam_lora")]
+    figures = {m: MethodFigures(m, 4, t, 4 / t, t / 2, 8 / t, Memory("peak_rss", peak, 0))
+               for m, t, peak in (("ours", 3.0, 600), ("sam_lora", 2.0, 400))}
+    assert ratios(figures) == {"ours/sam_lora": {"train_step": 1.5, "infer_step": 1.5, "peak_memory": 1.5}}
+
+
+def test_explicit_attention_computes_what_the_fused_block_does() -> None:
+    torch.manual_seed(0)
+    fused = FAA(32, heads=4).eval()
+    explicit = ExplicitFAA(32, heads=4).eval()
+    explicit.load_state_dict(fused.state_dict())
+    f_sam, f_vq = torch.randn(2, 9, 32), torch.randn(2, 5, 32)
+    torch.testing.assert_close(explicit(f_sam, f_vq), fused(f_sam, f_vq), atol=1e-5, rtol=1e-5)
+
+
+def test_faa_scaling_memory_of_the_fused_path_grows_linearly() -> None:
+    report = faa_scaling([4, 8], CPU, warmup=1, steps=2, isolate=False)
+    assert [(p.impl, p.grid, p.tokens) for p in report.points] == [
+        ("sdpa", 4, 16), ("explicit", 4, 16), ("sdpa", 8, 64), ("explicit", 8, 64)]
+    assert all(p.fwd_bwd_s > 0 and p.saved_bytes > 0 for p in report.points)
+    sdpa, explicit = report.growth["sdpa"], report.growth["explicit"]
+    assert sdpa["tokens"] == explicit["tokens"] == 4
+    assert sdpa["saved_for_backward"] == pytest.approx(4, rel=0.05)
+    assert explicit["saved_for_backward"] > sdpa["saved_for_backward"]
+
+
+def test_faa_grids() -> None:
+    assert grids_up_to(64) == [16, 32, 48, 64]
+    assert grids_up_to(40) == [16, 32]
+    assert grids_up_to(8) == [8]
+    with pytest.raises(ValueError):
+        grids_up_to(0)
+
+
+def test_loader_headroom_is_its_rate_over_the_step_consumption(tmp_path: Path) -> None:
+    cfg = load_config(profile="smoke")
+    data = ensure_processed(tmp_path / "missing", cfg, tmp_path)
+    figures = loader_throughput(data, cfg, 4, CPU, consumption_images_per_s=10.0)
+    assert figures.images == len(SliceDataset(data, "train")) and figures.num_workers == cfg["train"]["num_workers"]
+    assert figures.images_per_s == pytest.approx(figures.images / figures.seconds)
+    assert figures.headroom == pytest.approx(figures.images_per_s / 10.0)
+    assert loader_throughput(data, cfg, 4, CPU, consumption_images_per_s=None).headroom is None
+
+
+def test_targets_apply_to_their_setting_only() -> None:
+    overhead = TARGETS["overhead"]
+    assert overhead.judge(0.10, "demo", CPU)["verdict"] == "ok"
+    assert overhead.judge(0.20, "demo", CPU)["verdict"] == "OVER"
+    elsewhere = overhead.judge(0.20, "smoke", CPU)
+    assert not elsewhere["applies"] and elsewhere["verdict"] == "n/a"
+    floor = Target("headroom", 5.0, ceiling=False, unit="×")
+    assert floor.judge(4.9, "paper", CPU)["verdict"] == "UNDER"
+    assert floor.judge(None, "paper", CPU)["verdict"] == "n/a"
+
+
+def test_cli_writes_every_part_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["--device", "cpu", "--profile", "smoke", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                 "--threads", "1", "--methods", "ours,no_prior", "--skip-loader", "--faa-max-grid", "8",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ours/no_prior" in printed and "explicit" in printed and "targets" in printed
+    data = json.loads(out.read_text())
+    assert set(data) == {"machine", "profile", "stage2", "settings", "steps", "loader", "faa", "repro", "targets"}
+    assert data["profile"] == "smoke" and data["loader"] is None and data["repro"] is None
+    assert data["settings"]["methods"] == ["ours", "no_prior"] and data["settings"]["batch_size"] == 2
+    assert {"date", "cpu", "cpu_cores", "torch", "gpu"} <= set(data["machine"])
+    methods = data["steps"]["methods"]
+    assert list(methods) == ["ours", "no_prior"]
+    for figures in methods.values():
+        memory = figures["memory"]
+        assert memory["kind"] == "peak_rss" and memory["peak_bytes"] >= memory["base_bytes"] > 0
+    ratio = data["steps"]["ratios"]["ours/no_prior"]["train_step"]
+    assert ratio == pytest.approx(methods["ours"]["train_step_s"] / methods["no_prior"]["train_step_s"])
+    assert [(p["impl"], p["tokens"]) for p in data["faa"]["points"]] == [("sdpa", 64), ("explicit", 64)]
+    verdicts = {key: t["verdict"] for key, t in data["targets"].items()}
+    assert verdicts == {key: "n/a" for key in TARGETS}  # smoke on the CPU: no target applies
+
+
+def test_cli_rejects_an_unknown_method() -> None:
+    with pytest.raises(SystemExit, match="nonsense"):
+        main(["--device", "cpu", "--profile", "smoke", "--methods", "ours,nonsense"])
+
+
+def test_repro_stages_follow_the_pipeline() -> None:
+    assert stage_order(ROOT / "dvc.yaml") == ["phantom", "preprocess", "stage1", "stage2", "evaluate"]
+
+
+def test_repro_order_comes_from_dependencies_not_file_order(tmp_path: Path) -> None:
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  report: {cmd: r, deps: [results/eval/summary.json], outs: [report.md]}\n"
+        "  evaluate: {cmd: e, deps: [models], metrics: [results/eval]}\n"
+        "  train: {cmd: t, deps: [data/processed], outs: [{models/best.pt: {cache: false}}]}\n"
+        "  data: {cmd: d, outs: [data]}\n")
+    assert stage_order(tmp_path / "dvc.yaml") == ["data", "train", "evaluate", "report"]
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  a: {cmd: a, deps: [x], outs: [y]}\n  b: {cmd: b, deps: [y], outs: [x]}\n")
+    with pytest.raises(ValueError, match="depend on each other"):
+        stage_order(tmp_path / "dvc.yaml")
