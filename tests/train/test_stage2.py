@@ -98,3 +98,22 @@ def test_two_gloo_processes_under_torchrun(cohort: tuple[Path, Path], tmp_path: 
     assert metrics["world_size"] == 2
     assert metrics["effective_batch_size"] == 2 * load_config(profile="smoke")["train"]["batch_size_per_gpu"]
     assert (tmp_path / "m" / "best.pt").is_file() and list((tmp_path / "p").glob("*.npz"))
+
+
+def test_training_never_reads_test_slices(cohort: tuple[Path, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model selection sees train and validation rows only; the test split is read by prediction alone."""
+    processed, prior = cohort
+    test_rows = set(load_processed(processed).indices("test").tolist())
+    seen: dict[str, set[int]] = {}
+
+    def fake_fit(model, optimizer, train_set, val_set, step, validate, fit_cfg, info):  # noqa: ANN001, ANN202
+        seen["train"], seen["val"] = set(train_set.rows.tolist()), set(val_set.rows.tolist())
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr("plaque.train.stage2.fit", fake_fit)
+    with pytest.raises(RuntimeError, match="stop before training"):
+        train_stage2(processed, prior, tmp_path / "m", tmp_path / "r", tmp_path / "p", load_config(profile="smoke"),
+                     DistInfo())
+    assert seen["train"] and seen["val"]
+    assert not (seen["train"] | seen["val"]) & test_rows
