@@ -171,11 +171,13 @@ def summary_markdown(summ: Mapping[str, Any]) -> str:
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     weights = summ.get("backbone_weights", {})
     notes = [f"Test-set Dice, mean over {summ.get('patients', '?')} patients with 95 % bootstrap intervals "
-             f"(patients resampled); best per column in bold. Profile `{summ.get('profile', '?')}`, "
-             f"cohort: {summ.get('cohort', '?')}."]
+             f"(patients resampled); best per column in bold. A patient's macro Dice averages the foreground "
+             f"classes present in its ground truth or prediction (a class absent from both is left out). "
+             f"Profile `{summ.get('profile', '?')}`, cohort: {summ.get('cohort', '?')}."]
     random = [method_label(m) for m, w in weights.items() if w == "random"]
     if random:
-        notes.append(f"**The SAM image encoder of {', '.join(random)} was randomly initialised** "
+        who = "every method" if len(random) == len(methods) > 1 else ", ".join(random)
+        notes.append(f"**The SAM image encoder of {who} was randomly initialised** "
                      "(no pretrained weights): these are not results of a pretrained SAM.")
     for method, comp in summ.get("ours_vs", {}).items():
         d = comp["macro_dice"]

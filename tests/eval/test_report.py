@@ -275,3 +275,11 @@ def test_update_readme_without_markers_raises_and_leaves_the_file(tmp_path: Path
     with pytest.raises(ValueError, match="markers"):
         update_readme(readme, "| table |\n")
     assert readme.read_text() == text
+
+
+def test_summary_markdown_says_every_method_when_all_are_random() -> None:
+    metrics, comparison = three_methods()
+    weights = dict.fromkeys(metrics, "random")
+    markdown = summary_markdown(summary(metrics, comparison, {**CONTEXT, "backbone_weights": weights}))
+    (warning,) = [line for line in markdown.splitlines() if "randomly initialised" in line]
+    assert "every method" in warning and "Ours" not in warning
