@@ -3,9 +3,10 @@
     --pred     results/predictions (one folder per method) or one method's folder
     --data     the processed dataset whose test split the predictions cover (data/processed), or
     --raw      a raw cohort, preprocessed here with every patient a test patient (as `plaque.predict` does)
-    --out      results folder (results/eval); --figures reports/figures; --runs results/stage2 (optional:
-               training curves and backbone weights per method); --readme README.md (optional: rewrite
-               its results section from summary.md)
+    --out      results folder (results/eval: JSON only); --tables reports/tables (summary.md, CSVs);
+               --figures reports/figures; --runs results/stage2 (optional: training curves and backbone
+               weights per method); --readme README.md (optional: rewrite its results section with the
+               table of summary.md)
 
 Prints ``error: <file>: <problem>`` and exits with 2 on bad input, leaving the outputs as they were.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from plaque.config import load_config
 from plaque.data.preprocess import preprocess
 from plaque.errors import InputError
-from plaque.eval.report import update_readme
+from plaque.eval.report import summary_markdown, update_readme
 from plaque.eval.run import evaluate
 from plaque.predict import TEST_ONLY
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--data", type=Path, help="processed dataset with the ground truth (test split)")
     source.add_argument("--raw", type=Path, help="raw cohort with labels (every patient scored)")
     parser.add_argument("--out", type=Path, required=True, help="results folder (results/eval)")
+    parser.add_argument("--tables", type=Path, default=None, help="tables folder (reports/tables)")
     parser.add_argument("--figures", type=Path, default=None, help="figures folder (reports/figures)")
     parser.add_argument("--runs", type=Path, default=None, help="training runs (results/stage2)")
     parser.add_argument("--readme", type=Path, default=None, help="README whose results section to rewrite")
@@ -50,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                 data = Path(tmp) / "processed"
                 prep = {**cfg["preprocess"], "split": TEST_ONLY}
                 preprocess(args.raw, data, prep, prep["processes"])
-            summary = evaluate(args.pred, data, args.out, args.figures, cfg, runs=args.runs)
+            summary = evaluate(args.pred, data, args.out, args.figures, cfg, runs=args.runs, tables_dir=args.tables)
         if args.readme is not None:
-            update_readme(args.readme, (args.out / "summary.md").read_text())
+            update_readme(args.readme, summary_markdown(summary))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

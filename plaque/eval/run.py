@@ -1,12 +1,16 @@
-"""Score every method's saved test predictions and write the metrics, the summary and the figures.
+"""Score every method's saved test predictions and write the metrics, the summary, the tables and the figures.
+
+OUT holds JSON only, so that it can be a DVC metrics folder (DVC reads every file in one as metrics);
+the tables and figures are for people and go to their own folders.
 
 Outputs (each folder replaced atomically, only once everything has been computed, so a bad input
 leaves no partial summary):
 
     OUT/<method>/metrics.json      headline numbers with CIs (`plaque.eval.report.method_metrics`)
-    OUT/<method>/per_patient.csv   per-patient Dice, HD95, volumes
-    OUT/<method>/confusion.csv     pixel counts, rows = truth, columns = prediction
-    OUT/summary.json, OUT/summary.md   one row per method; paired comparison with ours
+    OUT/summary.json               per method macro Dice and Dice per class; paired comparison with ours
+    TABLES/summary.md              the results table (one row per method) with its notes
+    TABLES/<method>_per_patient.csv    per-patient Dice, HD95, volumes
+    TABLES/<method>_confusion.csv      pixel counts, rows = truth, columns = prediction
     FIGURES/qualitative.{png,pdf}      the paper's Figure 1 layout (rows: `plaque.eval.figures.select_rows`)
     FIGURES/dice_bars, confusion, bland_altman_<method>, training_curves (when runs have DVCLive curves)
 
@@ -134,7 +138,7 @@ def run_context(runs: Path | None, methods: Sequence[str], processed: Processed,
 
 
 def evaluate(pred_root: Path, data: Path, out: Path, figures_dir: Path | None, cfg: Mapping[str, Any], *,
-             runs: Path | None = None) -> dict[str, Any]:
+             runs: Path | None = None, tables_dir: Path | None = None) -> dict[str, Any]:
     """Score every method under ``pred_root`` against ``data``'s test split and write the outputs; returns the summary.
 
     Args:
@@ -144,6 +148,7 @@ def evaluate(pred_root: Path, data: Path, out: Path, figures_dir: Path | None, c
         figures_dir: figures folder (``reports/figures``), or ``None`` for no figures.
         cfg: resolved params (``eval`` and ``profile`` are read).
         runs: folder of training runs (``results/stage2``: ``<method>/metrics.json``, ``<method>/live``), optional.
+        tables_dir: tables folder (``reports/tables``), or ``None`` for no tables.
     """
     processed = load_processed(data)
     step_mm = float(processed.summary.get("step_mm", cfg["preprocess"]["step_mm"]))
@@ -162,13 +167,16 @@ def evaluate(pred_root: Path, data: Path, out: Path, figures_dir: Path | None, c
         for m in methods:
             (tmp / m).mkdir()
             (tmp / m / "metrics.json").write_text(json.dumps(metrics[m], indent=2))
-            per_patient_table(all_scores[m]).to_csv(tmp / m / "per_patient.csv", index=False, float_format="%.6g")
-            confusion = np.sum([s.confusion for s in all_scores[m]], axis=0)
-            header = "truth\\pred," + ",".join(CLASS_NAMES)
-            rows = [f"{CLASS_NAMES[i]}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(confusion)]
-            (tmp / m / "confusion.csv").write_text("\n".join([header, *rows]) + "\n")
         (tmp / "summary.json").write_text(json.dumps(summ, indent=2))
-        (tmp / "summary.md").write_text(table)
+    if tables_dir is not None:
+        with atomic_folder(Path(tables_dir)) as tmp:
+            (tmp / "summary.md").write_text(table)
+            for m in methods:
+                per_patient_table(all_scores[m]).to_csv(tmp / f"{m}_per_patient.csv", index=False, float_format="%.6g")
+                confusion = np.sum([s.confusion for s in all_scores[m]], axis=0)
+                header = "truth\\pred," + ",".join(CLASS_NAMES)
+                rows = [f"{CLASS_NAMES[i]}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(confusion)]
+                (tmp / f"{m}_confusion.csv").write_text("\n".join([header, *rows]) + "\n")
     if figures_dir is not None:
         with atomic_folder(Path(figures_dir)) as tmp:
             for name, fig in figs.items():

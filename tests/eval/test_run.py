@@ -49,7 +49,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def evaluated(inputs: dict[str, Path]) -> tuple[dict[str, Any], Path, Path]:
     out, figs = inputs["work"] / "out", inputs["work"] / "figures"
-    summ = evaluate(inputs["preds"], inputs["data"], out, figs, eval_cfg(), runs=inputs["runs"])
+    summ = evaluate(inputs["preds"], inputs["data"], out, figs, eval_cfg(), runs=inputs["runs"],
+                    tables_dir=inputs["work"] / "tables")
     return summ, out, figs
 
 
@@ -72,39 +73,42 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
 def test_metrics_and_tables_per_method(evaluated: tuple[dict[str, Any], Path, Path],
                                        inputs: dict[str, Path]) -> None:
     _, out, _ = evaluated
-    assert sorted(p.name for p in out.iterdir()) == ["ours", "sam_lora", "summary.json", "summary.md"]
+    tables = out.parent / "tables"
+    assert sorted(p.name for p in out.iterdir()) == ["ours", "sam_lora", "summary.json"], "JSON only"
+    assert sorted(p.name for p in tables.iterdir()) == ["ours_confusion.csv", "ours_per_patient.csv",
+                                                        "sam_lora_confusion.csv", "sam_lora_per_patient.csv",
+                                                        "summary.md"]
     truth = truth_by_patient(inputs["data"])
     for method in ("ours", "sam_lora"):
-        assert sorted(p.name for p in (out / method).iterdir()) == ["confusion.csv", "metrics.json",
-                                                                    "per_patient.csv"]
+        assert sorted(p.name for p in (out / method).iterdir()) == ["metrics.json"]
         text = (out / method / "metrics.json").read_text()
         assert "NaN" not in text and "Infinity" not in text
         metrics = json.loads(text)
         assert metrics["method"] == method and metrics["patients"] == 3 and metrics["slices"] == 9
         # P03 has no non-calcified plaque: ours (= truth) does not predict any, so it is excluded
         assert metrics["dice"]["non_calcified"]["excluded"] == (1 if method == "ours" else 0)
-        table = pd.read_csv(out / method / "per_patient.csv")
+        table = pd.read_csv(tables / f"{method}_per_patient.csv")
         assert table["patient"].tolist() == list(TEST_PATIENTS)
         assert table["slices"].tolist() == [3, 4, 2]
-        confusion = pd.read_csv(out / method / "confusion.csv", index_col=0)
+        confusion = pd.read_csv(tables / f"{method}_confusion.csv", index_col=0)
         assert list(confusion.columns) == list(CLASS_NAMES) and list(confusion.index) == list(CLASS_NAMES)
         counts = confusion.to_numpy()
         assert counts.sum() == 9 * SIZE * SIZE
         labels = np.concatenate([lab for _, lab in truth.values()])
         assert counts.sum(axis=1).tolist() == np.bincount(labels.ravel(), minlength=NUM_CLASSES).tolist()
-    ours = pd.read_csv(out / "ours" / "per_patient.csv")
+    ours = pd.read_csv(tables / "ours_per_patient.csv")
     assert ours["macro_dice"].tolist() == [1.0, 1.0, 1.0]
     assert (ours["true_total_plaque_mm3"] == ours["pred_total_plaque_mm3"]).all()
     assert (ours["true_total_plaque_mm3"] > 0).all()
-    ours_counts = pd.read_csv(out / "ours" / "confusion.csv", index_col=0).to_numpy()
+    ours_counts = pd.read_csv(tables / "ours_confusion.csv", index_col=0).to_numpy()
     assert np.array_equal(ours_counts, np.diag(np.diag(ours_counts)))
-    lora = pd.read_csv(out / "sam_lora" / "per_patient.csv")
+    lora = pd.read_csv(tables / "sam_lora_per_patient.csv")
     assert (lora["macro_dice"] < 1.0).all()
 
 
 def test_summary_markdown_and_figures(evaluated: tuple[dict[str, Any], Path, Path]) -> None:
     _, out, figs = evaluated
-    markdown = (out / "summary.md").read_text()
+    markdown = (out.parent / "tables" / "summary.md").read_text()
     ours_row = next(line for line in markdown.splitlines() if line.startswith("| Ours |"))
     assert ours_row.count("**1.000** [1.000, 1.000]") == 5  # best in every column
     assert "| SAM+LoRA |" in markdown
@@ -126,25 +130,27 @@ def test_bad_input_names_method_and_patient_and_leaves_outputs_as_they_were(inpu
     write_predictions(preds / "ours", inputs["data"])
     write_predictions(preds / "sam_lora", inputs["data"], degrade)
     (preds / "sam_lora" / "P02.npz").unlink()
-    out, figs = tmp_path / "out", tmp_path / "figures"
+    out, figs, tables = tmp_path / "out", tmp_path / "figures", tmp_path / "tables"
     (out / "ours").mkdir(parents=True)
-    (out / "summary.md").write_text("previous results\n")
+    (out / "summary.json").write_text("{}")
     (out / "ours" / "metrics.json").write_text("{}")
     figs.mkdir()
     (figs / "qualitative.png").write_bytes(b"old figure")
-    before_out, before_figs = snapshot(out), snapshot(figs)
+    tables.mkdir()
+    (tables / "summary.md").write_text("previous results\n")
+    before_out, before_figs, before_tables = snapshot(out), snapshot(figs), snapshot(tables)
     with pytest.raises(InputError) as info:
-        evaluate(preds, inputs["data"], out, figs, eval_cfg())
+        evaluate(preds, inputs["data"], out, figs, eval_cfg(), tables_dir=tables)
     assert "sam_lora" in str(info.value) and "P02" in str(info.value)
     assert info.value.where == str(preds / "sam_lora" / "P02.npz")
-    assert snapshot(out) == before_out and snapshot(figs) == before_figs
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "out", "predictions"]  # no partial folders
+    assert snapshot(out) == before_out and snapshot(figs) == before_figs and snapshot(tables) == before_tables
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "out", "predictions", "tables"]  # no partial
 
 
 def test_evaluate_one_method_folder_without_figures(inputs: dict[str, Path], tmp_path: Path) -> None:
     summ = evaluate(inputs["preds"] / "sam_lora", inputs["data"], tmp_path / "out", None, eval_cfg())
     assert list(summ["methods"]) == ["sam_lora"] and summ["ours_vs"] == {} and summ["backbone_weights"] == {}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sam_lora", "summary.json", "summary.md"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sam_lora", "summary.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -217,7 +223,7 @@ def test_cli_prints_macro_dice_and_rewrites_the_readme(inputs: dict[str, Path], 
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n{README_START}\nold\n{README_END}\n\nfooter\n")
     out = tmp_path / "out"
-    code = cli(inputs, params, inputs["preds"], out, "--readme", str(readme))
+    code = cli(inputs, params, inputs["preds"], out, "--readme", str(readme), "--tables", str(tmp_path / "tables"))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     lines = captured.out.splitlines()
@@ -225,7 +231,7 @@ def test_cli_prints_macro_dice_and_rewrites_the_readme(inputs: dict[str, Path], 
     assert lines[1].startswith("SAM+LoRA: macro Dice 0.") and len(lines) == 2
     text = readme.read_text()
     assert text.startswith(f"# Title\n\n{README_START}\n") and text.endswith(f"{README_END}\n\nfooter\n")
-    assert "\nold\n" not in text and (out / "summary.md").read_text().rstrip() in text
+    assert "\nold\n" not in text and (tmp_path / "tables" / "summary.md").read_text().rstrip() in text
     assert json.loads((out / "summary.json").read_text())["bootstrap_resamples"] == RESAMPLES
 
 
