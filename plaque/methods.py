@@ -26,9 +26,6 @@ from typing import Any
 
 from plaque.errors import InputError
 
-FUSIONS = ("faa", "add", "none")
-
-
 @dataclass(frozen=True)
 class Method:
     """How a Stage-2 method differs from the params' defaults (see the module docstring)."""

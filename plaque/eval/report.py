@@ -53,11 +53,21 @@ def finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def foreground_mean(dice: np.ndarray) -> np.ndarray:
+    """Rows of Dice scores ``(N, C)`` → ``(N,)`` NaN-ignoring mean over the foreground classes (NaN when all are)."""
+    fg = dice[:, list(FOREGROUND)]
+    counted = (~np.isnan(fg)).sum(axis=1)
+    return np.where(counted > 0, np.nansum(fg, axis=1) / np.maximum(counted, 1), np.nan)
+
+
 def patient_macro_dice(scores: Sequence[PatientScores]) -> np.ndarray:
     """``(P,)`` per-patient macro Dice over the foreground classes (NaN when every class was excluded)."""
-    dice = np.stack([s.dice[list(FOREGROUND)] for s in scores])
-    counted = (~np.isnan(dice)).sum(axis=1)
-    return np.where(counted > 0, np.nansum(dice, axis=1) / np.maximum(counted, 1), np.nan)
+    return foreground_mean(np.stack([s.dice for s in scores]))
+
+
+def _bootstrap_args(cfg_eval: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of the bootstrap functions from the ``eval`` section."""
+    return {"n_resamples": cfg_eval["bootstrap_resamples"], "seed": cfg_eval["seed"], "level": cfg_eval["ci_level"]}
 
 
 def patient_volumes(scores: Sequence[PatientScores], kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +79,7 @@ def patient_volumes(scores: Sequence[PatientScores], kind: str) -> tuple[np.ndar
 
 def method_metrics(method: str, scores: Sequence[PatientScores], cfg_eval: Mapping[str, Any]) -> dict[str, Any]:
     """The ``metrics.json`` of one method (scalars only, nested by metric and class)."""
-    boot = {"n_resamples": cfg_eval["bootstrap_resamples"], "seed": cfg_eval["seed"], "level": cfg_eval["ci_level"]}
+    boot = _bootstrap_args(cfg_eval)
     out: dict[str, Any] = {"method": method, "label": method_label(method), "patients": len(scores),
                            "slices": int(sum(s.n_slices for s in scores))}
     est, lo, hi = bootstrap_ci(patient_macro_dice(scores), **boot)
@@ -114,7 +124,7 @@ def compare_with_reference(all_scores: Mapping[str, Sequence[PatientScores]],
     """Paired bootstrap of ``ours − method`` (macro Dice and Dice per class) for every other method."""
     if REFERENCE not in all_scores:
         return {}
-    boot = {"n_resamples": cfg_eval["bootstrap_resamples"], "seed": cfg_eval["seed"], "level": cfg_eval["ci_level"]}
+    boot = _bootstrap_args(cfg_eval)
     ref = all_scores[REFERENCE]
     out = {}
     for method, scores in all_scores.items():

@@ -31,14 +31,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from plaque.atomic import atomic_folder
-from plaque.classes import CLASS_NAMES, FOREGROUND
+from plaque.classes import CLASS_NAMES
 from plaque.data.processed import Processed, load_processed
 from plaque.errors import InputError
 from plaque.eval import figures
 from plaque.eval.metrics import PatientScores, score_patient
 from plaque.eval.predictions import load_method, method_folders, test_rows
-from plaque.eval.report import (REFERENCE, VOLUME_KINDS, compare_with_reference, method_label, method_metrics,
-                                patient_volumes, per_patient_table, summary, summary_markdown)
+from plaque.eval.report import (REFERENCE, VOLUME_KINDS, compare_with_reference, foreground_mean, method_label,
+                                method_metrics, patient_volumes, per_patient_table, summary, summary_markdown)
 
 log = logging.getLogger("plaque.eval")
 FIGURE_METHODS = ("ours", "cat_sam", "sam_lora", "nnunet")
@@ -67,9 +67,7 @@ def score_method(method: str, folder: Path, preds: Mapping[str, np.ndarray], pro
 
 def slice_macro_dice(scores: Sequence[PatientScores]) -> np.ndarray:
     """``(N,)`` per-slice macro Dice over the foreground classes, slices in test-row order; NaN when none counts."""
-    dice = np.concatenate([s.slice_dice[:, list(FOREGROUND)] for s in scores])
-    counted = (~np.isnan(dice)).sum(axis=1)
-    return np.where(counted > 0, np.nansum(dice, axis=1) / np.maximum(counted, 1), np.nan)
+    return foreground_mean(np.concatenate([s.slice_dice for s in scores]))
 
 
 def focus_box(*label_maps: np.ndarray, margin: int = 4) -> tuple[slice, slice]:

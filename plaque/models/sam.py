@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 OUT_CHANNELS = 256
 IMAGE_ENCODER_PREFIX = "image_encoder."
 MASK_DECODER_PREFIX = "mask_decoder."
-PE_KEY = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+PROMPT_ENCODER_PREFIX = "prompt_encoder."
 DOWNLOAD_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 OFFICIAL_FILES: dict[str, str] = {
     "vit_b": "sam_vit_b_01ec64.pth",
@@ -291,7 +291,6 @@ def load_sam_image_encoder(
     encoder.load_state_dict({k: _fit(k, v, own[k], path) for k, v in state.items()})
 
 
-
 def load_sam_mask_decoder(decoder: nn.Module, path: Path, *, map_location: str | torch.device = "cpu") -> list[str]:
     """Load the parts of SAM's mask decoder that a `ClassTokenDecoder` shares with it; returns the keys loaded.
 
@@ -309,8 +308,8 @@ def load_sam_mask_decoder(decoder: nn.Module, path: Path, *, map_location: str |
     for key in own:
         if key.startswith(("transformer.", "output_upscaling.")):
             source = MASK_DECODER_PREFIX + key
-        elif key == "pe_layer.positional_encoding_gaussian_matrix":
-            source = PE_KEY
+        elif key.startswith("pe_layer."):
+            source = PROMPT_ENCODER_PREFIX + key
         else:
             continue
         if source not in state or state[source].shape != own[key].shape:

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 
 from plaque.classes import CLASS_NAMES
 from plaque.data.dataset import SliceDataset
-from plaque.methods import PRIOR_VARIANTS, prior_stage1
 from plaque.losses import PrototypeProbe, Stage1Loss, dice_counts, dice_from_counts, labels_to_latent
+from plaque.methods import PRIOR_VARIANTS, prior_stage1
 from plaque.models.vq import VQAutoencoder, build_vq
 from plaque.perceptual import Perceptual
 from plaque.train.cli import add_common_options, run_stage, write_json_atomic
@@ -117,8 +117,9 @@ def write_metrics(path: Path, result: FitResult, backbone: str, monitor: str, va
         "monitor": monitor, "score": result.best_score, "best_epoch": result.best_epoch,
         "recon_l1": best.get("l1"), "perplexity": best.get("perplexity"), "codes_used": best.get("codes_used"),
         "probe_dice": {k[len("probe_dice_"):]: v for k, v in best.items() if k.startswith("probe_dice_")},
-        "variant": variant, "perceptual_backbone": backbone, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-        "world_size": result.world_size, "effective_batch_size": result.effective_batch_size,
+        "variant": variant, "perceptual_backbone": backbone, "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early, "world_size": result.world_size,
+        "effective_batch_size": result.effective_batch_size,
     })
 
 

@@ -168,10 +168,10 @@ def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, 
                                     live_dir=results / "live", resume=resume)
     result = fit(model, optimizer, train_set, val_set, Stage2Step(loss), Stage2Validation(loss), fit_cfg, info)
     if info.is_main:
+        tuned = method_stage2(s2, method)
         write_metrics(results / "metrics.json", result, {
             "method": method, "backbone": s2["backbone"], "backbone_weights": backbone_weights,
-            "sam_tuning": method_stage2(s2, method)["sam_tuning"], "decoder": method_stage2(s2, method)["decoder"],
-            "prior": get_method(method).prior})
+            "sam_tuning": tuned["sam_tuning"], "decoder": tuned["decoder"], "prior": get_method(method).prior})
         if result.best_epoch is None:
             raise InputError(out, "no validation improved on NaN, so there is no best.pt to predict with")
         _load_into(model, load_checkpoint(result.best_path).get("model"), result.best_path, "a Stage-2 best.pt")
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="ours", choices=sorted(METHODS),
                         help="method (default: ours); see plaque.methods")
     parser.add_argument("--data", type=Path, required=True, help="preprocessed slices (data/processed)")
-    parser.add_argument("--prior", type=Path, default=None, help="Stage-1 checkpoint of the method's variant (models/stage1/<variant>/best.pt)")
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="Stage-1 checkpoint of the method's variant (models/stage1/<variant>/best.pt)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/stage2/<method>)")
     parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage2/<method>)")
     parser.add_argument("--predictions", type=Path, required=True,
