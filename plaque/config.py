@@ -114,11 +114,13 @@ class Mapping:
 
 
 @dataclass(frozen=True)
-class AutoOrInt:
-    """``"auto"`` or a positive integer."""
+class WordOrInt:
+    """The string ``word`` or a positive integer."""
+
+    word: str
 
     def check(self, key: str, v: Any) -> Any:
-        return v if v == "auto" else Num(1, None, integer=True).check(key, v)
+        return v if v == self.word else Num(1, None, integer=True).check(key, v)
 
 
 def _range(lo: float, hi: float) -> Seq:
@@ -169,7 +171,8 @@ SCHEMA: dict[str, Any] = {
         "val_every": POS_INT,
         "patience": POS_INT,
         "seed": Num(0, None, integer=True),
-        "nproc_per_node": AutoOrInt(),
+        "nproc_per_node": WordOrInt("auto"),
+        "samples_per_epoch": WordOrInt("all"),
         "num_workers": Num(0, 64, integer=True),
     },
     "stage1": {
@@ -228,7 +231,7 @@ PROFILE_KEYS: frozenset[str] = frozenset({
     "phantom.patients", "phantom.matrix", "phantom.processes",
     "preprocess.crop_px", "preprocess.size", "preprocess.processes",
     "stage2.backbone", "stage2.input_size", "stage2.patch_size", "stage2.sam_tuning",
-    "train.max_epochs", "train.val_every", "train.nproc_per_node", "train.num_workers",
+    "train.max_epochs", "train.val_every", "train.samples_per_epoch", "train.nproc_per_node", "train.num_workers",
 })
 
 PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2")

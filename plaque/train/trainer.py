@@ -9,7 +9,7 @@ the same stopping decision.
 Resumability: ``last.pt`` is written atomically at the end of every epoch with everything the
 next epoch depends on (weights, optimizer, scheduler, early-stopping state, history, the RNG
 states of every rank, and the caller's ``extra_state``). The training order is a function of
-``(seed, epoch)`` alone (`DistributedSampler.set_epoch`), so a run killed at any point and
+``(seed, epoch)`` alone (`EpochSampler.set_epoch`), so a run killed at any point and
 started again ends with the same result as an uninterrupted run (bit-identical weights on CPU).
 DataLoader workers are not persistent for the same reason: they are re-seeded from the restored
 generator each epoch. Models and ``extra_state`` must keep all their state in ``state_dict()``.
@@ -56,7 +56,10 @@ class Stateful(Protocol):
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How to train. The first six fields are `params.yaml`'s ``train`` section (see `from_params`).
+    """How to train. The first seven fields are `params.yaml`'s ``train`` section (see `from_params`).
+
+    ``samples_per_epoch`` is ``"all"`` (every training item once per epoch, the paper's protocol)
+    or N: each epoch trains on N items drawn afresh without replacement (`EpochSampler`).
 
     Attributes:
         monitor: key of ``validate()``'s result used for model selection and early stopping.
@@ -74,6 +77,7 @@ class FitConfig:
     batch_size_per_gpu: int
     seed: int
     num_workers: int
+    samples_per_epoch: int | Literal["all"]
     monitor: str
     mode: Literal["max", "min"]
     out_dir: Path
@@ -85,6 +89,10 @@ class FitConfig:
         for key in ("max_epochs", "val_every", "patience", "batch_size_per_gpu"):
             if getattr(self, key) < 1:
                 raise InputError(f"train.{key}", f"expected a positive integer, got {getattr(self, key)!r}")
+        if self.samples_per_epoch != "all" and (not isinstance(self.samples_per_epoch, int)
+                                                or self.samples_per_epoch < 1):
+            raise InputError("train.samples_per_epoch", f"expected 'all' or a positive integer, "
+                                                        f"got {self.samples_per_epoch!r}")
         if self.mode not in ("max", "min"):
             raise InputError("mode", f"expected 'max' or 'min', got {self.mode!r}")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -94,8 +102,37 @@ class FitConfig:
     @classmethod
     def from_params(cls, train: Mapping[str, Any], **rest: Any) -> FitConfig:
         """Build from the resolved ``train`` section (``nproc_per_node`` is the launcher's) plus the other fields."""
-        keys = ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "seed", "num_workers")
+        keys = ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "seed", "num_workers",
+                "samples_per_epoch")
         return cls(**{k: train[k] for k in keys}, **rest)
+
+
+class EpochSampler(DistributedSampler):
+    """`DistributedSampler` (shuffled) over ``samples`` of the dataset's items per epoch.
+
+    ``samples="all"`` is `DistributedSampler` itself. With N, epoch ``e`` draws N distinct items
+    (all of them when the dataset is smaller) by a permutation seeded with ``seed + e``, the same on
+    every rank, and rank r takes every ``num_replicas``-th of them from position r (padded by
+    repetition to a multiple of ``num_replicas``, as `DistributedSampler` pads). The order depends on
+    ``(seed, epoch)`` alone, so a resumed run sees the items an uninterrupted one would.
+    """
+
+    def __init__(self, dataset: Dataset, *, samples: int | Literal["all"], num_replicas: int, rank: int,
+                 seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.samples = len(dataset) if samples == "all" else min(int(samples), len(dataset))  # type: ignore[arg-type]
+        if samples != "all":
+            self.num_samples = math.ceil(self.samples / num_replicas)
+            self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self):  # type: ignore[override]
+        if self.samples == len(self.dataset):  # type: ignore[arg-type]
+            return super().__iter__()
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        picked = torch.randperm(len(self.dataset), generator=g)[:self.samples].tolist()  # type: ignore[arg-type]
+        picked += picked[:self.total_size - len(picked)]
+        return iter(picked[self.rank:self.total_size:self.num_replicas])
 
 
 @dataclass
@@ -229,8 +266,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, 
     if info.world_size > 1:
         train_model = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None,
                                               find_unused_parameters=cfg.find_unused_parameters)
-    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed)
+    sampler = EpochSampler(train_set, samples=cfg.samples_per_epoch, num_replicas=info.world_size,
+                           rank=info.rank, seed=cfg.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size_per_gpu, sampler=sampler,
                               num_workers=cfg.num_workers, pin_memory=cuda)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size_per_gpu, shuffle=False,

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 from plaque.config import load_config
 from plaque.errors import InputError
 from plaque.train import DistInfo, FitConfig, fit, load_checkpoint, seed_everything
+from plaque.train.trainer import EpochSampler
 from tests.train.toy import Scripted, ToyData, build, make_step, toy_validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +26,7 @@ CPU = DistInfo()
 
 def _cfg(tmp_path: Path, **kw: Any) -> FitConfig:
     base = dict(max_epochs=8, val_every=1, patience=8, batch_size_per_gpu=8, seed=0, num_workers=0,
-                monitor="mse", mode="min", out_dir=tmp_path / "ckpt", live_dir=None)
+                samples_per_epoch="all", monitor="mse", mode="min", out_dir=tmp_path / "ckpt", live_dir=None)
     return FitConfig(**{**base, **kw})
 
 
@@ -107,6 +109,38 @@ def test_config_from_params(tmp_path):
     assert (cfg.max_epochs, cfg.val_every, cfg.patience, cfg.batch_size_per_gpu) == (2, 1, 6, 8)
     with pytest.raises(InputError, match="'max' or 'min'"):
         FitConfig.from_params(load_config()["train"], monitor="dice", mode="up", out_dir=tmp_path)
+
+
+def test_epoch_sampler_draws_a_fresh_subset_each_epoch_split_across_ranks():
+    data = list(range(50))
+    full = EpochSampler(data, samples="all", num_replicas=1, rank=0, seed=3)
+    reference = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=3)
+    full.set_epoch(2), reference.set_epoch(2)
+    assert list(full) == list(reference), "'all' is DistributedSampler itself"
+
+    def drawn(epoch: int, replicas: int) -> list[list[int]]:
+        ranks = [EpochSampler(data, samples=17, num_replicas=replicas, rank=r, seed=3) for r in range(replicas)]
+        for s in ranks:
+            s.set_epoch(epoch)
+        return [list(s) for s in ranks]
+
+    (one,) = drawn(1, 1)
+    assert len(one) == 17 == len(set(one)), "17 distinct items"
+    assert drawn(1, 1) == [one], "a function of (seed, epoch)"
+    assert set(drawn(2, 1)[0]) != set(one), "another epoch, another subset"
+    two = drawn(1, 2)
+    assert [len(r) for r in two] == [9, 9] and set(two[0]) | set(two[1]) == set(one), "ranks share one draw"
+    assert len(set(two[0]) & set(two[1])) == 1, "padded by one repeat to a multiple of the world size"
+    big = EpochSampler(data, samples=500, num_replicas=1, rank=0, seed=3)
+    assert sorted(big) == data, "never more than the dataset"
+
+
+def test_samples_per_epoch_sets_the_steps_of_an_epoch(tmp_path):
+    step = make_step()
+    _fit(_cfg(tmp_path, max_epochs=2, samples_per_epoch=16), step=step)
+    assert step.calls["n"] == 4  # 16 of the 48 items a epoch, batch 8, 2 epochs
+    with pytest.raises(InputError, match="samples_per_epoch"):
+        _cfg(tmp_path, samples_per_epoch=0)
 
 
 def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path):

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out / f"rank{info.rank}" if args.per_rank_dirs and info.rank > 0 else args.out
         scripted = Scripted([float(s) for s in args.scores.split(",")]) if args.scores else None
         cfg = FitConfig(max_epochs=args.max_epochs, val_every=args.val_every, patience=args.patience,
-                        batch_size_per_gpu=args.batch, seed=0, num_workers=0,
+                        batch_size_per_gpu=args.batch, seed=0, num_workers=0, samples_per_epoch="all",
                         monitor="score" if scripted else "mse", mode="max" if scripted else "min",
                         out_dir=out / "ckpt", live_dir=out / "live")
         result: FitResult = fit(model, optimizer, ToyData(48, 1, augment=True), ToyData(16, 2),
