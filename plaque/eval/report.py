@@ -39,6 +39,8 @@ VOLUME_KINDS: dict[str, tuple[int, ...]] = {
     "calcified": (CALCIFIED,), "non_calcified": (NONCALCIFIED,), "total_plaque": (CALCIFIED, NONCALCIFIED),
 }
 PER_CLASS_METRICS = ("dice", "iou", "hd95_mm", "assd_mm")
+# What the results section says about each method's training run (its RUNS/<method>/metrics.json)
+RUN_FIELDS = ("backbone", "backbone_weights", "trainable_parameters", "train_seconds", "epochs_run")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -196,7 +198,30 @@ def summary_markdown(summ: Mapping[str, Any]) -> str:
             p = f"p < 1/{resamples}" if d["p_value"] == 0 and resamples else f"p = {d['p_value']:.3f}"
             notes.append(f"Ours − {method_label(method)}, macro Dice: {d['ours_minus_method']:+.3f} "
                          f"[{d['low']:+.3f}, {d['high']:+.3f}], paired bootstrap {p}.")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    runs = runs_markdown(summ)
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + (f"\n{runs}" if runs else "")
+
+
+def runs_markdown(summ: Mapping[str, Any]) -> str:
+    """The training runs behind the table (trainable parameters, training time, epochs, image encoder and
+    its weights), one row per method of the summary that has a run record; ``""`` when none has."""
+    runs = summ.get("runs", {})
+    rows = [m for m in summ["methods"] if m in runs]
+    if not rows:
+        return ""
+
+    def fmt(value: Any, form: str) -> str:
+        return "n/a" if value is None else form.format(value)
+
+    lines = ["| method | trainable parameters | training time | epochs | encoder (weights) |", "|---" * 5 + "|"]
+    for m in rows:
+        r = runs[m]
+        encoder = f"{r.get('backbone') or 'n/a'} ({r.get('backbone_weights') or 'unknown'})"
+        params = fmt(r.get("trainable_parameters"), "{:,}")
+        minutes = fmt(None if r.get("train_seconds") is None else r["train_seconds"] / 60, "{:.1f} min")
+        lines.append(f"| {method_label(m)} | {params} | {minutes} | {fmt(r.get('epochs_run'), '{}')} | {encoder} |")
+    return "\n".join(lines) + "\n\nTraining time: the training loop of the stage (validation included, test " \
+                              "prediction not), on the machine that ran the pipeline.\n"
 
 
 def update_readme(readme: Path, table: str) -> None:

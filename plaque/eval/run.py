@@ -37,8 +37,8 @@ from plaque.errors import InputError
 from plaque.eval import figures
 from plaque.eval.metrics import PatientScores, score_patient
 from plaque.eval.predictions import load_method, method_folders, test_rows
-from plaque.eval.report import (REFERENCE, VOLUME_KINDS, compare_with_reference, foreground_mean, method_label,
-                                method_metrics, patient_volumes, per_patient_table, summary, summary_markdown)
+from plaque.eval.report import (REFERENCE, RUN_FIELDS, VOLUME_KINDS, compare_with_reference, foreground_mean,
+                                method_label, method_metrics, patient_volumes, per_patient_table, summary, summary_markdown)
 
 log = logging.getLogger("plaque.eval")
 FIGURE_METHODS = ("ours", "cat_sam", "sam_lora", "nnunet")
@@ -124,14 +124,18 @@ def build_figures(all_scores: Mapping[str, list[PatientScores]], preds: Mapping[
 
 
 def run_context(runs: Path | None, methods: Sequence[str], processed: Processed, cfg: Mapping[str, Any]) -> dict:
-    """Profile, per-method backbone weights (from ``RUNS/<method>/metrics.json`` when present) and the cohort."""
-    weights = {}
+    """Profile, cohort and, from ``RUNS/<method>/metrics.json`` when present, each method's training run
+    (`RUN_FIELDS`; ``backbone_weights`` also on its own, ``"unknown"`` when the run does not say)."""
+    record = {}
     for m in methods:
         path = runs / m / "metrics.json" if runs is not None else None
         if path is not None and path.is_file():
-            weights[m] = json.loads(path.read_text()).get("backbone_weights", "unknown")
+            run = json.loads(path.read_text())
+            record[m] = {k: run.get(k) for k in RUN_FIELDS}
     test = processed.manifest[processed.manifest["split"] == "test"]
-    return {"profile": cfg["profile"], "backbone_weights": weights, "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"], "patients": int(test["patient"].nunique()),
+    return {"profile": cfg["profile"], "runs": record,
+            "backbone_weights": {m: r["backbone_weights"] or "unknown" for m, r in record.items()},
+            "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"], "patients": int(test["patient"].nunique()),
             "cohort": f"{test['patient'].nunique()} test patients, {len(test)} cross-sections"}
 
 

@@ -40,9 +40,12 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_predictions(preds / "sam_lora", data, degrade)
     write_predictions(preds / "ours", data)
     runs = work / "runs"
-    for method, weights in (("ours", "random"), ("sam_lora", "pretrained")):
+    records = {"ours": {"backbone_weights": "random", "backbone": "vit_tiny", "trainable_parameters": 1234567,
+                        "train_seconds": 150.0, "epochs_run": 6, "macro_dice": 0.5},
+               "sam_lora": {"backbone_weights": "pretrained"}}
+    for method, record in records.items():
         (runs / method).mkdir(parents=True)
-        (runs / method / "metrics.json").write_text(json.dumps({"backbone_weights": weights}))
+        (runs / method / "metrics.json").write_text(json.dumps(record))
     return {"work": work, "data": data, "preds": preds, "runs": runs}
 
 
@@ -66,6 +69,9 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
         1.0 - lora["macro_dice"]["mean"])
     assert summ["patients"] == 3 and summ["cohort"] == "3 test patients, 9 cross-sections"
     assert summ["backbone_weights"] == {"ours": "random", "sam_lora": "pretrained"}
+    assert summ["runs"]["ours"] == {"backbone": "vit_tiny", "backbone_weights": "random",
+                                    "trainable_parameters": 1234567, "train_seconds": 150.0, "epochs_run": 6}
+    assert summ["runs"]["sam_lora"]["trainable_parameters"] is None
     assert summ["profile"] == "smoke" and summ["bootstrap_resamples"] == RESAMPLES
     assert json.loads((out / "summary.json").read_text()) == summ
 
@@ -111,6 +117,8 @@ def test_summary_markdown_and_figures(evaluated: tuple[dict[str, Any], Path, Pat
     markdown = (out.parent / "tables" / "summary.md").read_text()
     ours_row = next(line for line in markdown.splitlines() if line.startswith("| Ours |"))
     assert ours_row.count("**1.000** [1.000, 1.000]") == 5  # best in every column
+    assert "| Ours | 1,234,567 | 2.5 min | 6 | vit_tiny (random) |" in markdown  # the runs table
+    assert "| SAM+LoRA | n/a | n/a | n/a | n/a (pretrained) |" in markdown
     assert "| SAM+LoRA |" in markdown
     assert "**The SAM image encoder of Ours was randomly initialised**" in markdown
     names = sorted(p.name for p in figs.iterdir())
