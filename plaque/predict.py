@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
 from plaque.data.preprocess import preprocess
 from plaque.errors import InputError
@@ -52,20 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="ours", choices=sorted(METHODS), help="trained method (default: ours)")
     parser.add_argument("--raw", type=Path, required=True, help="raw cohort folder (one sub-folder per patient)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--model", type=Path, default=None, help="Stage-2 checkpoint (default: models/stage2/<method>/best.pt)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile the model was trained with (default: the file's)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="Stage-2 checkpoint (default: models/stage2/<method>/best.pt)")
+    add_config_options(parser, "profile the model was trained with (default: the file's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     checkpoint = args.model or Path("models/stage2") / args.method / "best.pt"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        cfg = load_config(args.params, args.profile)
-        predict_cohort(args.raw, args.out, args.method, checkpoint, cfg, device)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def run() -> None:
+        predict_cohort(args.raw, args.out, args.method, checkpoint, load_config(args.params, args.profile), device)
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from plaque.atomic import atomic_folder
 from plaque.classes import CALCIFIED, CLASS_NAMES, NONCALCIFIED, NUM_CLASSES
+from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
 from plaque.data import slicing
 from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SUMMARY_FILE
@@ -301,17 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plaque.data.preprocess", description=__doc__.splitlines()[0])
     parser.add_argument("--raw", type=Path, required=True, help="raw data folder (one subfolder per patient)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    add_config_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
+
+    def run() -> None:
         cfg = load_config(args.params, args.profile)["preprocess"]
         preprocess(args.raw, args.out, cfg, cfg["processes"])
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

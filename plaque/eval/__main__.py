@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
 from plaque.data.preprocess import preprocess
 from plaque.errors import InputError
@@ -38,34 +39,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", type=Path, default=None, help="figures folder (reports/figures)")
     parser.add_argument("--runs", type=Path, default=None, help="training runs (results/stage2)")
     parser.add_argument("--readme", type=Path, default=None, help="README whose results section to rewrite")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile (default: the file's `profile` key)")
+    add_config_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
-        cfg = load_config(args.params, args.profile)
-        if args.readme is not None and not args.readme.is_file():
-            raise InputError(args.readme, "README not found")
-        with tempfile.TemporaryDirectory() as tmp:
-            data = args.data
-            if args.raw is not None:
-                data = Path(tmp) / "processed"
-                prep = {**cfg["preprocess"], "split": TEST_ONLY}
-                preprocess(args.raw, data, prep, prep["processes"])
-            summary = evaluate(args.pred, data, args.out, args.figures, cfg, runs=args.runs, tables_dir=args.tables)
-        if args.readme is not None:
-            update_readme(args.readme, summary_markdown(summary))
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # update_readme's message names the README already
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for method, m in summary["methods"].items():
+    # update_readme's ValueError names the README already
+    return run_cli(lambda: _evaluate(args), errors=(InputError, ValueError))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    """Score, write the outputs, rewrite the README when asked, print each method's macro Dice."""
+    cfg = load_config(args.params, args.profile)
+    if args.readme is not None and not args.readme.is_file():
+        raise InputError(args.readme, "README not found")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if args.raw is not None:
+            data = Path(tmp) / "processed"
+            prep = {**cfg["preprocess"], "split": TEST_ONLY}
+            preprocess(args.raw, data, prep, prep["processes"])
+        summary = evaluate(args.pred, data, args.out, args.figures, cfg, runs=args.runs, tables_dir=args.tables)
+    if args.readme is not None:
+        update_readme(args.readme, summary_markdown(summary))
+    for m in summary["methods"].values():
         md = m["macro_dice"]
         print(f"{m['label']}: macro Dice {md['mean']:.3f} [{md['low']:.3f}, {md['high']:.3f}]"
               if md["mean"] is not None else f"{m['label']}: macro Dice n/a")
-    return 0
 
 
 if __name__ == "__main__":

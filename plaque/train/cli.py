@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from plaque.cli import add_config_options, report_error
 from plaque.config import load_config
 from plaque.errors import InputError
 from plaque.train.distributed import DistInfo, cleanup, init_distributed
@@ -18,8 +18,7 @@ from plaque.train.trainer import FitResult
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """``--params``, ``--profile`` and ``--fresh``."""
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    add_config_options(parser)
     parser.add_argument("--fresh", action="store_true", help="ignore OUT/last.pt and start afresh")
 
 
@@ -34,14 +33,12 @@ def run_stage(args: argparse.Namespace, train: Callable[[dict[str, Any], DistInf
         cfg = load_config(args.params, args.profile)
         info = init_distributed()
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         train(cfg, info)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     finally:
         cleanup()
     return 0

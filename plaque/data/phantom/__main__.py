@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
 from plaque.data.phantom.cohort import COHORT_FILE, generate_cohort
 from plaque.errors import InputError
@@ -23,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="cohort folder (replaced atomically)")
     parser.add_argument("--patients", type=int, default=None, help="number of patients (default: phantom.patients)")
     parser.add_argument("--seed", type=int, default=None, help="cohort seed (default: phantom.seed)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    add_config_options(parser)
     parser.add_argument("--processes", type=int, default=None, help="worker processes (default: phantom.processes)")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         cfg = load_config(args.params, args.profile)["phantom"]
         patients = cfg["patients"] if args.patients is None else args.patients
         seed = cfg["seed"] if args.seed is None else args.seed
@@ -36,15 +37,13 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("seed", f"expected a non-negative integer, got {seed}")
         t0 = time.perf_counter()
         cases = generate_cohort(args.out, patients, seed, cfg, processes)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    mix: dict[str, int] = {}
-    for c in cases:
-        mix[c["case_type"]] = mix.get(c["case_type"], 0) + 1
-    print(f"wrote {len(cases)} patients to {args.out} ({args.out / COHORT_FILE}) in "
-          f"{time.perf_counter() - t0:.1f} s; case mix {mix}")
-    return 0
+        mix: dict[str, int] = {}
+        for c in cases:
+            mix[c["case_type"]] = mix.get(c["case_type"], 0) + 1
+        print(f"wrote {len(cases)} patients to {args.out} ({args.out / COHORT_FILE}) in "
+              f"{time.perf_counter() - t0:.1f} s; case mix {mix}")
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":
