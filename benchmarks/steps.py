@@ -32,6 +32,7 @@ from torch import Tensor
 from benchmarks.common import current_bytes, memory_kind, peak_bytes, reset_peak, run_isolated
 from plaque.classes import NUM_CLASSES
 from plaque.methods import METHODS
+from plaque.models.cat_sam import CatSamSegmenter
 from plaque.models.segmenter import PriorSegmenter
 from plaque.seg_losses import SegLoss
 from plaque.train import DistInfo
@@ -90,7 +91,7 @@ class StepReport:
 class Run:
     """A method's model, optimizer and training step."""
 
-    model: PriorSegmenter
+    model: PriorSegmenter | CatSamSegmenter
     optimizer: torch.optim.Optimizer
     step: Stage2Step
 
@@ -131,7 +132,7 @@ def train_step(run: Run, batch: tuple[Tensor, Tensor], info: DistInfo) -> None:
     run.optimizer.step()
 
 
-def infer_step(model: PriorSegmenter, x: Tensor, device: torch.device) -> None:
+def infer_step(model: PriorSegmenter | CatSamSegmenter, x: Tensor, device: torch.device) -> None:
     """One inference forward pass (the model must be in eval mode)."""
     with torch.no_grad(), autocast(device):
         model(x)

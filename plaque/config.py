@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from plaque.errors import InputError
-from plaque.methods import METHODS, PRIOR_VARIANTS
+from plaque.methods import METHODS, PIPELINE_METHODS, PRIOR_VARIANTS
 from plaque.paths import repo_root
 
 
@@ -214,7 +214,7 @@ SCHEMA: dict[str, Any] = {
         "optim": {"lr": Num(0.0, 1.0), "weight_decay": Num(0.0, 1.0)},
     },
     "priors": Seq(Choice(tuple(PRIOR_VARIANTS))),
-    "methods": Seq(Choice(tuple(METHODS))),
+    "methods": Seq(Choice(PIPELINE_METHODS)),
     "eval": {
         "bootstrap_resamples": Num(100, None, integer=True),
         "seed": Num(0, None, integer=True),
@@ -309,7 +309,8 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
     if not isinstance(profiles, dict) or not profiles:
         raise InputError("profiles", "expected a mapping of profile name -> overrides")
     cfg = _validate({k: v for k, v in raw.items() if k != "profiles"}, SCHEMA, "")
-    missing = sorted({METHODS[m].prior for m in cfg["methods"] if METHODS[m].prior} - set(cfg["priors"]))
+    missing = sorted({METHODS[m].prior for m in cfg["methods"] if m in METHODS and METHODS[m].prior}
+                     - set(cfg["priors"]))
     if missing:
         raise InputError("priors", f"lacks {', '.join(missing)}, the Stage-1 variant(s) of the listed methods")
     name = profile if profile is not None else cfg["profile"]

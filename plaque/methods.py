@@ -1,8 +1,9 @@
-"""The Stage-2 methods: ours, its ablations and the SAM+LoRA baseline, as choices on one segmenter.
+"""The Stage-2 methods: ours, its ablations and the SAM+LoRA and CAT-SAM baselines.
 
-Every method is a `plaque.models.segmenter.PriorSegmenter` trained and predicted by
-`plaque.train.stage2`, evaluated by `plaque.eval`; a method fixes
+Every method is trained and predicted by `plaque.train.stage2`, evaluated by `plaque.eval`; a method fixes
 
+- ``model``: ``prior_segmenter`` (`plaque.models.segmenter.PriorSegmenter`, every method but one) or
+  ``cat_sam`` (`plaque.models.cat_sam.CatSamSegmenter`);
 - ``fusion``: ``faa`` (the paper's FAA), ``add`` (the prior added after the adapter) or ``none``
   (no prior, no adapter, no FAA);
 - ``prior``: the Stage-1 variant it reads (a key of params' ``priors``), ``None`` without prior;
@@ -14,7 +15,14 @@ image-encoder block (always LoRA, even on a randomly initialised encoder, where 
 says so), no prior, and SAM's mask decoder built for C class tokens with no prompts (the
 ``class_tokens`` decoder, which keeps SAM's mask-decoder layout). ``no_prior`` is ``ours`` without
 the prior and FAA: the reference for the cost of the paper's idea in the benchmarks.
-params' ``methods`` lists the methods `dvc repro` trains (one ``stage2@<method>`` stage each) and
+``cat_sam`` is CAT-SAM-T (Xiao et al., ECCV 2024) with a multi-class head: SAM frozen, one learnable
+decoder token that prompts every image-encoder block, HQ-SAM's high-quality feature and a 1×1
+C-class head conditioned on that token (no prior; its decoder is recorded as ``hq``; see
+`plaque.models.cat_sam`). It keeps SAM frozen even on a randomly initialised encoder (the stage warns).
+`EXTERNAL_METHODS` are trained by their own module (``nnunet``: the real nnU-Net v2,
+`plaque.baselines.nnunet`) and write predictions for the same evaluator.
+params' ``methods`` lists the methods `dvc repro` trains (one ``stage2@<method>`` stage each, any of
+`PIPELINE_METHODS`) and
 ``priors`` the Stage-1 variants it trains (one ``stage1@<variant>`` stage each, checkpoint
 ``models/stage1/<variant>/best.pt``): `PRIOR_VARIANTS` says how each changes ``stage1.loss``.
 """
@@ -26,6 +34,9 @@ from typing import Any
 
 from plaque.errors import InputError
 
+MODELS = ("prior_segmenter", "cat_sam")
+
+
 @dataclass(frozen=True)
 class Method:
     """How a Stage-2 method differs from the params' defaults (see the module docstring)."""
@@ -34,6 +45,11 @@ class Method:
     prior: str | None
     decoder: str | None = None
     sam_tuning: str | None = None
+    model: str = "prior_segmenter"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
 
 
 METHODS: dict[str, Method] = {
@@ -43,7 +59,15 @@ METHODS: dict[str, Method] = {
     "ours_no_contrastive": Method(fusion="faa", prior="no_contrastive"),
     "no_prior": Method(fusion="none", prior=None),
     "sam_lora": Method(fusion="none", prior=None, decoder="class_tokens", sam_tuning="lora"),
+    "cat_sam": Method(fusion="none", prior=None, decoder="hq", sam_tuning="frozen", model="cat_sam"),
 }
+
+
+# Methods params' ``methods`` may list that are trained by their own module, not by plaque.train.stage2
+EXTERNAL_METHODS: dict[str, str] = {
+    "nnunet": "plaque.baselines.nnunet",  # nnU-Net v2, 2D configuration
+}
+PIPELINE_METHODS: tuple[str, ...] = (*METHODS, *EXTERNAL_METHODS)
 
 
 # Stage-1 variant -> overrides of stage1.loss

@@ -10,9 +10,11 @@ from plaque.classes import NUM_CLASSES
 from plaque.config import load_config
 from plaque.errors import InputError
 from plaque.methods import METHODS, get_method, method_stage2
+from plaque.models.cat_sam import CatSamSegmenter
 from plaque.models.decoders import ClassTokenDecoder, MultiClassHead
 from plaque.models.lora import LoRAQKV
 from plaque.models.sam import load_sam_mask_decoder
+from plaque.models.segmenter import PriorSegmenter
 from plaque.seg_losses import SegLoss
 from plaque.train.checkpoint import save_atomic
 from plaque.train.stage2 import build_model
@@ -31,9 +33,13 @@ def test_forward_and_one_training_step(cfg: dict, name: str) -> None:
     model, weights = build_model(cfg, name, None, pretrained=False)
     assert weights == "random"
     method = get_method(name)
-    assert model.fusion == method.fusion and (model.prior is None) == (method.prior is None)
-    decoder = method.decoder or cfg["stage2"]["decoder"]
-    assert isinstance(model.decoder, ClassTokenDecoder if decoder == "class_tokens" else MultiClassHead)
+    if method.model == "cat_sam":
+        assert isinstance(model, CatSamSegmenter) and method.prior is None
+    else:
+        assert isinstance(model, PriorSegmenter)
+        assert model.fusion == method.fusion and (model.prior is None) == (method.prior is None)
+        decoder = method.decoder or cfg["stage2"]["decoder"]
+        assert isinstance(model.decoder, ClassTokenDecoder if decoder == "class_tokens" else MultiClassHead)
     size = cfg["preprocess"]["size"]
     x, y = torch.rand(2, 1, size, size), torch.randint(0, NUM_CLASSES, (2, size, size))
     model.train()
@@ -41,6 +47,10 @@ def test_forward_and_one_training_step(cfg: dict, name: str) -> None:
     assert logits.shape == (2, NUM_CLASSES, size, size)
     params = list(model.trainable_parameters())
     before = [p.detach().clone() for p in params]
+    trainable = {id(p) for p in params}
+    fixed = {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in trainable}
+    if method.sam_tuning in ("frozen", "lora"):
+        assert any(n.startswith("image_encoder.") for n in fixed), "SAM's own weights do not train"
     frozen = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("prior.")}
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     loss, _ = SegLoss()(logits, y)
@@ -48,6 +58,8 @@ def test_forward_and_one_training_step(cfg: dict, name: str) -> None:
     optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, params)), "a step changes the trainable weights"
     assert all(torch.equal(model.state_dict()[k], v) for k, v in frozen.items()), "the prior stays frozen"
+    now = dict(model.named_parameters())
+    assert all(torch.equal(now[n], v) for n, v in fixed.items()), "what does not train stays as it was"
 
 
 def test_sam_lora_trains_only_lora_and_the_decoder(cfg: dict) -> None:
@@ -67,6 +79,8 @@ def test_method_stage2_overrides_only_what_the_method_fixes(cfg: dict) -> None:
     assert lora["sam_tuning"] == "lora" and lora["decoder"] == "class_tokens"
     assert {k: v for k, v in lora.items() if k not in ("sam_tuning", "decoder")} == \
         {k: v for k, v in s2.items() if k not in ("sam_tuning", "decoder")}
+    cat_sam = method_stage2(s2, "cat_sam")
+    assert cat_sam["sam_tuning"] == "frozen" and cat_sam["decoder"] == "hq"
     with pytest.raises(InputError, match="not one of"):
         get_method("unet")
 

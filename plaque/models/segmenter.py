@@ -50,6 +50,13 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 FUSIONS = ("faa", "add", "none")
 
 
+def sam_input(x: Tensor, input_size: int, pixel_mean: Tensor, pixel_std: Tensor) -> Tensor:
+    """Slices (B, 1, s, s) in [0, 1] → SAM input (B, 3, S, S): resize to S = ``input_size``, ×255, 3 channels,
+    normalised by SAM's ``pixel_mean``/``pixel_std`` (each (1, 3, 1, 1), 0..255 scale)."""
+    x = resize_bilinear(x, (input_size, input_size)) * 255.0
+    return (x.expand(-1, 3, -1, -1) - pixel_mean) / pixel_std
+
+
 class PriorSegmenter(nn.Module):
     """(B, 1, s, s) slices → (B, C, s, s) logits; see the module docstring for each step."""
 
@@ -100,9 +107,8 @@ class PriorSegmenter(nn.Module):
                 yield p
 
     def preprocess(self, x: Tensor) -> Tensor:
-        """Slices (B, 1, s, s) in [0, 1] → SAM input (B, 3, S, S): resize, ×255, 3 channels, SAM normalisation."""
-        x = resize_bilinear(x, (self.input_size, self.input_size)) * 255.0
-        return (x.expand(-1, 3, -1, -1) - self.pixel_mean) / self.pixel_std
+        """Slices (B, 1, s, s) in [0, 1] → SAM input (B, 3, S, S) (`sam_input`)."""
+        return sam_input(x, self.input_size, self.pixel_mean, self.pixel_std)
 
     def prior_features(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         """Adapted prior F_vq (B, embed_dim, *grid) from slices (B, 1, s, s); gradients reach the adapter only."""

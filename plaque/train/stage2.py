@@ -4,13 +4,15 @@
         --data data/processed --prior models/stage1/contrastive/best.pt --out models/stage2/ours \\
         --results results/stage2/ours --predictions results/predictions/ours [--profile NAME] [--fresh]
 
-Builds `plaque.models.segmenter.PriorSegmenter` from the ``stage2`` section: the SAM image encoder
+Builds `plaque.models.segmenter.PriorSegmenter` (`plaque.models.cat_sam.CatSamSegmenter` for
+``cat_sam``) from the ``stage2`` section: the SAM image encoder
 (official weights when ``resolve_weights`` finds them, else randomly initialised and recorded as
 such); the frozen Stage-1 prior read from ``--prior``; the fusion, decoder and SAM tuning of
 ``--method`` (`plaque.methods.METHODS`). Trains with AdamW on ``λce · CE + λdice · soft Dice`` (bf16
 autocast on CUDA, fp32 on the CPU) through the shared trainer, selecting on the validation macro
 Dice (classes 1..4, hard Dice over the whole split). Writes ``OUT/best.pt`` and ``OUT/last.pt``,
-``RESULTS/metrics.json``, DVCLive curves under ``RESULTS/live`` and, from ``best.pt`` once training
+``RESULTS/metrics.json`` (best validation Dice, trainable parameters, train and prediction
+seconds of this run, a resumed run counting its last leg only), DVCLive curves under ``RESULTS/live`` and, from ``best.pt`` once training
 is over, one ``PREDICTIONS/<patient>.npz`` per test patient (``pred`` (N, H, W) uint8 class ids,
 ``index`` (N,) the manifest rows, in manifest order). Runs alone too (one process).
 """
@@ -21,6 +23,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from plaque.data.dataset import SliceDataset
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
 from plaque.methods import METHODS, get_method, method_stage2
+from plaque.models.cat_sam import CatSamSegmenter, build_cat_sam
 from plaque.models.decoders import ClassTokenDecoder
 from plaque.models.lora import configure_tuning
 from plaque.models.sam import build_image_encoder, load_sam_image_encoder, load_sam_mask_decoder, resolve_weights
@@ -113,10 +117,11 @@ def load_prior(cfg_stage1: dict[str, Any], path: Path) -> VQAutoencoder:
 
 
 def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None, *,
-                pretrained: bool = True) -> tuple[PriorSegmenter, str]:
+                pretrained: bool = True) -> tuple[PriorSegmenter | CatSamSegmenter, str]:
     """The Stage-2 segmenter for ``method`` (`plaque.methods`) and whether its image encoder is
-    ``"pretrained"`` or ``"random"``. With SAM weights, a class-token decoder also takes SAM's
-    pretrained mask-decoder parts (`load_sam_mask_decoder`).
+    ``"pretrained"`` or ``"random"``. With SAM weights, a class-token decoder, and CAT-SAM's output
+    upscaling, also take SAM's pretrained mask-decoder parts (`load_sam_mask_decoder`).
+    ``cat_sam`` is a `CatSamSegmenter` on the frozen encoder, every other method a `PriorSegmenter`.
 
     With ``pretrained=False`` neither SAM weights nor the Stage-1 checkpoint are read (``prior_path``
     is ignored): the architecture only, for loading a trained Stage-2 checkpoint into.
@@ -134,18 +139,27 @@ def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None, *,
     weights = resolve_weights(s2, cfg["profile"]) if pretrained else None
     if weights is not None:
         load_sam_image_encoder(encoder, weights, input_size=s2["input_size"], patch_size=s2["patch_size"])
+    elif pretrained and spec.model == "cat_sam":
+        log.warning("CAT-SAM keeps SAM FROZEN, here a RANDOMLY INITIALISED image encoder: its random weights "
+                    "stay as they are and only the prompt bridge, the HQ-feature parts and the head train, "
+                    "so results are not those of CAT-SAM on a pretrained SAM")
     elif pretrained and s2["sam_tuning"] != "full":
         log.warning("stage2.sam_tuning is %s on a RANDOMLY INITIALISED encoder: its random weights stay as they "
                     "are (only %s); use sam_tuning: full without pretrained weights", s2["sam_tuning"],
                     "the LoRA updates train" if s2["sam_tuning"] == "lora" else "nothing in it trains")
     configure_tuning(encoder, s2["sam_tuning"], s2["lora_rank"])
+    if spec.model == "cat_sam":
+        cat_sam = build_cat_sam(s2, encoder)
+        if weights is not None:
+            load_sam_mask_decoder(cat_sam, weights)  # its output_upscaling.*
+        return cat_sam, "random" if weights is None else "pretrained"
     model = build_segmenter(s2, encoder, prior, fusion=spec.fusion)
     if weights is not None and isinstance(model.decoder, ClassTokenDecoder):
         load_sam_mask_decoder(model.decoder, weights)
     return model, "random" if weights is None else "pretrained"
 
 
-def load_trained(cfg: dict[str, Any], method: str, checkpoint: Path) -> PriorSegmenter:
+def load_trained(cfg: dict[str, Any], method: str, checkpoint: Path) -> PriorSegmenter | CatSamSegmenter:
     """The trained segmenter of ``method`` from its Stage-2 ``best.pt`` (prior included), in eval mode."""
     model, _ = build_model(cfg, method, None, pretrained=False)
     _load_into(model, load_checkpoint(checkpoint).get("model"), checkpoint, "a Stage-2 best.pt")
@@ -166,16 +180,22 @@ def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, 
     val_set = SliceDataset(data, "val")
     fit_cfg = FitConfig.from_params(cfg["train"], monitor=MONITOR, mode="max", out_dir=out,
                                     live_dir=results / "live", resume=resume)
+    started = time.perf_counter()
     result = fit(model, optimizer, train_set, val_set, Stage2Step(loss), Stage2Validation(loss), fit_cfg, info)
+    train_seconds = time.perf_counter() - started
     if info.is_main:
-        tuned = method_stage2(s2, method)
-        write_metrics(results / "metrics.json", result, {
-            "method": method, "backbone": s2["backbone"], "backbone_weights": backbone_weights,
-            "sam_tuning": tuned["sam_tuning"], "decoder": tuned["decoder"], "prior": get_method(method).prior})
         if result.best_epoch is None:
             raise InputError(out, "no validation improved on NaN, so there is no best.pt to predict with")
         _load_into(model, load_checkpoint(result.best_path).get("model"), result.best_path, "a Stage-2 best.pt")
+        started = time.perf_counter()
         predict_test(model, data, predictions, info.device)
+        tuned = method_stage2(s2, method)
+        write_metrics(results / "metrics.json", result, {
+            "method": method, "backbone": s2["backbone"], "backbone_weights": backbone_weights,
+            "sam_tuning": tuned["sam_tuning"], "decoder": tuned["decoder"], "prior": get_method(method).prior,
+            "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
+            "train_seconds": round(train_seconds, 1), "predict_seconds": round(time.perf_counter() - started, 1),
+            "device": info.device.type})
         log.info("stage 2 (%s) done: %d epochs, best macro Dice %.4f at epoch %s", method, result.epochs_run,
                  result.best_score, result.best_epoch)
     return result
