@@ -215,6 +215,16 @@ SCHEMA: dict[str, Any] = {
     },
     "priors": Seq(Choice(tuple(PRIOR_VARIANTS))),
     "methods": Seq(Choice(PIPELINE_METHODS)),
+    "nnunet": {
+        "dataset_id": Num(1, 999, integer=True),
+        "dataset_name": Text(),
+        "epochs": POS_INT,
+        "iterations_per_epoch": POS_INT,
+        "val_iterations_per_epoch": POS_INT,
+        "checkpoint": Choice(("best", "final")),
+        "tta": Flag(),
+        "processes": WordOrInt("auto"),
+    },
     "eval": {
         "bootstrap_resamples": Num(100, None, integer=True),
         "seed": Num(0, None, integer=True),
@@ -231,10 +241,12 @@ PROFILE_KEYS: frozenset[str] = frozenset({
     "phantom.patients", "phantom.matrix", "phantom.processes",
     "preprocess.crop_px", "preprocess.size", "preprocess.processes",
     "stage2.backbone", "stage2.input_size", "stage2.patch_size", "stage2.sam_tuning",
+    "nnunet.epochs", "nnunet.iterations_per_epoch", "nnunet.val_iterations_per_epoch", "nnunet.tta",
+    "nnunet.processes",
     "train.max_epochs", "train.val_every", "train.samples_per_epoch", "train.nproc_per_node", "train.num_workers",
 })
 
-PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2")
+PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2", "nnunet")
 
 DEFAULT_PARAMS = "params.yaml"
 

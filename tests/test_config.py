@@ -102,6 +102,11 @@ def test_profile_keys_exist_in_the_schema() -> None:
         (lambda r: r["profiles"]["demo"].__setitem__("stage1", {"loss": {"l1": 2.0}}), "profiles.demo", "exactly the sections"),
         (lambda r: r["profiles"]["paper"].pop("train"), "profiles.paper", "exactly the sections"),
         (lambda r: r.__setitem__("profile", "fast"), "profile", "unknown profile 'fast'"),
+        (lambda r: r["nnunet"].__setitem__("epochs", 0), "nnunet.epochs", "out of range"),
+        (lambda r: r["nnunet"].__setitem__("checkpoint", "latest"), "nnunet.checkpoint", "not one of"),
+        (lambda r: r["nnunet"].__setitem__("color", 1), "nnunet.color", "unknown key"),
+        (lambda r: r["train"].__setitem__("samples_per_epoch", "most"), "train.samples_per_epoch",
+         "expected an integer"),
     ],
 )
 def test_bad_params_name_the_key(edit, where: str, problem: str) -> None:

@@ -1,0 +1,7 @@
+"""``python -m plaque.baselines.nnunet``: see `plaque.baselines.nnunet.run`."""
+
+import sys
+
+from plaque.baselines.nnunet.run import main
+
+sys.exit(main())

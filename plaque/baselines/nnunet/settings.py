@@ -1,0 +1,68 @@
+"""The ``nnunet`` settings of params.yaml (validated by `plaque.config`): dataset id and name, the training
+schedule, the checkpoint predicted with, TTA and process counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from plaque.baselines.nnunet.export import dataset_folder_name
+
+NNUNET_TRAINER = "nnUNetTrainer"
+# nnU-Net's own schedule (nnUNetTrainer.__init__): with exactly this, the stock trainer is used.
+NNUNET_SCHEDULE = {"epochs": 1000, "iterations_per_epoch": 250, "val_iterations_per_epoch": 50}
+@dataclass(frozen=True)
+class Settings:
+    """Validated ``nnunet`` settings.
+
+    Attributes:
+        dataset_id, dataset_name: nnU-Net's ``DatasetXXX_<name>``.
+        epochs, iterations_per_epoch, val_iterations_per_epoch: the training schedule.
+        checkpoint: ``best`` (nnU-Net's best EMA pseudo-Dice on validation, like our methods' best.pt) or ``final``.
+        tta: nnU-Net's mirroring test-time augmentation when predicting the test cases.
+        processes: ``"auto"`` (nnU-Net's defaults) or the worker count for every nnU-Net step
+            (fingerprint, preprocessing, augmentation, export, prediction).
+    """
+
+    dataset_id: int
+    dataset_name: str
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    checkpoint: str
+    tta: bool
+    processes: int | str
+
+    @property
+    def dataset(self) -> str:
+        """``DatasetXXX_<name>``."""
+        return dataset_folder_name(self.dataset_id, self.dataset_name)
+
+    @property
+    def trainer(self) -> str:
+        """nnU-Net's stock trainer for its own schedule, else ours (`plaque.baselines.nnunet.trainer`)."""
+        from plaque.baselines.nnunet.trainer import TRAINER_NAME
+        return NNUNET_TRAINER if self.schedule == NNUNET_SCHEDULE else TRAINER_NAME
+
+    @property
+    def schedule(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in NNUNET_SCHEDULE}
+
+    @property
+    def checkpoint_file(self) -> str:
+        return f"checkpoint_{self.checkpoint}.pth"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def from_config(cfg: dict[str, Any]) -> Settings:
+    """The ``nnunet`` section of a resolved configuration (`plaque.config.load_config`), as `Settings`.
+
+    Raises:
+        InputError: a dataset name nnU-Net cannot use (letters and digits only).
+    """
+    settings = Settings(**cfg["nnunet"])
+    _ = settings.dataset  # checks the name
+    return settings

@@ -1,0 +1,73 @@
+"""``nnUNetTrainer_Plaque``: nnU-Net's standard trainer with a shorter schedule read from a JSON file.
+
+nnU-Net instantiates trainer classes itself (``nnUNetv2_train ... -tr nnUNetTrainer_Plaque``), so the schedule
+cannot be passed as arguments: the environment variable ``PLAQUE_NNUNET_SETTINGS`` names a JSON file
+(written under ``--work`` by `plaque.baselines.nnunet.run`) with
+
+    {"epochs": int, "iterations_per_epoch": int, "val_iterations_per_epoch": int}
+
+Everything else (network, loss, optimiser, poly learning rate over ``epochs``, augmentation, deep supervision,
+EMA pseudo-Dice checkpoint selection, the final validation) is nnU-Net's. The one other change: nnU-Net
+redraws its large ``progress.png`` after every epoch, which costs about as much as a demo epoch on 2 CPU
+cores; this trainer draws it every ``PLOT_EVERY`` epochs and after the last one.
+
+nnU-Net finds the class through ``nnUNet_extTrainer`` (nnunetv2 >= 2.6, `nnunetv2.utilities.find_objects`):
+it imports every module of the folders listed there, as top-level modules, and takes the first that has an
+attribute of the requested name. `TRAINER_FOLDER` holds exactly one such module, which re-exports this class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+SETTINGS_ENV = "PLAQUE_NNUNET_SETTINGS"
+TRAINER_NAME = "nnUNetTrainer_Plaque"
+TRAINER_FOLDER = Path(__file__).resolve().parent / "ext"
+SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
+PLOT_EVERY = 10
+_CUDA = torch.device("cuda")  # nnUNetTrainer's default device
+
+
+def read_schedule(path: str | os.PathLike[str] | None = None) -> dict[str, int]:
+    """The schedule from ``path`` (default: the file ``$PLAQUE_NNUNET_SETTINGS`` names), checked."""
+    if path is None:
+        path = os.environ.get(SETTINGS_ENV)
+        if not path:
+            raise RuntimeError(f"{TRAINER_NAME} needs ${SETTINGS_ENV}: the JSON file with its schedule "
+                               f"({', '.join(SCHEDULE_KEYS)}); run it through `python -m plaque.baselines.nnunet`")
+    settings: Any = json.loads(Path(path).read_text())
+    schedule = {}
+    for key in SCHEDULE_KEYS:
+        value = settings.get(key) if isinstance(settings, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RuntimeError(f"{path}: {key} must be a positive integer, got {value!r}")
+        schedule[key] = value
+    return schedule
+
+
+class nnUNetTrainer_Plaque(nnUNetTrainer):  # nnU-Net's naming convention for trainers
+    """nnU-Net's trainer with ``num_epochs``, ``num_iterations_per_epoch`` and ``num_val_iterations_per_epoch``
+    from `read_schedule`."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = _CUDA) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        schedule = read_schedule()
+        self.num_epochs = schedule["epochs"]
+        self.num_iterations_per_epoch = schedule["iterations_per_epoch"]
+        self.num_val_iterations_per_epoch = schedule["val_iterations_per_epoch"]
+        self.print_to_log_file(f"{TRAINER_NAME}: {self.num_epochs} epochs x {self.num_iterations_per_epoch} "
+                               f"iterations (validation {self.num_val_iterations_per_epoch} iterations per epoch)")
+        draw = self.logger.plot_progress_png
+
+        def plot_progress_png(output_folder: str) -> None:
+            if (self.current_epoch + 1) % PLOT_EVERY == 0 or self.current_epoch + 1 >= self.num_epochs:
+                draw(output_folder)
+
+        self.logger.plot_progress_png = plot_progress_png  # type: ignore[method-assign]

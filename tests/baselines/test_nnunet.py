@@ -1,0 +1,276 @@
+"""The nnU-Net baseline on a tiny cohort: export that nnU-Net's own planner accepts, our split kept, the trainer
+found by nnU-Net's lookup, predictions converted back to the evaluator's format, and one end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+from plaque.baselines.nnunet import export
+from plaque.baselines.nnunet.run import (
+    CONFIGURATION,
+    main,
+    nnunet_env,
+    prepare_work,
+    run_nnunet,
+    run_tool,
+    tool,
+)
+from plaque.baselines.nnunet.settings import NNUNET_TRAINER, Settings, from_config
+from plaque.config import load_config
+from plaque.baselines.nnunet.trainer import (
+    SETTINGS_ENV,
+    TRAINER_FOLDER,
+    TRAINER_NAME,
+    read_schedule,
+)
+from plaque.data.processed import MANIFEST_FILE, load_processed
+from plaque.errors import InputError
+from plaque.eval.figures import read_dvclive_curve
+from plaque.eval.predictions import load_method
+from tests.eval.factories import STEP_MM, write_processed
+
+WINDOW = [-300.0, 1300.0]
+CFG = {"preprocess": {"window_hu": WINDOW, "step_mm": STEP_MM}}
+# (patient, split, slices) in manifest order; P04 and P02 have two vessels each (see `cohort`).
+LAYOUT = (("P01", "train", 6), ("P02", "test", 5), ("P03", "val", 4), ("P04", "train", 7), ("P05", "test", 3),
+          ("P06", "val", 4))
+SPACING = {"P01": 0.40, "P02": 0.45, "P03": 0.42, "P04": 0.38, "P05": 0.44, "P06": 0.41}
+TINY = {**load_config(profile="smoke")["nnunet"], "dataset_id": 977, "dataset_name": "PlaqueTest"}
+
+
+def parse(section: dict) -> Settings:
+    return from_config({"nnunet": section})
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six patients (2 train, 2 val, 2 test); constant pixel spacing per patient; P04's last three slices are its
+    RCA and P02's last two its "L CX", so some patients have two nnU-Net cases."""
+    data = write_processed(tmp_path_factory.mktemp("nnunet-data") / "processed", LAYOUT)
+    manifest = pd.read_csv(data / MANIFEST_FILE, dtype={"patient": str, "vessel": str})
+    manifest["spacing_mm"] = manifest["patient"].map(SPACING)
+    for patient, vessel, n in (("P04", "RCA", 3), ("P02", "L CX", 2)):
+        rows = manifest.index[manifest["patient"] == patient][-n:]
+        manifest.loc[rows, "vessel"] = vessel
+    manifest.to_csv(data / MANIFEST_FILE, index=False)
+    return data
+
+
+@pytest.fixture(scope="module")
+def planned(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The cohort exported and run through the real ``nnUNetv2_plan_and_preprocess``."""
+    work = tmp_path_factory.mktemp("nnunet-work")
+    settings = parse(TINY)
+    processed = load_processed(cohort)
+    raw = work / "nnUNet_raw" / settings.dataset
+    pre = work / "nnUNet_preprocessed" / settings.dataset
+    cases = export.export_dataset(processed, raw, WINDOW, STEP_MM)
+    splits = export.splits_for(cases)
+    export.write_splits(pre, splits)
+    run_tool("plan", [tool("nnUNetv2_plan_and_preprocess"), "-d", str(settings.dataset_id), "-c", CONFIGURATION,
+                      "--verify_dataset_integrity", "-np", "1", "-npfp", "1", "--no_pbar"],
+             nnunet_env(work, settings, "cpu"), work / "plan.log")
+    return {"work": work, "raw": raw, "pre": pre, "cases": cases, "splits": splits, "processed": processed}
+
+
+def _ids(folder: Path, suffix: str) -> set[str]:
+    return {p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix)}
+
+
+def test_export_puts_train_and_val_in_training_and_test_only_in_imagests(planned: dict) -> None:
+    raw, cases = planned["raw"], planned["cases"]
+    assert {c.case for c in cases} == {"P01_LAD", "P02_LAD", "P02_L-CX", "P03_LAD", "P04_LAD", "P04_RCA", "P05_LAD",
+                                       "P06_LAD"}
+    train_val = {c.case for c in cases if c.split in ("train", "val")}
+    test = {c.case for c in cases if c.split == "test"}
+    assert _ids(raw / "imagesTr", "_0000.nii.gz") == train_val == _ids(raw / "labelsTr", ".nii.gz")
+    assert _ids(raw / "imagesTs", "_0000.nii.gz") == test == {"P02_LAD", "P02_L-CX", "P05_LAD"}
+    meta = json.loads((raw / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "CT"} and meta["numTraining"] == len(train_val) == 5
+    assert meta["labels"] == {"background": 0, "vessel_wall": 1, "lumen": 2, "calcified": 3, "non_calcified": 4}
+    assert meta["file_ending"] == ".nii.gz"
+
+
+def test_nnunet_reads_each_case_as_the_slices_in_manifest_order_in_hu(planned: dict) -> None:
+    processed = planned["processed"]
+    for c in planned["cases"]:
+        folder = "imagesTr" if c.split != "test" else "imagesTs"
+        image, props = SimpleITKIO().read_images([str(planned["raw"] / folder / f"{c.case}_0000.nii.gz")])
+        expected = np.asarray(processed.images[c.rows])
+        assert image.shape == (1, *expected.shape)  # nnU-Net's (c, N, H, W): slices along its first axis
+        assert image.min() >= WINDOW[0] and image.max() <= WINDOW[1]
+        np.testing.assert_allclose(export.from_hu(image[0], WINDOW), expected, atol=1e-5)
+        np.testing.assert_allclose(props["spacing"], [STEP_MM, SPACING[c.patient], SPACING[c.patient]], rtol=1e-5)
+        if c.split != "test":
+            seg, _ = SimpleITKIO().read_seg(str(planned["raw"] / "labelsTr" / f"{c.case}.nii.gz"))
+            np.testing.assert_array_equal(seg[0], np.asarray(processed.labels[c.rows]))
+
+
+def test_hu_conversion_round_trips() -> None:
+    x = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    hu = export.to_hu(x, WINDOW)
+    assert hu.dtype == np.float32 and hu[0] == -300.0 and hu[-1] == 1300.0
+    np.testing.assert_allclose(export.from_hu(hu, WINDOW), x, atol=1e-6)
+
+
+def test_planning_accepts_the_export_and_keeps_our_split(planned: dict) -> None:
+    pre, splits = planned["pre"], planned["splits"]
+    assert splits == [{"train": ["P01_LAD", "P04_LAD", "P04_RCA"], "val": ["P03_LAD", "P06_LAD"]}]
+    export.check_splits(pre, splits)  # still there, fold 0 ours, after nnU-Net's planning and preprocessing
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    assert plans["transpose_forward"] == [0, 1, 2]  # 2D images are our cross-sections
+    preprocessed = {p.name.split(".")[0] for p in (pre / "nnUNetPlans_2d").iterdir() if not p.name.endswith("_seg.b2nd")}
+    assert preprocessed == set(splits[0]["train"]) | set(splits[0]["val"])  # no test case seen by nnU-Net
+
+
+def test_check_splits_refuses_a_missing_file_a_missing_fold_or_another_split(planned: dict, tmp_path: Path) -> None:
+    splits = planned["splits"]
+    with pytest.raises(InputError, match="missing"):
+        export.check_splits(tmp_path, splits)
+    (tmp_path / export.SPLITS_FILE).write_text("[]")
+    with pytest.raises(InputError, match="no fold 0"):
+        export.check_splits(tmp_path, splits)
+    swapped = [{"train": splits[0]["val"], "val": splits[0]["train"]}]
+    export.write_splits(tmp_path, swapped)
+    with pytest.raises(InputError, match="not our patient-level split"):
+        export.check_splits(tmp_path, splits)
+
+
+def test_nnunet_finds_our_trainer_through_nnunet_exttrainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    with pytest.raises(RuntimeError, match="Could not find"):
+        recursive_find_trainer_class_by_name(TRAINER_NAME)
+    monkeypatch.setenv("nnUNet_extTrainer", str(TRAINER_FOLDER))
+    found = recursive_find_trainer_class_by_name(TRAINER_NAME)
+    assert found.__name__ == TRAINER_NAME and issubclass(found, nnUNetTrainer)
+    assert recursive_find_trainer_class_by_name(NNUNET_TRAINER) is nnUNetTrainer
+
+
+def test_trainer_choice_and_schedule_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert from_config(load_config(profile="paper")).trainer == NNUNET_TRAINER  # nnU-Net's own 1000 x 250: the stock trainer
+    assert parse(TINY).trainer == TRAINER_NAME
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps(parse(TINY).schedule))
+    monkeypatch.setenv(SETTINGS_ENV, str(path))
+    assert read_schedule() == {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1}
+    path.write_text(json.dumps({"epochs": 0, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1}))
+    with pytest.raises(RuntimeError, match="epochs must be a positive integer"):
+        read_schedule()
+    monkeypatch.delenv(SETTINGS_ENV)
+    with pytest.raises(RuntimeError, match=SETTINGS_ENV):
+        read_schedule()
+
+
+def test_a_dataset_name_nnunet_cannot_use_names_the_key() -> None:
+    with pytest.raises(InputError, match="nnunet.dataset_name"):
+        parse({**TINY, "dataset_name": "a b"})
+
+
+def _fake_predictions(planned: dict, folder: Path) -> None:
+    """nnU-Net-style ``<case>.nii.gz`` for every test case: the ground truth, geometry as exported."""
+    folder.mkdir()
+    for c in planned["cases"]:
+        if c.split == "test":
+            labels = np.asarray(planned["processed"].labels[c.rows], dtype=np.uint8)
+            export.write_stack(folder / f"{c.case}.nii.gz", labels, c.spacing_mm, STEP_MM)
+
+
+def test_predictions_convert_back_to_the_evaluator_format(planned: dict, tmp_path: Path) -> None:
+    _fake_predictions(planned, tmp_path / "nifti")
+    processed = planned["processed"]
+    patients = export.write_patient_predictions(tmp_path / "nifti", processed, planned["cases"], tmp_path / "nnunet")
+    assert patients == ["P02", "P05"]
+    preds = load_method(tmp_path / "nnunet", "nnunet", processed)  # the evaluator's own checks pass
+    for patient, pred in preds.items():
+        rows = processed.manifest.index[processed.manifest["patient"] == patient].to_numpy()
+        np.testing.assert_array_equal(pred, np.asarray(processed.labels[rows]))
+        with np.load(tmp_path / "nnunet" / f"{patient}.npz") as f:
+            assert f["pred"].dtype == np.uint8 and f["index"].dtype == np.int64
+            np.testing.assert_array_equal(f["index"], rows)
+
+
+def test_a_missing_or_misshapen_prediction_is_an_input_error(planned: dict, tmp_path: Path) -> None:
+    _fake_predictions(planned, tmp_path / "nifti")
+    victim = tmp_path / "nifti" / "P02_L-CX.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 5), np.uint8), np.eye(4)), victim)  # 5 slices instead of 2
+    with pytest.raises(InputError, match=r"P02_L-CX has shape \(5, 16, 16\).*expected \(2, 16, 16\)"):
+        export.write_patient_predictions(tmp_path / "nifti", planned["processed"], planned["cases"], tmp_path / "out")
+    victim.unlink()
+    with pytest.raises(InputError, match="no prediction for test case P02_L-CX"):
+        export.write_patient_predictions(tmp_path / "nifti", planned["processed"], planned["cases"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_stacks_with_varying_spacing_or_a_missing_split_are_refused(cohort: Path, tmp_path: Path) -> None:
+    data = write_processed(tmp_path / "varying", LAYOUT)  # the factory varies the spacing slice by slice
+    with pytest.raises(InputError, match="pixel spacing varies within the stack"):
+        export.cases_of(load_processed(data))
+    data = write_processed(tmp_path / "noval", (("P01", "train", 2), ("P02", "test", 2)))
+    manifest = pd.read_csv(data / MANIFEST_FILE)
+    manifest["spacing_mm"] = 0.4
+    manifest.to_csv(data / MANIFEST_FILE, index=False)
+    with pytest.raises(InputError, match="no patient in split 'val'"):
+        export.cases_of(load_processed(data))
+
+
+def test_work_folder_is_only_wiped_when_it_is_ours(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    with pytest.raises(InputError, match="not empty and was not made by this command"):
+        prepare_work(foreign)
+    assert (foreign / "thesis.tex").is_file()
+    ours = tmp_path / "ours"
+    prepare_work(ours)
+    (ours / "stale").write_text("x")
+    prepare_work(ours)
+    assert not (ours / "stale").exists()
+
+
+def test_a_failing_nnunet_step_names_the_step_and_its_log(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import sys; print('planner says no'); sys.exit(3)"]
+    with pytest.raises(InputError, match=r"plan\.log: plan and preprocess failed \(exit status 3\); last lines: "
+                                         r"planner says no"):
+        run_tool("plan and preprocess", argv, dict(os.environ), tmp_path / "logs" / "plan.log")
+    assert (tmp_path / "logs" / "plan.log").read_text() == "planner says no\n"
+
+
+def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--data", str(tmp_path / "nowhere"), "--work", str(tmp_path / "w"), "--predictions",
+                 str(tmp_path / "p"), "--results", str(tmp_path / "r"), "--profile", "smoke", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "missing" in err and err.count("\n") == 1
+    assert not (tmp_path / "w").exists()
+
+
+def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
+    """Train 1 epoch x 2 iterations, predict, convert: the evaluator accepts the predictions and the curve."""
+    settings = parse(TINY)
+    environ = dict(os.environ)
+    metrics = run_nnunet(cohort, tmp_path / "work", tmp_path / "pred" / "nnunet", tmp_path / "results", CFG,
+                         settings, "cpu")
+    processed = load_processed(cohort)
+    preds = load_method(tmp_path / "pred" / "nnunet", "nnunet", processed)
+    assert sorted(preds) == ["P02", "P05"]
+    saved = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["method"] == "nnunet" and saved["trainer"] == TRAINER_NAME and saved["epochs_run"] == 1
+    assert saved["backbone_weights"] == "none" and saved["trainable_parameters"] > 0
+    assert saved["iterations_per_epoch"] == 2 and saved["predicted_with"] == "checkpoint_best.pth"
+    assert saved["best_ema_pseudo_dice"] is not None and saved["final_validation_dice"] is not None
+    assert saved["plan"]["transpose_forward"] == [0, 1, 2] and saved["plan"]["patch_size"] == [16, 16]
+    curve = read_dvclive_curve(tmp_path / "results" / "live", "val/macro_dice")
+    assert list(curve["step"]) == [1]
+    assert (tmp_path / "work" / "logs" / "train.log").stat().st_size > 0
+    assert dict(os.environ) == environ  # nnU-Net's variables went to its processes only
