@@ -50,7 +50,7 @@ plain SAM.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -123,14 +123,16 @@ def prompt_attention(attn: Attention, x: Tensor, prompt: Tensor | None) -> Tenso
     return attn.proj(out)
 
 
-def prompt_block(block: Block, x: Tensor, prompt: Tensor | None) -> Tensor:
-    """SAM's ``Block.forward`` on x (B, g, g, W) with `prompt_attention` in place of ``block.attn``."""
+def prompt_block(block: Block, x: Tensor, prompt: Tensor | None,
+                 attention: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None) -> Tensor:
+    """SAM's ``Block.forward`` on x (B, g, g, W) with ``attention`` (default `prompt_attention`) in place of
+    ``block.attn``."""
     shortcut = x
     x = block.norm1(x)
     if block.window_size > 0:
         h, w = x.shape[1], x.shape[2]
         x, pad_hw = window_partition(x, block.window_size)
-    x = prompt_attention(block.attn, x, prompt)
+    x = (attention or prompt_attention)(block.attn, x, prompt)
     if block.window_size > 0:
         x = window_unpartition(x, block.window_size, pad_hw, (h, w))
     x = shortcut + x

@@ -12,10 +12,8 @@ import torch.nn as nn
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import (
     Attention,
-    Block,
     add_decomposed_rel_pos,
     window_partition,
-    window_unpartition,
 )
 
 from plaque.classes import NUM_CLASSES
@@ -74,18 +72,6 @@ def reference_attention(attn: Attention, x: torch.Tensor, prompt: torch.Tensor) 
     return attn.proj(out.view(b, attn.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
 
 
-def reference_block(block: Block, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-    shortcut, x = x, block.norm1(x)
-    if block.window_size > 0:
-        h, w = x.shape[1:3]
-        x, pad_hw = window_partition(x, block.window_size)
-    x = reference_attention(block.attn, x, prompt)
-    if block.window_size > 0:
-        x = window_unpartition(x, block.window_size, pad_hw, (h, w))
-    x = shortcut + x
-    return x + block.mlp(block.norm2(x))
-
-
 def test_demo_profile_shapes_and_gradients(demo: dict) -> None:
     torch.manual_seed(0)
     model, weights = build_model(demo, "cat_sam", None, pretrained=False)
@@ -140,7 +126,8 @@ def test_prompt_attention_is_cat_sams(input_size: int) -> None:
     x = torch.randn(2, g, g, 192)
     with torch.no_grad():
         for n, (block, prompt) in enumerate(zip(model.image_encoder.blocks, model.prompt_tokens())):
-            torch.testing.assert_close(prompt_block(block, x, prompt), reference_block(block, x, prompt),
+            torch.testing.assert_close(prompt_block(block, x, prompt),
+                                       prompt_block(block, x, prompt, reference_attention),
                                        rtol=0, atol=1e-5, msg=f"block {n}")
         attn = model.image_encoder.blocks[1].attn
         torch.testing.assert_close(prompt_attention(attn, x, None), attn(x), rtol=0, atol=1e-5)
