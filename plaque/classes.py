@@ -8,6 +8,7 @@ BACKGROUND, WALL, LUMEN, CALCIFIED, NONCALCIFIED = 0, 1, 2, 3, 4
 NUM_CLASSES = 5
 CLASS_NAMES: tuple[str, ...] = ("background", "vessel_wall", "lumen", "calcified", "non_calcified")
 FOREGROUND: tuple[int, ...] = (WALL, LUMEN, CALCIFIED, NONCALCIFIED)
+PLAQUE_CLASSES: tuple[int, ...] = (CALCIFIED, NONCALCIFIED)
 
 # Paper colour scheme: background black, vessel wall white, lumen blue,
 # calcified plaque yellow, non-calcified plaque red (RGB in [0, 1]).

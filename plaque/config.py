@@ -173,6 +173,7 @@ SCHEMA: dict[str, Any] = {
         "seed": Num(0, None, integer=True),
         "nproc_per_node": WordOrInt("auto"),
         "samples_per_epoch": WordOrInt("all"),
+        "plaque_share": Num(0.0, 0.99),
         "num_workers": Num(0, 64, integer=True),
     },
     "stage1": {

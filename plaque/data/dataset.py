@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from plaque.classes import PLAQUE_CLASSES
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
 
@@ -34,7 +35,8 @@ def rotate(image: torch.Tensor, labels: torch.Tensor, degrees: float) -> tuple[t
 class SliceDataset(Dataset):
     """The slices of one split.
 
-    Items are ``(image (1, H, W) float32 in [0, 1], labels (H, W) int64)``. With ``rotation_p > 0``
+    Items are ``(image (1, H, W) float32 in [0, 1], labels (H, W) int64)``; ``has_plaque`` (len,) marks
+    the items with calcified or non-calcified pixels (from the manifest's counts). With ``rotation_p > 0``
     each item is rotated by a uniform angle in ``[-rotation_max_deg, rotation_max_deg]`` with
     probability ``rotation_p``, drawn from torch's global generator (so a checkpointed RNG state
     reproduces the augmentation).
@@ -55,6 +57,8 @@ class SliceDataset(Dataset):
         if len(self.rows) == 0:
             raise InputError(folder, f"no slices in split {split!r}")
         self.images, self.labels = data.images, data.labels
+        counts = data.manifest.loc[self.rows, [f"count_{c}" for c in PLAQUE_CLASSES]].to_numpy()
+        self.has_plaque: np.ndarray = counts.sum(axis=1) > 0  # (len,) bool: calcified or non-calcified present
         self.rotation_p, self.rotation_max_deg = rotation_p, rotation_max_deg
 
     def __len__(self) -> int:

@@ -102,7 +102,7 @@ def train_stage1(data: Path, out: Path, results: Path, cfg: dict[str, Any], info
     fit_cfg = FitConfig.from_params(cfg["train"], monitor=s1["monitor"], mode=MONITOR_MODE[s1["monitor"]],
                                     out_dir=out, live_dir=results / "live", resume=resume)
     result = fit(model, optimizer, train_set, val_set, Stage1Step(loss, probe), Stage1Validation(loss, probe),
-                 fit_cfg, info, extra_state=probe)
+                 fit_cfg, info, extra_state=probe, rare=train_set.has_plaque)
     if info.is_main:
         write_metrics(results / "metrics.json", result, loss.backbone, s1["monitor"], variant)
         log.info("stage 1 done: %d epochs, best %s %.4f at epoch %s", result.epochs_run, s1["monitor"],

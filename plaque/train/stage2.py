@@ -181,7 +181,8 @@ def train_stage2(data: Path, prior_path: Path | None, out: Path, results: Path, 
     fit_cfg = FitConfig.from_params(cfg["train"], monitor=MONITOR, mode="max", out_dir=out,
                                     live_dir=results / "live", resume=resume)
     started = time.perf_counter()
-    result = fit(model, optimizer, train_set, val_set, Stage2Step(loss), Stage2Validation(loss), fit_cfg, info)
+    result = fit(model, optimizer, train_set, val_set, Stage2Step(loss), Stage2Validation(loss), fit_cfg, info,
+                 rare=train_set.has_plaque)
     train_seconds = time.perf_counter() - started
     if info.is_main:
         if result.best_epoch is None:

@@ -22,7 +22,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -59,7 +59,8 @@ class FitConfig:
     """How to train. The first seven fields are `params.yaml`'s ``train`` section (see `from_params`).
 
     ``samples_per_epoch`` is ``"all"`` (every training item once per epoch, the paper's protocol)
-    or N: each epoch trains on N items drawn afresh without replacement (`EpochSampler`).
+    or N: each epoch trains on N items drawn afresh (`EpochSampler`), ``rare_share`` of them from the
+    items `fit`'s ``rare`` marks (params' ``train.plaque_share``: slices with plaque).
 
     Attributes:
         monitor: key of ``validate()``'s result used for model selection and early stopping.
@@ -84,6 +85,7 @@ class FitConfig:
     live_dir: Path | None = None
     resume: bool = True
     find_unused_parameters: bool = False
+    rare_share: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("max_epochs", "val_every", "patience", "batch_size_per_gpu"):
@@ -93,6 +95,8 @@ class FitConfig:
                                                 or self.samples_per_epoch < 1):
             raise InputError("train.samples_per_epoch", f"expected 'all' or a positive integer, "
                                                         f"got {self.samples_per_epoch!r}")
+        if not 0.0 <= self.rare_share < 1.0:
+            raise InputError("train.plaque_share", f"expected a share in [0, 1), got {self.rare_share!r}")
         if self.mode not in ("max", "min"):
             raise InputError("mode", f"expected 'max' or 'min', got {self.mode!r}")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -104,35 +108,61 @@ class FitConfig:
         """Build from the resolved ``train`` section (``nproc_per_node`` is the launcher's) plus the other fields."""
         keys = ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "seed", "num_workers",
                 "samples_per_epoch")
-        return cls(**{k: train[k] for k in keys}, **rest)
+        return cls(**{k: train[k] for k in keys}, rare_share=train["plaque_share"], **rest)
 
 
 class EpochSampler(DistributedSampler):
     """`DistributedSampler` (shuffled) over ``samples`` of the dataset's items per epoch.
 
-    ``samples="all"`` is `DistributedSampler` itself. With N, epoch ``e`` draws N distinct items
-    (all of them when the dataset is smaller) by a permutation seeded with ``seed + e``, the same on
-    every rank, and rank r takes every ``num_replicas``-th of them from position r (padded by
-    repetition to a multiple of ``num_replicas``, as `DistributedSampler` pads). The order depends on
-    ``(seed, epoch)`` alone, so a resumed run sees the items an uninterrupted one would.
+    ``samples="all"`` is `DistributedSampler` itself (``rare`` is ignored). With N, epoch ``e`` draws N
+    items with a generator seeded by ``seed + e``, the same on every rank:
+
+    - without ``rare`` (or ``rare_share`` 0): N distinct items (all of them when the dataset is smaller);
+    - with ``rare`` (a bool per item) and ``rare_share`` s: round(s·N) items from the rare ones (without
+      replacement while there are enough, else with) and the rest from the others without replacement,
+      shuffled together — as nnU-Net oversamples foreground patches. When the rare items already make
+      up at least s of the dataset, the plain draw is used.
+
+    Rank r takes every ``num_replicas``-th item from position r (padded by repetition to a multiple of
+    ``num_replicas``, as `DistributedSampler` pads). The order depends on ``(seed, epoch)`` alone, so a
+    resumed run sees the items an uninterrupted one would.
     """
 
     def __init__(self, dataset: Dataset, *, samples: int | Literal["all"], num_replicas: int, rank: int,
-                 seed: int) -> None:
+                 seed: int, rare: Sequence[bool] | None = None, rare_share: float = 0.0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.samples = len(dataset) if samples == "all" else min(int(samples), len(dataset))  # type: ignore[arg-type]
+        n = len(dataset)  # type: ignore[arg-type]
+        self.samples = n if samples == "all" else min(int(samples), n)
         if samples != "all":
             self.num_samples = math.ceil(self.samples / num_replicas)
             self.total_size = self.num_samples * num_replicas
+        self.rare = None
+        if rare is not None and samples != "all":
+            if len(rare) != n:
+                raise ValueError(f"rare marks {len(rare)} items, the dataset has {n}")
+            mask = torch.as_tensor(np.asarray(rare, dtype=bool))
+            if 0 < int(mask.sum()) < rare_share * n:
+                self.rare, self.rare_count = mask, round(rare_share * self.samples)
 
     def __iter__(self):  # type: ignore[override]
-        if self.samples == len(self.dataset):  # type: ignore[arg-type]
+        if self.rare is None and self.samples == len(self.dataset):  # type: ignore[arg-type]
             return super().__iter__()
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        picked = torch.randperm(len(self.dataset), generator=g)[:self.samples].tolist()  # type: ignore[arg-type]
-        picked += picked[:self.total_size - len(picked)]
-        return iter(picked[self.rank:self.total_size:self.num_replicas])
+        if self.rare is None:
+            picked = torch.randperm(len(self.dataset), generator=g)[:self.samples]  # type: ignore[arg-type]
+        else:
+            rare, other = self.rare.nonzero()[:, 0], (~self.rare).nonzero()[:, 0]
+            k = self.rare_count
+            rare_pick = (rare[torch.randperm(len(rare), generator=g)[:k]] if k <= len(rare)
+                         else rare[torch.randint(len(rare), (k,), generator=g)])
+            rest = min(self.samples - k, len(other))
+            other_pick = other[torch.randperm(len(other), generator=g)[:rest]]
+            both = torch.cat([rare_pick, other_pick])
+            picked = both[torch.randperm(len(both), generator=g)]
+        order = picked.tolist()
+        order += order[:self.total_size - len(order)]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
 
 
 @dataclass
@@ -210,7 +240,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, val_set: Dataset,
         step: StepFn, validate: ValidateFn, cfg: FitConfig, info: DistInfo,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        extra_state: Stateful | None = None) -> FitResult:
+        extra_state: Stateful | None = None, rare: Sequence[bool] | None = None) -> FitResult:
     """Train ``model`` until ``cfg.max_epochs`` or until early stopping; resume from ``last.pt`` if present.
 
     Args:
@@ -224,6 +254,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, 
             ``val_set``, with the unwrapped model in eval mode under `torch.no_grad`; the batches
             come from the loader as stored (move them with `to_device`). ``metrics`` must hold ``cfg.monitor``.
         scheduler: stepped once per epoch, after the training pass.
+        rare: a bool per training item, the items ``cfg.rare_share`` of each epoch's draw comes from
+            when ``cfg.samples_per_epoch`` is a number (`EpochSampler`); ignored with ``"all"``.
         extra_state: state outside the model that training changes (e.g. Stage-1 class prototypes);
             saved in both checkpoints and restored on resume.
 
@@ -267,7 +299,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, 
         train_model = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None,
                                               find_unused_parameters=cfg.find_unused_parameters)
     sampler = EpochSampler(train_set, samples=cfg.samples_per_epoch, num_replicas=info.world_size,
-                           rank=info.rank, seed=cfg.seed)
+                           rank=info.rank, seed=cfg.seed, rare=rare, rare_share=cfg.rare_share)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size_per_gpu, sampler=sampler,
                               num_workers=cfg.num_workers, pin_memory=cuda)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size_per_gpu, shuffle=False,

@@ -20,6 +20,7 @@ def processed(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     labels = np.zeros((n, s, s), dtype=np.uint8)
     labels[:, 6:10, 6:10] = 2
+    labels[1, 6, 6] = 3  # a calcified pixel in one training slice
     np.save(tmp_path / IMAGES_FILE, rng.uniform(0, 1, (n, s, s)).astype(np.float32))
     np.save(tmp_path / LABELS_FILE, labels)
     rows = []
@@ -37,6 +38,8 @@ def test_items_and_split_isolation(processed: Path) -> None:
     image, labels = train[0]
     assert image.shape == (1, 16, 16) and image.dtype == torch.float32
     assert labels.shape == (16, 16) and labels.dtype == torch.int64
+    plaque = [bool((train[i][1] >= 3).any()) for i in range(len(train))]
+    assert train.has_plaque.tolist() == plaque and 0 < sum(plaque) < len(train), "marks the slices with plaque"
     with pytest.raises(InputError, match="test slices are for the evaluator alone"):
         SliceDataset(processed, "test")
 

@@ -135,6 +135,31 @@ def test_epoch_sampler_draws_a_fresh_subset_each_epoch_split_across_ranks():
     assert sorted(big) == data, "never more than the dataset"
 
 
+def test_epoch_sampler_draws_the_rare_share_from_the_rare_items():
+    data = list(range(100))
+    rare = [i % 10 == 0 for i in data]  # 10 % rare
+    sampler = EpochSampler(data, samples=40, num_replicas=1, rank=0, seed=1, rare=rare, rare_share=0.5)
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        drawn = list(sampler)
+        assert len(drawn) == 40 and sum(rare[i] for i in drawn) == 20, "half of the draw is rare"
+        assert len(set(i for i in drawn if not rare[i])) == 20, "the others are distinct"
+    many = EpochSampler(data, samples=60, num_replicas=1, rank=0, seed=1, rare=rare, rare_share=0.5)
+    many.set_epoch(1)
+    drawn = list(many)
+    assert sum(rare[i] for i in drawn) == 30 and {i for i in drawn if rare[i]} == set(range(0, 100, 10)), \
+        "more rare draws than rare items: with replacement, every rare item used"
+    common = EpochSampler(data, samples=40, num_replicas=1, rank=0, seed=1, rare=rare, rare_share=0.05)
+    plain = EpochSampler(data, samples=40, num_replicas=1, rank=0, seed=1)
+    common.set_epoch(1), plain.set_epoch(1)
+    assert list(common) == list(plain), "rare items already frequent enough: the plain draw"
+    full = EpochSampler(data, samples="all", num_replicas=1, rank=0, seed=1, rare=rare, rare_share=0.5)
+    full.set_epoch(1)
+    assert sorted(full) == data, "a full pass ignores the rare share"
+    with pytest.raises(ValueError, match="rare marks 3 items"):
+        EpochSampler(data, samples=40, num_replicas=1, rank=0, seed=1, rare=[True] * 3, rare_share=0.5)
+
+
 def test_samples_per_epoch_sets_the_steps_of_an_epoch(tmp_path):
     step = make_step()
     _fit(_cfg(tmp_path, max_epochs=2, samples_per_epoch=16), step=step)
