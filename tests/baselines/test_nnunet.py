@@ -267,6 +267,7 @@ def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
     assert saved == json.loads(json.dumps(metrics))
     assert saved["method"] == "nnunet" and saved["trainer"] == TRAINER_NAME and saved["epochs_run"] == 1
     assert saved["backbone_weights"] == "none" and saved["trainable_parameters"] > 0
+    assert saved["backbone"] == "nnU-Net 2d PlainConvUNet"
     assert saved["iterations_per_epoch"] == 2 and saved["predicted_with"] == "checkpoint_best.pth"
     assert saved["best_ema_pseudo_dice"] is not None and saved["final_validation_dice"] is not None
     assert saved["plan"]["transpose_forward"] == [0, 1, 2] and saved["plan"]["patch_size"] == [16, 16]

@@ -336,7 +336,8 @@ def collect_metrics(work: Path, settings: Settings, device: str, plans: dict[str
         "final_validation_dice_per_class": {names.get(k, k): _float(v.get("Dice"))
                                             for k, v in final_val.get("mean", {}).items()},
         "predicted_with": settings.checkpoint_file, "tta": settings.tta,
-        "backbone_weights": "none", "trainable_parameters": count_parameters(plans, dataset),
+        "backbone": f"nnU-Net {CONFIGURATION} {summary.get('network', 'U-Net')}", "backbone_weights": "none",
+        "trainable_parameters": count_parameters(plans, dataset),
         **{k: round(v, 1) for k, v in timings.items()},
         "epoch_seconds": round(epoch_seconds, 1),
         "final_validation_seconds": final_validation_seconds((work / "logs" / "train.log").read_text()),
