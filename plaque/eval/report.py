@@ -187,8 +187,10 @@ def summary_markdown(summ: Mapping[str, Any]) -> str:
              f"classes present in its ground truth or prediction (a class absent from both is left out). "
              f"Profile `{summ.get('profile', '?')}`, cohort: {summ.get('cohort', '?')}."]
     random = [method_label(m) for m, w in weights.items() if w == "random"]
+    sam_based = [m for m, w in weights.items() if w != "none"]  # "none": a method without an image encoder
     if random:
-        who = "every method" if len(random) == len(methods) > 1 else ", ".join(random)
+        who = ("every method" if len(random) == len(methods) > 1 else
+               "every SAM-based method" if len(random) == len(sam_based) > 1 else "; ".join(random))
         notes.append(f"**The SAM image encoder of {who} was randomly initialised** "
                      "(no pretrained weights): these are not results of a pretrained SAM.")
     for method, comp in summ.get("ours_vs", {}).items():

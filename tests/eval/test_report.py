@@ -283,3 +283,15 @@ def test_summary_markdown_says_every_method_when_all_are_random() -> None:
     markdown = summary_markdown(summary(metrics, comparison, {**CONTEXT, "backbone_weights": weights}))
     (warning,) = [line for line in markdown.splitlines() if "randomly initialised" in line]
     assert "every method" in warning and "Ours" not in warning
+
+
+def test_summary_markdown_says_every_sam_based_method_beside_one_without_encoder() -> None:
+    metrics, comparison = three_methods()
+    weights = {"ours": "random", "sam_lora": "random", "nnunet": "none"}
+    markdown = summary_markdown(summary(metrics, comparison, {**CONTEXT, "backbone_weights": weights}))
+    (warning,) = [line for line in markdown.splitlines() if "randomly initialised" in line]
+    assert "every SAM-based method" in warning and "nnU-Net" not in warning
+    weights = {"ours": "random", "sam_lora": "random", "nnunet": "pretrained"}
+    markdown = summary_markdown(summary(metrics, comparison, {**CONTEXT, "backbone_weights": weights}))
+    (warning,) = [line for line in markdown.splitlines() if "randomly initialised" in line]
+    assert "of Ours; SAM+LoRA was" in warning, "labels listed with semicolons (labels hold commas)"
