@@ -107,8 +107,9 @@ def test_training_never_reads_test_slices(cohort: tuple[Path, Path], tmp_path: P
     test_rows = set(load_processed(processed).indices("test").tolist())
     seen: dict[str, set[int]] = {}
 
-    def fake_fit(model, optimizer, train_set, val_set, step, validate, fit_cfg, info):  # noqa: ANN001, ANN202
+    def fake_fit(model, optimizer, train_set, val_set, step, validate, fit_cfg, info, rare):  # noqa: ANN001, ANN202
         seen["train"], seen["val"] = set(train_set.rows.tolist()), set(val_set.rows.tolist())
+        assert len(rare) == len(train_set), "one plaque mark per training slice"
         raise RuntimeError("stop before training")
 
     monkeypatch.setattr("plaque.train.stage2.fit", fake_fit)
