@@ -76,12 +76,10 @@ class EncoderFeatures(NamedTuple):
     Attributes:
         embedding: the neck output F (B, D, g, g).
         early: the first global-attention block's output E (B, W, g, g).
-        blocks: every block's output (B, g, g, W), in order.
     """
 
     embedding: Tensor
     early: Tensor
-    blocks: list[Tensor]
 
 
 def rel_pos_bias(attn: Attention, q: Tensor, size: tuple[int, int]) -> Tensor:
@@ -205,8 +203,9 @@ class CatSamSegmenter(nn.Module):
         token = self.hq_token.weight[0]
         return [proj(token) for proj in self.hq_token_proj]
 
-    def encode(self, images: Tensor, prompts: Sequence[Tensor | None] | None = None) -> EncoderFeatures:
-        """SAM input (B, 3, S, S) → `EncoderFeatures` through the frozen encoder with the prompt bridge.
+    def block_outputs(self, images: Tensor, prompts: Sequence[Tensor | None] | None = None) -> Iterator[Tensor]:
+        """SAM input (B, 3, S, S) through the frozen encoder's blocks with the prompt bridge: yields each
+        block's output (B, g, g, W) in order.
 
         ``prompts``: one (W,) token or ``None`` (SAM's plain attention) per block; default `prompt_tokens`.
         """
@@ -218,12 +217,20 @@ class CatSamSegmenter(nn.Module):
         x = encoder.patch_embed(images)  # (B, g, g, W)
         if encoder.pos_embed is not None:
             x = x + encoder.pos_embed
-        blocks = []
         for block, prompt in zip(encoder.blocks, prompts):
             x = prompt_block(block, x, prompt)
-            blocks.append(x)
-        embedding = encoder.neck(x.permute(0, 3, 1, 2))
-        return EncoderFeatures(embedding, blocks[self.early_block].permute(0, 3, 1, 2), blocks)
+            yield x
+
+    def encode(self, images: Tensor, prompts: Sequence[Tensor | None] | None = None) -> EncoderFeatures:
+        """SAM input (B, 3, S, S) → `EncoderFeatures` (`block_outputs`, then SAM's neck on the last one).
+
+        Holds on to the early block's output and the current one only, not every block's.
+        """
+        early = x = None
+        for n, x in enumerate(self.block_outputs(images, prompts)):
+            if n == self.early_block:
+                early = x
+        return EncoderFeatures(self.image_encoder.neck(x.permute(0, 3, 1, 2)), early.permute(0, 3, 1, 2))
 
     def hq_features(self, embedding: Tensor, early: Tensor) -> Tensor:
         """HQ-SAM's feature H (B, D/8, 4g, 4g) from the embedding (B, D, g, g) and the early feature (B, W, g, g)."""

@@ -80,7 +80,9 @@ def test_demo_profile_shapes_and_gradients(demo: dict) -> None:
     x = torch.rand(2, 1, size, size)
     features = model.encode(model.preprocess(x))
     assert features.embedding.shape == (2, 256, g, g) and features.early.shape == (2, 192, g, g)
-    assert model.early_block == 1 and len(features.blocks) == 4  # vit_tiny: global attention in blocks 1 and 3
+    blocks = list(model.block_outputs(model.preprocess(x)))
+    assert model.early_block == 1 and len(blocks) == 4  # vit_tiny: global attention in blocks 1 and 3
+    torch.testing.assert_close(features.early, blocks[1].permute(0, 3, 1, 2))
     assert model.hq_features(features.embedding, features.early).shape == (2, 32, 4 * g, 4 * g)
     logits = model.train()(x)
     assert logits.shape == (2, NUM_CLASSES, size, size) and torch.isfinite(logits).all()
@@ -94,11 +96,12 @@ def test_vit_b_shapes_at_1024() -> None:
         model = build_cat_sam({"input_size": 1024}, build_image_encoder("vit_b", input_size=1024, patch_size=16))
         x = torch.rand(1, 1, 64, 64)
         features = model.encode(model.preprocess(x))
+        blocks = list(model.block_outputs(model.preprocess(x)))
         hq = model.hq_features(features.embedding, features.early)
         logits = model(x)
     assert model.early_block == 2  # ViT-B's first global block
     assert features.embedding.shape == (1, 256, 64, 64) and features.early.shape == (1, 768, 64, 64)
-    assert all(b.shape == (1, 64, 64, 768) for b in features.blocks) and len(features.blocks) == 12
+    assert all(b.shape == (1, 64, 64, 768) for b in blocks) and len(blocks) == 12
     assert [t.shape for t in model.prompt_tokens()] == [(768,)] * 12
     assert hq.shape == (1, 32, 256, 256) and logits.shape == (1, NUM_CLASSES, 64, 64)
     encoder_ids = {id(p) for p in model.image_encoder.parameters()}
@@ -111,9 +114,11 @@ def test_without_prompts_the_attention_is_sams(input_size: int) -> None:
     images = torch.randn(2, 3, input_size, input_size)
     with torch.no_grad():
         ours = model.encode(images, [None] * 4)
+        ours_blocks = list(model.block_outputs(images, [None] * 4))
         reference = sam_blocks(model.image_encoder, images)
         embedding = model.image_encoder(images)
-    for n, (a, b) in enumerate(zip(ours.blocks, reference)):
+    assert len(ours_blocks) == len(reference) == 4
+    for n, (a, b) in enumerate(zip(ours_blocks, reference)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=f"block {n}")
     torch.testing.assert_close(ours.embedding, embedding, rtol=0, atol=1e-5)
 
@@ -137,16 +142,16 @@ def test_the_token_changes_every_block_and_every_window() -> None:
     model = tiny()
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        plain = model.encode(images, [None] * 4)
-        first = model.encode(images)
+        plain = list(model.block_outputs(images, [None] * 4))
+        first, first_embedding = list(model.block_outputs(images)), model.encode(images).embedding
         model.hq_token.weight.add_(1.0)
-        second = model.encode(images)
-    for features in (first, second):
-        assert all(not torch.allclose(a, b) for a, b in zip(features.blocks, plain.blocks))
-    assert all(not torch.allclose(a, b) for a, b in zip(first.blocks, second.blocks))
-    assert not torch.allclose(first.embedding, second.embedding)
+        second, second_embedding = list(model.block_outputs(images)), model.encode(images).embedding
+    for blocks in (first, second):
+        assert all(not torch.allclose(a, b) for a, b in zip(blocks, plain))
+    assert all(not torch.allclose(a, b) for a, b in zip(first, second))
+    assert not torch.allclose(first_embedding, second_embedding)
     # Block 0 attends in 2×2 windows of 8×8: the prompt reaches each window on its own.
-    windows, _ = window_partition((first.blocks[0] - plain.blocks[0]).abs(), 8)
+    windows, _ = window_partition((first[0] - plain[0]).abs(), 8)
     assert windows.shape[0] == 4 and (windows.amax(dim=(1, 2, 3)) > 1e-4).all()
 
 
