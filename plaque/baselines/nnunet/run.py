@@ -59,6 +59,7 @@ from plaque.atomic import atomic_folder
 from plaque.baselines.nnunet import export
 from plaque.baselines.nnunet.settings import Settings, from_config
 from plaque.baselines.nnunet.trainer import SETTINGS_ENV, TRAINER_FOLDER
+from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
 from plaque.data.processed import Processed, load_processed
 from plaque.errors import InputError
@@ -364,16 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="nnU-Net's folders (scratch, rebuilt every run)")
     parser.add_argument("--predictions", type=Path, required=True, help="test predictions (results/predictions/nnunet)")
     parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage2/nnunet)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    add_config_options(parser)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                         help="nnU-Net's device (default: auto = cuda when visible, else cpu)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
+
+    def run() -> None:
         cfg = load_config(args.params, args.profile)
         run_nnunet(args.data, args.work, args.predictions, args.results, cfg, from_config(cfg), args.device)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
