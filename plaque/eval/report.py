@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED
+from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED, PLAQUE_CLASSES
 from plaque.eval.figures import display_name
 from plaque.eval.metrics import PatientScores
 from plaque.eval.stats import (bland_altman, bootstrap_ci, bootstrap_ci_columns, icc_2_1, mean_absolute_error,
@@ -36,7 +36,7 @@ METHOD_LABELS: dict[str, str] = {
     "ours_no_contrastive": "Ours, prior without contrastive loss", "no_prior": "Ours without prior",
 }
 VOLUME_KINDS: dict[str, tuple[int, ...]] = {
-    "calcified": (CALCIFIED,), "non_calcified": (NONCALCIFIED,), "total_plaque": (CALCIFIED, NONCALCIFIED),
+    "calcified": (CALCIFIED,), "non_calcified": (NONCALCIFIED,), "total_plaque": PLAQUE_CLASSES,
 }
 PER_CLASS_METRICS = ("dice", "iou", "hd95_mm", "assd_mm")
 # What the results section says about each method's training run (its RUNS/<method>/metrics.json)

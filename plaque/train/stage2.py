@@ -12,9 +12,10 @@ such); the frozen Stage-1 prior read from ``--prior``; the fusion, decoder and S
 autocast on CUDA, fp32 on the CPU) through the shared trainer, selecting on the validation macro
 Dice (classes 1..4, hard Dice over the whole split). Writes ``OUT/best.pt`` and ``OUT/last.pt``,
 ``RESULTS/metrics.json`` (best validation Dice, trainable parameters, train and prediction
-seconds of this run, a resumed run counting its last leg only), DVCLive curves under ``RESULTS/live`` and, from ``best.pt`` once training
-is over, one ``PREDICTIONS/<patient>.npz`` per test patient (``pred`` (N, H, W) uint8 class ids,
-``index`` (N,) the manifest rows, in manifest order). Runs alone too (one process).
+seconds of this run, a resumed run counting its last leg only), DVCLive curves under
+``RESULTS/live`` and, from ``best.pt`` once training is over, one ``PREDICTIONS/<patient>.npz`` per
+test patient (``pred`` (N, H, W) uint8 class ids, ``index`` (N,) the manifest rows, in manifest
+order). Runs alone too (one process).
 """
 
 from __future__ import annotations

@@ -26,10 +26,12 @@ from typing import Any
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from plaque.baselines.nnunet.settings import NNUNET_SCHEDULE
+
 SETTINGS_ENV = "PLAQUE_NNUNET_SETTINGS"
 TRAINER_NAME = "nnUNetTrainer_Plaque"
 TRAINER_FOLDER = Path(__file__).resolve().parent / "ext"
-SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
+SCHEDULE_KEYS = tuple(NNUNET_SCHEDULE)  # the keys of `Settings.schedule`
 PLOT_EVERY = 10
 _CUDA = torch.device("cuda")  # nnUNetTrainer's default device
 
