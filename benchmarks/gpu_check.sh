@@ -1,33 +1,43 @@
 #!/usr/bin/env bash
 # GPU check for a machine with NVIDIA GPUs (H100 class): the benchmark harness on the paper profile,
-# FAA scaling up to 4096 tokens and, with two GPUs, a 2-process DDP smoke run. Under 8 minutes.
+# FAA scaling up to 4096 tokens and a distributed Stage-2 smoke run on NCCL. Under 8 minutes.
 #
-#   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--profile paper] [--out DIR] [--venv .venv]
-#                                [--wheels DIR] [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64]
+#   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--profile paper] [--out DIR]
+#                                [--venv .venv | --python PYTHON] [--wheels DIR]
+#                                [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64]
 #
-# Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, WHEELS, DDP, STEPS,
-# FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 120) cap the two parts.
+# Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, PYTHON, WHEELS, DDP,
+# STEPS, FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 150) cap the two parts.
 # Output folder: --out, else $OUT, else results/bench/gpu. On a CPU machine, test it with
 #   PROFILE=smoke bash benchmarks/gpu_check.sh --device cpu --steps 1 --faa-max-grid 16 --ddp always
 #
-# 1. Environment: the virtual environment VENV (default .venv) must exist. When it cannot import this
-#    checkout's `plaque` with the versions pinned in pyproject.toml, `pip install -e .` runs into it,
-#    nothing else. Offline, pass --wheels DIR, a folder holding every wheel that install needs
-#    (`pip install --no-index --find-links DIR -e .`): torch==2.14.1 and torchvision==0.29.1 (a CUDA
-#    build the driver supports), segment-anything==1.0, setuptools>=68 (the build backend), and the rest
-#    of pyproject.toml's [project] dependencies with their own: numpy, scipy, pandas, pyyaml, tqdm,
-#    matplotlib, pydicom, nibabel, dvc, papermill, ipykernel, jupyterlab, lpips, dvclive. Collect them
-#    on a connected Linux x86_64 machine with Python 3.11:
-#      pip download --dest DIR 'setuptools>=68' torch==2.14.1 torchvision==0.29.1 .
-# 2. OUT/env.txt: date, kernel, nvidia-smi, Python and torch/CUDA versions.
+# 1. Environment, one of two ways:
+#    - --venv VENV (default .venv), a virtual environment made for this checkout. When it cannot
+#      import this checkout's `plaque` with the versions pinned in pyproject.toml, `pip install -e .`
+#      runs into it, nothing else. Offline, pass --wheels DIR, a folder holding every wheel that
+#      install needs (`pip install --no-index --find-links DIR -e .`): torch==2.14.1 and
+#      torchvision==0.29.1 (a CUDA build the driver supports), segment-anything==1.0, setuptools>=68
+#      (the build backend), and the rest of pyproject.toml's [project] dependencies with their own.
+#      Collect them on a connected Linux x86_64 machine with Python 3.11:
+#        pip download --dest DIR 'setuptools>=68' torch==2.14.1 torchvision==0.29.1 .
+#    - --python PYTHON, an interpreter that already has a CUDA build of PyTorch and torchvision (a
+#      GPU machine's own image, say). Nothing is installed into it: --wheels DIR, if given, holds
+#      wheels of the packages it lacks, unpacked without their dependencies into a temporary folder
+#      that goes on PYTHONPATH after this checkout. `benchmarks/gpu_wheels.txt` lists what the
+#      benchmarks and the Stage-1/2 entry points import beyond a CUDA PyTorch image (segment-anything,
+#      lpips, pydicom, nibabel, dvclive and, for dvclive, dvc with its pure-Python helpers) and the
+#      command that downloads them. Versions that differ from pyproject.toml's pins go to OUT/env.txt.
+# 2. OUT/env.txt: date, kernel, nvidia-smi, Python and torch/CUDA versions, pins not met.
 # 3. OUT/benchmarks.{txt,json}: python -m benchmarks --device DEVICE --profile PROFILE --batch-size 8
-#    --methods ours,no_prior,sam_lora --skip-loader
+#    --methods ours,no_prior,sam_lora,cat_sam,ours_class_tokens --skip-loader
 #    --faa-max-grid 64 (FAA scaling 256 ... 4096 tokens).
-# 4. OUT/ddp.txt and OUT/ddp/: when `nvidia-smi -L` lists two or more GPUs (--ddp auto), or with
-#    --ddp always: a smoke cohort in a temporary folder (plaque.data.phantom, plaque.data.preprocess,
-#    plaque.train.stage1, one process each), then plaque.train.stage2 under
-#    `python -m torch.distributed.run --standalone --nproc_per_node 2`, all on the smoke profile; it
-#    passes when the run's metrics.json says world_size 2. With --device cpu the ranks use gloo.
+# 4. OUT/ddp.txt and OUT/ddp/: a smoke cohort in a temporary folder (plaque.data.phantom,
+#    plaque.data.preprocess, plaque.train.stage1, one process each), then plaque.train.stage2 under
+#    `python -m torch.distributed.run --standalone --nproc_per_node N`, all on the smoke profile; it
+#    passes when the run's metrics.json says world_size N. N is 2 when `nvidia-smi -L` lists two or
+#    more GPUs, else 1 (one rank, which still initialises NCCL and trains in bf16). --ddp always
+#    runs 2 ranks whatever the count (on the CPU with --device cpu, where the ranks use gloo);
+#    --ddp never skips the part.
 # 5. OUT/summary.txt: each part's status and seconds. Exit status 1 when a part failed.
 
 set -euo pipefail
@@ -37,12 +47,13 @@ DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}
 OUT_DIR=${OUT:-$ROOT/results/bench/gpu}
 VENV=${VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-}
 WHEELS=${WHEELS:-}
 DDP=${DDP:-auto}
 STEPS=${STEPS:-10}
 FAA_MAX_GRID=${FAA_MAX_GRID:-64}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
-DDP_TIMEOUT=${DDP_TIMEOUT:-120}
+DDP_TIMEOUT=${DDP_TIMEOUT:-150}
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
@@ -54,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --profile) PROFILE=$2; shift 2 ;;
     --out) OUT_DIR=$2; shift 2 ;;
     --venv) VENV=$2; shift 2 ;;
+    --python) PYTHON=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
     --ddp) DDP=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
@@ -64,8 +76,13 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $DEVICE == cuda || $DEVICE == cpu ]] || die "--device must be cuda or cpu, got $DEVICE"
 [[ $DDP == auto || $DDP == always || $DDP == never ]] || die "--ddp must be auto, always or never, got $DDP"
-PY=$VENV/bin/python
-[[ -x $PY ]] || die "$PY not found: create the virtual environment first (python3.11 -m venv $VENV)"
+if [[ -n $PYTHON ]]; then
+  PY=$(command -v "$PYTHON") || die "--python $PYTHON: no such interpreter"
+else
+  PY=$VENV/bin/python
+  [[ -x $PY ]] || die "$PY not found: create the virtual environment first (python3.11 -m venv $VENV)"
+fi
+[[ -z $WHEELS || -d $WHEELS ]] || die "--wheels $WHEELS: no such folder"
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 cd "$ROOT"
@@ -79,24 +96,48 @@ record() {
   [[ $2 == 0 ]] || FAILED=1
 }
 
-# Exit 0 when this checkout's plaque imports with the pyproject.toml pins installed.
-environment_ready() {
-  "$PY" - <<'EOF' 2>/dev/null
+# Print the pyproject.toml pins that the installed packages do not meet; fail when this checkout's
+# plaque cannot be imported.
+check_environment() {
+  "$PY" - <<'EOF'
 import importlib.metadata as md
 import pathlib
+import sys
 import tomllib
 
 import plaque
 
-assert pathlib.Path(plaque.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()
+if pathlib.Path(plaque.__file__).resolve().parents[1] != pathlib.Path.cwd().resolve():
+    sys.exit(f"plaque is imported from {plaque.__file__}, not from this checkout")
 deps = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]["dependencies"]
 for name, version in (d.split("==") for d in deps if "==" in d):
-    assert md.version(name).split("+")[0] == version, name
+    try:
+        found = md.version(name)
+    except md.PackageNotFoundError:
+        found = "missing"
+    if found.split("+")[0] != version:
+        print(f"pin not met: {name}=={version}, found {found}")
 EOF
 }
 
 install() {
-  if environment_ready; then
+  local site
+  if [[ -n $PYTHON ]]; then
+    export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+    if [[ -n $WHEELS ]]; then
+      site=$(mktemp -d)
+      echo "environment: $PY, with the wheels of $WHEELS unpacked into $site (no dependencies)"
+      "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$site" "$WHEELS"/*.whl
+      export PYTHONPATH=$PYTHONPATH:$site
+    else
+      echo "environment: $PY as it is, with this checkout on PYTHONPATH"
+    fi
+    "$PY" -c 'import benchmarks, plaque.train.stage1, plaque.train.stage2' || {
+      echo "environment: $PY cannot import the benchmarks and the training entry points (see above)" >&2
+      return 1
+    }
+    check_environment
+  elif [[ -z $(check_environment 2>/dev/null || echo failed) ]]; then
     echo "environment: $VENV has this checkout's plaque and the pinned packages; nothing installed"
   else
     echo "environment: pip install -e . into $VENV${WHEELS:+ from $WHEELS}"
@@ -112,19 +153,20 @@ describe() {
 import sys, torch
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
       f"available {torch.cuda.is_available()}, devices {torch.cuda.device_count()}")'
+  check_environment
 }
 
 benchmarks() {
   local methods
   methods=$("$PY" -c '
 from plaque.methods import METHODS
-print(",".join(m for m in ("ours", "no_prior", "sam_lora") if m in METHODS))')
+print(",".join(m for m in ("ours", "no_prior", "sam_lora", "cat_sam", "ours_class_tokens") if m in METHODS))')
   timeout "$BENCH_TIMEOUT" "$PY" -m benchmarks --device "$DEVICE" --profile "$PROFILE" --batch-size 8 \
     --methods "$methods" --skip-loader --faa-max-grid "$FAA_MAX_GRID" --steps "$STEPS" \
     --json "$OUT_DIR/benchmarks.json" 2>&1 | tee "$OUT_DIR/benchmarks.txt"
 }
 
-# The smoke cohort, a Stage-1 prior, then Stage-2 on two ranks (run by `bash -c` under `timeout`).
+# The smoke cohort, a Stage-1 prior, then Stage-2 on NPROC ranks (run by `bash -c` under `timeout`).
 ddp_smoke() {
   set -euo pipefail
   work=$(mktemp -d)
@@ -135,19 +177,19 @@ ddp_smoke() {
   "$PY" -m plaque.data.preprocess --raw "$work/raw" --out "$work/processed" --profile smoke
   "$PY" -m plaque.train.stage1 --data "$work/processed" --out "$work/stage1" --results "$OUT_DIR/ddp/stage1" \
     --profile smoke --fresh
-  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m plaque.train.stage2 --method ours \
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m plaque.train.stage2 --method ours \
     --data "$work/processed" --prior "$work/stage1/best.pt" --out "$work/stage2" --results "$OUT_DIR/ddp/stage2" \
     --predictions "$work/predictions" --profile smoke --fresh
   "$PY" -c '
 import json, sys
 m = json.load(open(sys.argv[1]))
-print("world_size", m["world_size"], "macro_dice", m["macro_dice"])
-sys.exit(m["world_size"] != 2)' "$OUT_DIR/ddp/stage2/metrics.json"
+print("world_size", m["world_size"], "device", m["device"], "macro_dice", m["macro_dice"])
+sys.exit(m["world_size"] != int(sys.argv[2]))' "$OUT_DIR/ddp/stage2/metrics.json" "$NPROC"
 }
 
 ddp() {
   export -f ddp_smoke
-  export PY OUT_DIR DEVICE
+  export PY OUT_DIR DEVICE NPROC
   timeout "$DDP_TIMEOUT" bash -c ddp_smoke 2>&1 | tee "$OUT_DIR/ddp.txt"
 }
 
@@ -170,10 +212,14 @@ if [[ $DEVICE == cuda ]] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cu
 fi
 part benchmarks benchmarks
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
-if [[ $DDP == always || ($DDP == auto && ${GPUS:-0} -ge 2) ]]; then
-  part ddp_smoke ddp
+NPROC=$([[ $DDP == always || ${GPUS:-0} -ge 2 ]] && echo 2 || echo 1)
+if [[ $DDP == never ]]; then
+  echo "ddp_smoke: skipped (--ddp never)" | tee -a "$SUMMARY"
+elif [[ $DEVICE == cpu && $NPROC == 1 ]]; then
+  echo "ddp_smoke: skipped (--device cpu runs it only with --ddp always)" | tee -a "$SUMMARY"
 else
-  echo "ddp_smoke: skipped (nvidia-smi -L lists ${GPUS:-0} GPU(s); --ddp $DDP)" | tee -a "$SUMMARY"
+  echo "ddp_smoke: $NPROC rank(s) (nvidia-smi -L lists ${GPUS:-0} GPU(s); --ddp $DDP)"
+  part "ddp_smoke_${NPROC}_ranks" ddp
 fi
 echo "gpu_check: done in $SECONDS s; figures in $OUT_DIR"
 exit $FAILED
