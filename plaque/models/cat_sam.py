@@ -12,11 +12,11 @@ width, g = S / patch the embedding grid and D = 256:
    block's ``norm1`` (as CAT-SAM does): to the whole g × g grid in the global-attention blocks, to each
    (zero-padded) window in the windowed blocks. It goes through the block's frozen ``qkv``, so image
    tokens attend over [p_i; image tokens] and p_i's own output is dropped before ``proj``. SAM's
-   decomposed relative-position bias is defined for image-to-image pairs only: the bias matrix
-   (B, heads, N, N) is padded with zeros to (N + 1, N + 1), so the prompt's row and column get no
-   positional term (CAT-SAM pads it the same way). Attention is
-   ``scaled_dot_product_attention`` with that bias as an additive mask (`prompt_attention`);
-   without a prompt it computes SAM's attention (the tests check it to 1e-5).
+   decomposed relative-position bias is defined for image-to-image pairs only: the prompt's row and
+   column of the bias are zero (CAT-SAM pads the bias matrix with zeros the same way). The block's
+   attention is `plaque.models.attention.SdpaAttention` (every encoder that `build_image_encoder`
+   makes has it), which takes the prompt token and runs on the fused SDPA kernels; without a prompt
+   it computes SAM's attention (the tests check both against written-out references to 1e-5).
    Outputs: the neck embedding F (B, D, g, g) and the early ViT feature E (B, W, g, g), the output of
    the first global-attention block (HQ-SAM's ``interm_embeddings[0]``).
 3. HQ feature, as in HQ-SAM's mask decoder (B, D/8, 4g, 4g)::
@@ -58,11 +58,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.common import LayerNorm2d
-from segment_anything.modeling.image_encoder import Attention, Block, get_rel_pos, window_partition, window_unpartition
+from segment_anything.modeling.image_encoder import Block, window_partition, window_unpartition
 from segment_anything.modeling.mask_decoder import MLP
 from torch import Tensor
 
 from plaque.classes import NUM_CLASSES
+from plaque.models.attention import use_sdpa_attention
 from plaque.models.decoders import output_upscaling, resize_bilinear
 from plaque.models.segmenter import EMBED_DIM, PIXEL_MEAN, PIXEL_STD, sam_input
 
@@ -82,55 +83,16 @@ class EncoderFeatures(NamedTuple):
     early: Tensor
 
 
-def rel_pos_bias(attn: Attention, q: Tensor, size: tuple[int, int]) -> Tensor:
-    """SAM's decomposed relative-position term for queries ``q`` (B, heads, h·w, hd) on an h × w grid.
-
-    Returns (B, heads, h·w, h·w): the same numbers as ``add_decomposed_rel_pos`` adds to the attention
-    logits (tables resized by SAM's ``get_rel_pos`` when needed), as a separate additive bias.
-    """
-    h, w = size
-    b, heads, _, hd = q.shape
-    r_q = q.reshape(b, heads, h, w, hd)
-    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, get_rel_pos(h, h, attn.rel_pos_h))
-    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, get_rel_pos(w, w, attn.rel_pos_w))
-    return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, h * w, h * w)
-
-
-def prompt_attention(attn: Attention, x: Tensor, prompt: Tensor | None) -> Tensor:
-    """SAM ``attn`` on tokens ``x`` (B, h, w, W) with ``prompt`` (W,) prepended to each sequence: (B, h, w, W).
-
-    ``x`` is a grid (global attention) or a batch of windows (B = batch × windows). The prompt's
-    key and value come from the same frozen ``qkv``; it gets no relative-position term (zero row and
-    column of the bias); its own output is dropped. ``prompt=None`` computes SAM's attention.
-    """
-    b, h, w, c = x.shape
-    n = h * w
-    tokens = x.reshape(b, n, c)
-    if prompt is not None:
-        tokens = torch.cat([prompt.to(tokens.dtype).expand(b, 1, c), tokens], dim=1)
-    total = tokens.shape[1]
-    q, k, v = attn.qkv(tokens).reshape(b, total, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    bias = None
-    if attn.use_rel_pos:
-        bias = rel_pos_bias(attn, q[:, :, total - n:], (h, w))
-        if prompt is not None:
-            bias = F.pad(bias, (1, 0, 1, 0))  # the prompt's row and column: no positional term
-        bias = bias.to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)  # (B, heads, total, hd)
-    out = out[:, :, total - n:].transpose(1, 2).reshape(b, h, w, c)
-    return attn.proj(out)
-
-
 def prompt_block(block: Block, x: Tensor, prompt: Tensor | None,
                  attention: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None) -> Tensor:
-    """SAM's ``Block.forward`` on x (B, g, g, W) with ``attention`` (default `prompt_attention`) in place of
-    ``block.attn``."""
+    """SAM's ``Block.forward`` on x (B, g, g, W) with ``prompt`` (W,) or ``None`` passed to the block's
+    attention (an `SdpaAttention`), or to ``attention(block.attn, windows, prompt)`` when given."""
     shortcut = x
     x = block.norm1(x)
     if block.window_size > 0:
         h, w = x.shape[1], x.shape[2]
         x, pad_hw = window_partition(x, block.window_size)
-    x = (attention or prompt_attention)(block.attn, x, prompt)
+    x = block.attn(x, prompt) if attention is None else attention(block.attn, x, prompt)
     if block.window_size > 0:
         x = window_unpartition(x, block.window_size, pad_hw, (h, w))
     x = shortcut + x
@@ -153,8 +115,9 @@ class CatSamSegmenter(nn.Module):
                  embed_dim: int = EMBED_DIM) -> None:
         """
         Args:
-            image_encoder: SAM image encoder, (B, 3, S, S) → (B, ``embed_dim``, g, g), frozen here; it needs
-                at least one global-attention block (the early feature).
+            image_encoder: SAM image encoder, (B, 3, S, S) → (B, ``embed_dim``, g, g), frozen here (its
+                attention becomes `SdpaAttention` if it is not already); it needs at least one
+                global-attention block (the early feature).
             input_size: S, the encoder's input side.
             num_classes: C.
             embed_dim: D, channels of the image embedding and of the decoder token (256 for SAM).
@@ -167,7 +130,7 @@ class CatSamSegmenter(nn.Module):
             raise ValueError(f"embed_dim must be a multiple of 8, got {embed_dim}")
         width = image_encoder.patch_embed.proj.out_channels
         self.input_size, self.early_block = input_size, globals_[0]
-        self.image_encoder = image_encoder.requires_grad_(False)
+        self.image_encoder = use_sdpa_attention(image_encoder).requires_grad_(False)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         # Decoder token and prompt bridge (CAT-SAM-T).

@@ -57,6 +57,7 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor
 
 from plaque.errors import InputError
+from plaque.models.attention import use_sdpa_attention
 from plaque.paths import repo_root
 from plaque.train.checkpoint import load_checkpoint
 
@@ -117,11 +118,12 @@ def embedding_size(input_size: int, patch_size: int) -> int:
 def build_image_encoder(backbone: str, *, input_size: int, patch_size: int) -> ImageEncoderViT:
     """A randomly initialised SAM image encoder: (B, 3, S, S) → (B, 256, S/p, S/p).
 
-    Built on the current default device (``with torch.device("meta"):`` builds it without memory).
+    Its blocks' attention is `plaque.models.attention.SdpaAttention` (SAM's function on the fused
+    SDPA kernels, same parameters and state-dict keys). Built on the current default device (``with torch.device("meta"):`` builds it without memory).
     """
     spec = _spec(backbone)
     embedding_size(input_size, patch_size)
-    return ImageEncoderViT(
+    return use_sdpa_attention(ImageEncoderViT(
         img_size=input_size,
         patch_size=patch_size,
         embed_dim=spec.width,
@@ -134,7 +136,7 @@ def build_image_encoder(backbone: str, *, input_size: int, patch_size: int) -> I
         use_rel_pos=True,
         window_size=spec.window,
         global_attn_indexes=spec.global_blocks,
-    )
+    ))
 
 
 def _warn_random(message: str) -> None:
