@@ -24,26 +24,31 @@ def _run(root: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", *args], check=True, cwd=root)
 
 
-def ensure_scratch(root: Path, profile: str, *, data: Path, prior: Path | None = None,
-                   predictions: Path | None = None) -> None:
-    """Create, when missing and inside ``root/scratch``, the processed ``data``, the Stage-1 ``prior``
-    checkpoint (``.../stage1/<variant>/best.pt``: the folder names the variant) and the ``predictions``
-    of ``ours`` (``.../predictions/ours``, trained with ``prior``).
+def _missing(root: Path, path: Path | None) -> bool:
+    return path is not None and not Path(path).exists() and _in_scratch(root, path)
+
+
+def ensure_scratch(root: Path, profile: str, *, raw: Path | None = None, data: Path | None = None,
+                   prior: Path | None = None, predictions: Path | None = None) -> None:
+    """Create, when given, missing and inside ``root/scratch``, the phantom cohort ``raw``, the processed
+    ``data`` (from ``scratch/raw``), the Stage-1 ``prior`` checkpoint (``.../stage1/<variant>/best.pt``:
+    the folder names the variant, trained on ``data``) and the ``predictions`` of ``ours``
+    (``.../predictions/ours``, trained on ``data`` with ``prior``).
 
     A failing step raises `subprocess.CalledProcessError`.
     """
     root = Path(root)
     scratch = root / SCRATCH
-    if not Path(data).exists() and _in_scratch(root, data):
-        raw = scratch / "raw"
-        if not raw.exists():
-            _run(root, "plaque.data.phantom", "--out", str(raw), "--profile", profile)
-        _run(root, "plaque.data.preprocess", "--raw", str(raw), "--out", str(data), "--profile", profile)
-    if prior is not None and not Path(prior).exists() and _in_scratch(root, prior):
+    if _missing(root, raw):
+        _run(root, "plaque.data.phantom", "--out", str(raw), "--profile", profile)
+    if _missing(root, data):
+        ensure_scratch(root, profile, raw=scratch / "raw")
+        _run(root, "plaque.data.preprocess", "--raw", str(scratch / "raw"), "--out", str(data), "--profile", profile)
+    if _missing(root, prior):
         variant = Path(prior).parent.name
         _run(root, "plaque.train.stage1", "--data", str(data), "--out", str(Path(prior).parent), "--variant", variant,
              "--results", str(scratch / "results/stage1" / variant), "--profile", profile)
-    if predictions is not None and not Path(predictions).exists() and _in_scratch(root, predictions):
+    if _missing(root, predictions):
         _run(root, "plaque.train.stage2", "--method", "ours", "--data", str(data), "--prior", str(prior),
              "--out", str(scratch / "models/stage2/ours"), "--results", str(scratch / "results/stage2/ours"),
              "--predictions", str(predictions), "--profile", profile)
