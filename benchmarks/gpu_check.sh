@@ -31,6 +31,9 @@
 # 3. OUT/benchmarks.{txt,json}: python -m benchmarks --device DEVICE --profile PROFILE --batch-size 8
 #    --methods ours,no_prior,sam_lora,cat_sam,ours_class_tokens --skip-loader
 #    --faa-max-grid 64 (FAA scaling 256 ... 4096 tokens).
+#    OUT/sam_attention.{txt,json}: python -m benchmarks.sam_attention --device DEVICE --batch 8
+#    --grid FAA_MAX_GRID: SAM's own encoder attention against the fused one (time, memory, bf16
+#    error, flash kernel).
 # 4. OUT/ddp.txt and OUT/ddp/: a smoke cohort in a temporary folder (plaque.data.phantom,
 #    plaque.data.preprocess, plaque.train.stage1, one process each), then plaque.train.stage2 under
 #    `python -m torch.distributed.run --standalone --nproc_per_node N`, all on the smoke profile; it
@@ -166,6 +169,11 @@ print(",".join(m for m in ("ours", "no_prior", "sam_lora", "cat_sam", "ours_clas
     --json "$OUT_DIR/benchmarks.json" 2>&1 | tee "$OUT_DIR/benchmarks.txt"
 }
 
+sam_attention() {
+  timeout "$BENCH_TIMEOUT" "$PY" -m benchmarks.sam_attention --device "$DEVICE" --batch 8 --grid "$FAA_MAX_GRID" \
+    --json "$OUT_DIR/sam_attention.json" 2>&1 | tee "$OUT_DIR/sam_attention.txt"
+}
+
 # The smoke cohort, a Stage-1 prior, then Stage-2 on NPROC ranks (run by `bash -c` under `timeout`).
 ddp_smoke() {
   set -euo pipefail
@@ -211,6 +219,7 @@ if [[ $DEVICE == cuda ]] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cu
   die "--device cuda, but torch sees no CUDA device (see $OUT_DIR/env.txt)"
 fi
 part benchmarks benchmarks
+part sam_attention sam_attention
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
 NPROC=$([[ $DDP == always || ${GPUS:-0} -ge 2 ]] && echo 2 || echo 1)
 if [[ $DDP == never ]]; then

@@ -1,5 +1,5 @@
-"""The benchmark harness on tiny settings: step timing and ratios, FAA scaling, targets, the CLI's JSON,
-and the pipeline order `repro_times` reads from dvc.yaml (without running dvc)."""
+"""The benchmark harness on tiny settings: step timing and ratios, FAA scaling, SAM's attention against the
+fused one, targets, the CLI's JSON, and the pipeline order `repro_times` reads from dvc.yaml (without running dvc)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from benchmarks.common import ensure_processed
 from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
 from benchmarks.loader import loader_throughput
 from benchmarks.repro_times import stage_order
+from benchmarks.sam_attention import Case, cases, measure
 from benchmarks.steps import MethodFigures, Memory, benchmark_steps, ratio_pairs, ratios
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
@@ -83,6 +84,17 @@ def test_faa_grids() -> None:
     assert grids_up_to(8) == [8]
     with pytest.raises(ValueError):
         grids_up_to(0)
+
+
+def test_sam_attention_cases_follow_the_image() -> None:
+    assert [(c.name, c.side, c.count) for c in cases(8, 64)] == [
+        ("vit_b global", 64, 8), ("vit_b window", 14, 200), ("vit_h global", 64, 8)]  # 25 padded windows an image
+
+
+def test_sam_attention_compares_both_implementations_on_one_function() -> None:
+    figures = measure(Case("small", 64, 2, 6, 2), CPU, steps=1)
+    assert [(f.impl, f.flash) for f in figures] == [("sam", None), ("sdpa", True)]
+    assert all(f.fwd_bwd_ms > 0 and f.peak_bytes is None and f.error < 1e-5 for f in figures)  # float32 on the CPU
 
 
 def test_loader_headroom_is_its_rate_over_the_step_consumption(tmp_path: Path) -> None:
