@@ -139,7 +139,6 @@ def measure(case: Case, device: torch.device, steps: int) -> list[Figures]:
             peak = torch.cuda.max_memory_allocated(device) - base
         flash = flash_runs(block, x, device) if impl == "sdpa" else None
         out.append(Figures(case.name, impl, ms, peak, error, flash))
-        del inputs
     return out
 
 
