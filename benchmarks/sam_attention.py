@@ -12,9 +12,9 @@ Cases, each with random relative-position tables (SAM initialises them to zero):
 - ``vit_h global``: a ViT-H-wide global block (1280 wide, 16 heads; head width 80).
 
 Per case and implementation: forward + backward under training autocast (bf16 on CUDA,
-`plaque.train.stage2.autocast`), mean of ``steps`` passes after one warm-up pass (CUDA events on
-CUDA); on CUDA the peak of ``max_memory_allocated`` over what was allocated before (inputs and
-block). ``error``: the relative L2 error of the output under autocast against SAM's attention in
+`plaque.train.stage2.autocast`), median of ``steps`` passes after one warm-up pass
+(`benchmarks.steps.interleaved_medians`); on CUDA the peak of ``max_memory_allocated`` during a first
+pass over what was allocated before it (inputs and block, `benchmarks.common.peak_bytes`). ``error``: the relative L2 error of the output under autocast against SAM's attention in
 float64. ``flash``: whether the fused path runs with only the flash kernel allowed.
 """
 
@@ -24,8 +24,6 @@ import argparse
 import copy
 import math
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +31,8 @@ import torch
 from segment_anything.modeling.image_encoder import Attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.common import format_table, gib, resolve_device
+from benchmarks.common import current_bytes, format_table, gib, peak_bytes, reset_peak, resolve_device
+from benchmarks.steps import interleaved_medians
 from plaque.models.attention import SdpaAttention
 from plaque.train.cli import write_json_atomic
 from plaque.train.stage2 import autocast
@@ -89,23 +88,6 @@ def fwd_bwd(block: torch.nn.Module, x: torch.Tensor, device: torch.device) -> No
     out.float().square().mean().backward()
 
 
-def timed_ms(fn: Callable[[], None], device: torch.device, steps: int) -> float:
-    """Mean milliseconds of ``fn`` over ``steps`` calls after one warm-up call."""
-    fn()
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / steps
-    begin = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - begin) * 1e3 / steps
-
-
 def flash_runs(block: SdpaAttention, x: torch.Tensor, device: torch.device) -> bool:
     """Whether ``block`` runs (forward, autocast) with the flash kernel as the only SDPA backend."""
     try:
@@ -129,16 +111,19 @@ def measure(case: Case, device: torch.device, steps: int) -> list[Figures]:
             low = block(x)
         error = ((low.double() - exact).norm() / exact.norm()).item()
         inputs = x.clone().requires_grad_(True)
+
+        def one_pass(block: torch.nn.Module = block, inputs: torch.Tensor = inputs) -> None:
+            fwd_bwd(block, inputs, device)
+
         peak = None
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        ms = timed_ms(lambda: fwd_bwd(block, inputs, device), device, steps)
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device) - base
+            base = current_bytes(device)
+            reset_peak(device)
+            one_pass()
+            peak = peak_bytes(device) - base
+        seconds = interleaved_medians({impl: one_pass}, device, warmup=1, steps=steps)[impl]
         flash = flash_runs(block, x, device) if impl == "sdpa" else None
-        out.append(Figures(case.name, impl, ms, peak, error, flash))
+        out.append(Figures(case.name, impl, seconds * 1e3, peak, error, flash))
     return out
 
 
@@ -146,7 +131,7 @@ def lines(figures: list[Figures], device: torch.device, steps: int) -> list[str]
     """The figures as a table."""
     rows = [(f.case, f.impl, f"{f.fwd_bwd_ms:.2f}", "n/a" if f.peak_bytes is None else f"{gib(f.peak_bytes):.2f}",
              f"{f.error:.2e}", {None: "-", True: "yes", False: "no"}[f.flash]) for f in figures]
-    return [f"SAM attention on {device}: forward + backward under training autocast, mean of {steps} after one "
+    return [f"SAM attention on {device}: forward + backward under training autocast, median of {steps} after one "
             "warm-up; error: relative L2 against SAM's attention in float64; flash: runs on the flash kernel alone",
             format_table(("case", "impl", "fwd+bwd ms", "peak GiB", "error", "flash"), rows)]
 

@@ -119,7 +119,8 @@ def build_image_encoder(backbone: str, *, input_size: int, patch_size: int) -> I
     """A randomly initialised SAM image encoder: (B, 3, S, S) → (B, 256, S/p, S/p).
 
     Its blocks' attention is `plaque.models.attention.SdpaAttention` (SAM's function on the fused
-    SDPA kernels, same parameters and state-dict keys). Built on the current default device (``with torch.device("meta"):`` builds it without memory).
+    SDPA kernels, same parameters and state-dict keys). Built on the current default device
+    (``with torch.device("meta"):`` builds it without memory).
     """
     spec = _spec(backbone)
     embedding_size(input_size, patch_size)
