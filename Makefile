@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 KERNEL := plaque
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test lab bench clean-venv
+.PHONY: setup demo pipeline readme test test-fast lint lab bench clean-venv
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
@@ -26,12 +26,29 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 
 setup: $(STAMP)
 
-demo: setup
+demo: pipeline
 	dvc repro
+	$(BIN)/python -m plaque.eval.readme
 
-test: setup
+# dvc.yaml is written from params.yaml and the method registry (after changing profile, methods or priors)
+pipeline: setup
+	$(BIN)/python -m plaque.pipeline
+
+# the README's results section, copied from the evaluate stage's reports/tables/summary.md
+readme: setup
+	$(BIN)/python -m plaque.eval.readme
+
+test: setup lint
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-kernel-name $(KERNEL) -p no:cacheprovider notebooks
+
+# the tests that take seconds (no nbval, no test marked slow): for the edit-test loop
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=.

@@ -5,7 +5,7 @@
                          [--faa-batch 1] [--data data/processed] [--json results/bench/benchmarks.json] [--repro]
 
 1. Steps (`benchmarks.steps`): training step and inference time, images/s and peak memory of each
-   method of `plaque.methods.METHODS` (default: all), and their ratios.
+   method our Stage-2 trainer trains (`plaque.methods.stage2_methods`, default: all), and their ratios.
 2. Loader (`benchmarks.loader`): one epoch of the augmented training loader against the images/s
    of a training step of `ours`. Needs ``--data`` (generated from the profile's phantom cohort into a
    temporary folder when missing).
@@ -35,10 +35,10 @@ from benchmarks.faa_scaling import FaaReport, faa_lines, faa_scaling, grids_up_t
 from benchmarks.loader import TARGET_HEADROOM, LoaderFigures, loader_throughput
 from benchmarks.repro_times import repro_lines, repro_times
 from benchmarks.steps import STEPS, TARGET_OVERHEAD, WARMUP, StepReport, benchmark_steps, check_methods
+from plaque.atomic import write_json_atomic
 from plaque.config import load_config
+from plaque.methods import stage2_methods
 from plaque.paths import repo_root
-from plaque.train.cli import write_json_atomic
-from plaque.methods import METHODS
 
 DEFAULT_JSON = Path("results/bench/benchmarks.json")
 GPU_MEMORY_LIMIT = 32 * 2**30  # per process, paper profile: the 32 GB of the paper's V100s
@@ -71,16 +71,32 @@ class Target:
         else:
             met = value <= self.limit if self.ceiling else value >= self.limit
             verdict = "ok" if met else ("OVER" if self.ceiling else "UNDER")
-        return {"name": self.name, "value": value, "limit": self.limit, "ceiling": self.ceiling, "unit": self.unit,
-                "profile": self.profile, "device": self.device, "applies": applies, "verdict": verdict}
+        return {
+            "name": self.name,
+            "value": value,
+            "limit": self.limit,
+            "ceiling": self.ceiling,
+            "unit": self.unit,
+            "profile": self.profile,
+            "device": self.device,
+            "applies": applies,
+            "verdict": verdict,
+        }
 
 
 TARGETS = {
-    "overhead": Target("prior + FAA overhead (ours / no_prior - 1)", TARGET_OVERHEAD, ceiling=True, unit="%",
-                       profile="demo", device="cpu"),
+    "overhead": Target(
+        "prior + FAA overhead (ours / no_prior - 1)",
+        TARGET_OVERHEAD,
+        ceiling=True,
+        unit="%",
+        profile="demo",
+        device="cpu",
+    ),
     "headroom": Target("loader headroom (loader / ours images/s)", TARGET_HEADROOM, ceiling=False, unit="×"),
-    "gpu_memory": Target("peak GPU memory per process", GPU_MEMORY_LIMIT, ceiling=True, unit="GiB", profile="paper",
-                         device="cuda"),
+    "gpu_memory": Target(
+        "peak GPU memory per process", GPU_MEMORY_LIMIT, ceiling=True, unit="GiB", profile="paper", device="cuda"
+    ),
 }
 
 
@@ -93,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per method (default {STEPS})")
     parser.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed steps first (default {WARMUP})")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all METHODS)")
+    parser.add_argument("--methods", default=",".join(stage2_methods()), help="comma-separated (default: all)")
     parser.add_argument("--skip-loader", action="store_true", help="leave out the data-loader part")
     parser.add_argument("--skip-faa", action="store_true", help="leave out the FAA scaling part")
     parser.add_argument("--faa-max-grid", type=int, default=64, help="largest FAA grid side (default 64)")
@@ -108,47 +124,86 @@ def header_lines(machine: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     """Machine, software, profile and date."""
     gpu = f"{machine['gpu']} ({gib(machine['gpu_memory_bytes']):.0f} GiB)" if machine["gpu"] else "none used"
     s2 = cfg["stage2"]
-    return [f"date {machine['date']}, commit {machine['git_commit']}",
-            f"CPU {machine['cpu']} ({machine['cpu_cores']} cores, {machine['torch_threads']} torch threads, load "
-            f"average {machine['load_average_1min']:.1f} at the start); GPU {gpu}; device {machine['device']}",
-            f"torch {machine['torch']} (CUDA {machine['cuda']}), Python {machine['python']}",
-            f"profile {cfg['profile']}: {s2['backbone']} {s2['input_size']}² patch {s2['patch_size']}, sam_tuning "
-            f"{s2['sam_tuning']}, decoder {s2['decoder']}; slices {cfg['preprocess']['size']}²"]
+    return [
+        f"date {machine['date']}, commit {machine['git_commit']}",
+        f"CPU {machine['cpu']} ({machine['cpu_cores']} cores, {machine['torch_threads']} torch threads, load "
+        f"average {machine['load_average_1min']:.1f} at the start); GPU {gpu}; device {machine['device']}",
+        f"torch {machine['torch']} (CUDA {machine['cuda']}), Python {machine['python']}",
+        f"profile {cfg['profile']}: {s2['backbone']} {s2['input_size']}² patch {s2['patch_size']}, sam_tuning "
+        f"{s2['sam_tuning']}, decoder {s2['decoder']}; slices {cfg['preprocess']['size']}²",
+    ]
 
 
 def step_lines(report: StepReport) -> list[str]:
     """Per-method figures and the ratios between methods."""
     rows = []
     for f in report.methods.values():
-        memory = ("n/a", "n/a") if f.memory is None else (
-            f"{gib(f.memory.peak_bytes):.2f}", f"{gib(f.memory.peak_bytes - f.memory.base_bytes):.2f}")
-        rows.append((f.method, f"{f.train_step_s * 1e3:.1f}", f"{f.train_images_per_s:.1f}",
-                     f"{f.infer_step_s * 1e3:.1f}", f"{f.infer_slices_per_s:.1f}", *memory))
+        memory = (
+            ("n/a", "n/a")
+            if f.memory is None
+            else (f"{gib(f.memory.peak_bytes):.2f}", f"{gib(f.memory.peak_bytes - f.memory.base_bytes):.2f}")
+        )
+        rows.append(
+            (
+                f.method,
+                f"{f.train_step_s * 1e3:.1f}",
+                f"{f.train_images_per_s:.1f}",
+                f"{f.infer_step_s * 1e3:.1f}",
+                f"{f.infer_slices_per_s:.1f}",
+                *memory,
+            )
+        )
     kinds = sorted({f.memory.kind for f in report.methods.values() if f.memory is not None}) or ["not measured"]
-    lines = [f"steps: batch {report.batch_size} of {report.slice_size}² random slices on {report.device}, median of "
-             f"{report.steps} after {report.warmup} warm-up, methods in turn; peak memory: {', '.join(kinds)} of a "
-             f"fresh process per method (and above what it held before building the model)",
-             format_table(("method", "train ms", "train img/s", "infer ms", "infer slices/s", "peak GiB",
-                           "above base GiB"), rows)]
+    lines = [
+        f"steps: batch {report.batch_size} of {report.slice_size}² random slices on {report.device}, median of "
+        f"{report.steps} after {report.warmup} warm-up, methods in turn; peak memory: {', '.join(kinds)} of a "
+        f"fresh process per method (and above what it held before building the model)",
+        format_table(
+            ("method", "train ms", "train img/s", "infer ms", "infer slices/s", "peak GiB", "above base GiB"), rows
+        ),
+    ]
     if report.ratios:
-        lines.append(format_table(("ratio", "train step", "inference", "peak memory"), [
-            (pair, f"{r['train_step']:.3f}", f"{r['infer_step']:.3f}",
-             f"{r['peak_memory']:.3f}" if "peak_memory" in r else "n/a") for pair, r in report.ratios.items()]))
+        lines.append(
+            format_table(
+                ("ratio", "train step", "inference", "peak memory"),
+                [
+                    (
+                        pair,
+                        f"{r['train_step']:.3f}",
+                        f"{r['infer_step']:.3f}",
+                        f"{r['peak_memory']:.3f}" if "peak_memory" in r else "n/a",
+                    )
+                    for pair, r in report.ratios.items()
+                ],
+            )
+        )
     return lines
 
 
 def loader_lines(figures: LoaderFigures) -> list[str]:
     """The loader's epoch and its headroom."""
     headroom = "n/a (ours not measured)" if figures.headroom is None else f"{figures.headroom:.1f}×"
-    return [f"loader: one training epoch, batch {figures.batch_size}, {figures.num_workers} workers, augmentation on",
-            format_table(("split", "images", "seconds", "images/s", "ours step images/s", "headroom"), [
-                ("train", figures.images, f"{figures.seconds:.2f}", f"{figures.images_per_s:.1f}",
-                 "n/a" if figures.consumption_images_per_s is None else f"{figures.consumption_images_per_s:.1f}",
-                 headroom)])]
+    return [
+        f"loader: one training epoch, batch {figures.batch_size}, {figures.num_workers} workers, augmentation on",
+        format_table(
+            ("split", "images", "seconds", "images/s", "ours step images/s", "headroom"),
+            [
+                (
+                    "train",
+                    figures.images,
+                    f"{figures.seconds:.2f}",
+                    f"{figures.images_per_s:.1f}",
+                    "n/a" if figures.consumption_images_per_s is None else f"{figures.consumption_images_per_s:.1f}",
+                    headroom,
+                )
+            ],
+        ),
+    ]
 
 
-def run_loader(args: argparse.Namespace, cfg: dict[str, Any], device: torch.device, batch_size: int,
-               steps: StepReport) -> LoaderFigures:
+def run_loader(
+    args: argparse.Namespace, cfg: dict[str, Any], device: torch.device, batch_size: int, steps: StepReport
+) -> LoaderFigures:
     """`loader_throughput` on ``args.data`` (or a generated cohort) against `ours`' training images/s."""
     ours = steps.methods.get("ours")
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,15 +211,19 @@ def run_loader(args: argparse.Namespace, cfg: dict[str, Any], device: torch.devi
         return loader_throughput(data, cfg, batch_size, device, ours.train_images_per_s if ours else None)
 
 
-def judge_targets(steps: StepReport, loader: LoaderFigures | None, profile: str,
-                  device: torch.device) -> dict[str, dict[str, Any]]:
+def judge_targets(
+    steps: StepReport, loader: LoaderFigures | None, profile: str, device: torch.device
+) -> dict[str, dict[str, Any]]:
     """Every target of `TARGETS`, judged on its value from this run (``None`` where the part did not run)."""
     pair = steps.ratios.get("ours/no_prior")
-    cuda_peaks = [f.memory.peak_bytes for f in steps.methods.values()
-                  if f.memory is not None and f.memory.kind.startswith("cuda")]
-    values = {"overhead": pair["train_step"] - 1 if pair else None,
-              "headroom": loader.headroom if loader else None,
-              "gpu_memory": max(cuda_peaks) if cuda_peaks else None}
+    cuda_peaks = [
+        f.memory.peak_bytes for f in steps.methods.values() if f.memory is not None and f.memory.kind.startswith("cuda")
+    ]
+    values = {
+        "overhead": pair["train_step"] - 1 if pair else None,
+        "headroom": loader.headroom if loader else None,
+        "gpu_memory": max(cuda_peaks) if cuda_peaks else None,
+    }
     return {key: TARGETS[key].judge(value, profile, device) for key, value in values.items()}
 
 
@@ -174,15 +233,27 @@ def target_lines(targets: dict[str, dict[str, Any]]) -> list[str]:
     for key, t in targets.items():
         target = TARGETS[key]
         where = " on ".join(filter(None, (t["profile"], t["device"]))) or "any"
-        rows.append((t["name"], "n/a" if t["value"] is None else target.show(t["value"]),
-                     f"{'<=' if t['ceiling'] else '>='} {target.show(t['limit'])}", where, t["verdict"]))
+        rows.append(
+            (
+                t["name"],
+                "n/a" if t["value"] is None else target.show(t["value"]),
+                f"{'<=' if t['ceiling'] else '>='} {target.show(t['limit'])}",
+                where,
+                t["verdict"],
+            )
+        )
     return ["targets", format_table(("target", "value", "limit", "applies to", "verdict"), rows)]
 
 
 def settings(args: argparse.Namespace, device: torch.device, batch_size: int, methods: list[str]) -> dict[str, Any]:
     """The command line's options as run: defaults resolved, paths as text."""
-    resolved = {**vars(args), "device": str(device), "batch_size": batch_size, "methods": methods,
-                "threads": torch.get_num_threads()}
+    resolved = {
+        **vars(args),
+        "device": str(device),
+        "batch_size": batch_size,
+        "methods": methods,
+        "threads": torch.get_num_threads(),
+    }
     return {k: str(v) if isinstance(v, Path) else v for k, v in resolved.items()}
 
 
@@ -205,19 +276,29 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(loader_lines(loader)), end="\n\n", flush=True)
     faa: FaaReport | None = None
     if not args.skip_faa:
-        faa = faa_scaling(grids_up_to(args.faa_max_grid), device, batch=args.faa_batch, warmup=args.warmup,
-                          steps=args.steps)
+        faa = faa_scaling(
+            grids_up_to(args.faa_max_grid), device, batch=args.faa_batch, warmup=args.warmup, steps=args.steps
+        )
         print("\n".join(faa_lines(faa)), end="\n\n", flush=True)
     repro = repro_times(root) if args.repro else None
     if repro:
         print("\n".join(repro_lines(repro)), end="\n\n", flush=True)
     targets = judge_targets(steps, loader, cfg["profile"], device)
     print("\n".join(target_lines(targets)))
-    write_json_atomic(args.json, {
-        "machine": machine, "profile": cfg["profile"], "stage2": cfg["stage2"],
-        "settings": settings(args, device, batch_size, methods), "steps": dataclasses.asdict(steps),
-        "loader": dataclasses.asdict(loader) if loader else None, "faa": dataclasses.asdict(faa) if faa else None,
-        "repro": repro, "targets": targets})
+    write_json_atomic(
+        args.json,
+        {
+            "machine": machine,
+            "profile": cfg["profile"],
+            "stage2": cfg["stage2"],
+            "settings": settings(args, device, batch_size, methods),
+            "steps": dataclasses.asdict(steps),
+            "loader": dataclasses.asdict(loader) if loader else None,
+            "faa": dataclasses.asdict(faa) if faa else None,
+            "repro": repro,
+            "targets": targets,
+        },
+    )
     print(f"written: {args.json}")
     return 0
 

@@ -34,7 +34,9 @@ def timed(args: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_data", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="demo")
-    parser.add_argument("--keep", type=Path, default=None, help="write the cohort and slices here instead of a temp dir")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="write the cohort and slices here instead of a temp dir"
+    )
     args = parser.parse_args()
     cfg = load_config(profile=args.profile)
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,8 +45,10 @@ def main() -> int:
         t_gen = timed(["plaque.data.phantom", "--out", str(raw), "--profile", args.profile])
         t_pre = timed(["plaque.data.preprocess", "--raw", str(raw), "--out", str(processed), "--profile", args.profile])
         summary = json.loads((processed / "summary.json").read_text())
-    print(f"profile: {args.profile}  cpu cores: {os.cpu_count()}  processes: phantom {cfg['phantom']['processes']}, "
-          f"preprocess {cfg['preprocess']['processes']}")
+    print(
+        f"profile: {args.profile}  cpu cores: {os.cpu_count()}  processes: phantom {cfg['phantom']['processes']}, "
+        f"preprocess {cfg['preprocess']['processes']}"
+    )
     print(f"cohort: {cfg['phantom']['patients']} patients, matrix {cfg['phantom']['matrix']}")
     for name, seconds in (("phantom", t_gen), ("preprocess", t_pre)):
         verdict = "ok" if seconds <= TARGETS_S[name] else "OVER TARGET"

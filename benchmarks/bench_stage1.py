@@ -20,7 +20,7 @@ import torch
 from benchmarks.common import ensure_processed, peak_memory
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
-from plaque.train import DistInfo
+from plaque.train.distributed import DistInfo
 from plaque.train.stage1 import train_stage1
 
 TARGET_S = 180.0
@@ -37,21 +37,28 @@ def main() -> int:
         data = ensure_processed(args.data, cfg, Path(tmp))
         n_train, n_val = len(SliceDataset(data, "train")), len(SliceDataset(data, "val"))
         start = time.perf_counter()
-        result = train_stage1(data, Path(tmp) / "models", Path(tmp) / "results", cfg, DistInfo(device=device),
-                              resume=False)
+        result = train_stage1(
+            data, Path(tmp) / "models", Path(tmp) / "results", cfg, DistInfo(device=device), resume=False
+        )
         seconds = time.perf_counter() - start
     validations = sum(1 for h in result.history if "val/probe_dice" in h)
     images = result.epochs_run * n_train + validations * n_val
     best = result.best_metrics
-    print(f"profile {args.profile} on {device} ({torch.get_num_threads()} threads), {n_train} train / {n_val} val slices")
-    print(f"time to stop: {seconds:.1f} s for {result.epochs_run} epochs "
-          f"({'early stop' if result.stopped_early else 'epoch budget'}); target <= {TARGET_S:.0f} s on 2 cores: "
-          f"{'ok' if seconds <= TARGET_S else 'OVER TARGET'}")
+    print(
+        f"profile {args.profile} on {device} ({torch.get_num_threads()} threads), {n_train} train / {n_val} val slices"
+    )
+    print(
+        f"time to stop: {seconds:.1f} s for {result.epochs_run} epochs "
+        f"({'early stop' if result.stopped_early else 'epoch budget'}); target <= {TARGET_S:.0f} s on 2 cores: "
+        f"{'ok' if seconds <= TARGET_S else 'OVER TARGET'}"
+    )
     print(f"throughput: {images / seconds:.1f} images/s (training and validation passes)")
     print(f"peak memory: {peak_memory(device)}")
-    print(f"best {result.best_score:.4f} {cfg['stage1']['monitor']} at epoch {result.best_epoch}; "
-          f"codes used {best.get('codes_used', float('nan')):.1%}, perplexity {best.get('perplexity', float('nan')):.0f}, "
-          f"reconstruction L1 {best.get('l1', float('nan')):.4f}")
+    print(
+        f"best {result.best_score:.4f} {cfg['stage1']['monitor']} at epoch {result.best_epoch}; "
+        f"codes used {best.get('codes_used', float('nan')):.1%}, perplexity {best.get('perplexity', float('nan')):.0f}, "
+        f"reconstruction L1 {best.get('l1', float('nan')):.4f}"
+    )
     return 0
 
 

@@ -168,10 +168,15 @@ def _cpu_model() -> str:
 def _git_commit(root: Path) -> str | None:
     """``HEAD`` of the repository at ``root``, with ``+dirty`` when tracked files changed; ``None`` outside git."""
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")
@@ -182,10 +187,17 @@ def machine_info(device: torch.device, root: Path) -> dict[str, Any]:
     competed for the CPU (timings taken on a busy machine are not comparable)."""
     info: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],
-        "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "device": str(device), "gpu": None, "gpu_memory_bytes": None, "git_commit": _git_commit(root),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(device),
+        "gpu": None,
+        "gpu_memory_bytes": None,
+        "git_commit": _git_commit(root),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -30,11 +30,18 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import (
-    current_bytes, format_table, gib, memory_kind, peak_bytes, reset_peak, resolve_device, run_isolated,
+    current_bytes,
+    format_table,
+    gib,
+    memory_kind,
+    peak_bytes,
+    reset_peak,
+    resolve_device,
+    run_isolated,
 )
 from benchmarks.steps import STEPS, WARMUP, interleaved_medians
 from plaque.models.faa import FAA
-from plaque.models.segmenter import EMBED_DIM
+from plaque.models.sam import OUT_CHANNELS as EMBED_DIM
 from plaque.train.stage2 import autocast
 
 HEADS = 4
@@ -137,8 +144,9 @@ def measure_point(impl: str, grid: int, batch: int, device: torch.device, warmup
     _forward_backward(block, f_sam, f_vq, device)
     peak = max(0, peak_bytes(device) - held)
     saved = saved_for_backward(block, f_sam, f_vq, device)
-    seconds = interleaved_medians({impl: lambda: _forward_backward(block, f_sam, f_vq, device)}, device, warmup,
-                                  steps)[impl]
+    seconds = interleaved_medians({impl: lambda: _forward_backward(block, f_sam, f_vq, device)}, device, warmup, steps)[
+        impl
+    ]
     return Point(impl, grid, grid * grid, batch, seconds, peak, saved)
 
 
@@ -153,18 +161,26 @@ def growth(points: list[Point]) -> dict[str, dict[str, float | None]]:
     for impl in dict.fromkeys(p.impl for p in points):
         mine = sorted((p for p in points if p.impl == impl), key=lambda p: p.grid)
         first, last = mine[0], mine[-1]
-        out[impl] = {"tokens": _ratio(last.tokens, first.tokens), "time": _ratio(last.fwd_bwd_s, first.fwd_bwd_s),
-                     "peak_memory": _ratio(last.peak_bytes, first.peak_bytes),
-                     "saved_for_backward": _ratio(last.saved_bytes, first.saved_bytes)}
+        out[impl] = {
+            "tokens": _ratio(last.tokens, first.tokens),
+            "time": _ratio(last.fwd_bwd_s, first.fwd_bwd_s),
+            "peak_memory": _ratio(last.peak_bytes, first.peak_bytes),
+            "saved_for_backward": _ratio(last.saved_bytes, first.saved_bytes),
+        }
     return out
 
 
-def faa_scaling(grids: Iterable[int], device: torch.device, *, batch: int = 1, warmup: int, steps: int,
-                isolate: bool = True) -> FaaReport:
+def faa_scaling(
+    grids: Iterable[int], device: torch.device, *, batch: int = 1, warmup: int, steps: int, isolate: bool = True
+) -> FaaReport:
     """`measure_point` for every implementation and grid, each in a fresh process unless not ``isolate``."""
-    points = [run_isolated(measure_point, impl, g, batch, device, warmup, steps) if isolate
-              else measure_point(impl, g, batch, device, warmup, steps)
-              for g in grids for impl in IMPLEMENTATIONS]
+    points = [
+        run_isolated(measure_point, impl, g, batch, device, warmup, steps)
+        if isolate
+        else measure_point(impl, g, batch, device, warmup, steps)
+        for g in grids
+        for impl in IMPLEMENTATIONS
+    ]
     return FaaReport(str(device), memory_kind(device), batch, warmup, steps, points, growth(points))
 
 
@@ -175,15 +191,28 @@ def _times(value: float | None) -> str:
 
 def faa_lines(report: FaaReport) -> list[str]:
     """The report as a table and one growth line per implementation."""
-    rows = [(p.impl, p.grid, p.tokens, f"{p.fwd_bwd_s * 1e3:.2f}", f"{gib(p.peak_bytes) * 1024:.1f}",
-             f"{gib(p.saved_bytes) * 1024:.1f}") for p in report.points]
-    lines = [f"FAA block (256 channels, {HEADS} heads), batch {report.batch}, forward + backward, median of "
-             f"{report.steps} after {report.warmup} warm-up; peak = {report.memory_kind} over what block and "
-             f"inputs hold",
-             format_table(("impl", "grid", "tokens", "fwd+bwd ms", "peak MiB", "saved MiB"), rows)]
+    rows = [
+        (
+            p.impl,
+            p.grid,
+            p.tokens,
+            f"{p.fwd_bwd_s * 1e3:.2f}",
+            f"{gib(p.peak_bytes) * 1024:.1f}",
+            f"{gib(p.saved_bytes) * 1024:.1f}",
+        )
+        for p in report.points
+    ]
+    lines = [
+        f"FAA block (256 channels, {HEADS} heads), batch {report.batch}, forward + backward, median of "
+        f"{report.steps} after {report.warmup} warm-up; peak = {report.memory_kind} over what block and "
+        f"inputs hold",
+        format_table(("impl", "grid", "tokens", "fwd+bwd ms", "peak MiB", "saved MiB"), rows),
+    ]
     for impl, g in report.growth.items():
-        lines.append(f"{impl}: {_times(g['tokens'])} tokens → peak memory {_times(g['peak_memory'])}, saved for "
-                     f"backward {_times(g['saved_for_backward'])}, time {_times(g['time'])}")
+        lines.append(
+            f"{impl}: {_times(g['tokens'])} tokens → peak memory {_times(g['peak_memory'])}, saved for "
+            f"backward {_times(g['saved_for_backward'])}, time {_times(g['time'])}"
+        )
     return lines
 
 
@@ -196,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed passes per point (default {WARMUP})")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"timed passes per point (default {STEPS})")
     args = parser.parse_args(argv)
-    report = faa_scaling(grids_up_to(args.max_grid), resolve_device(args.device), batch=args.batch,
-                         warmup=args.warmup, steps=args.steps)
+    report = faa_scaling(
+        grids_up_to(args.max_grid), resolve_device(args.device), batch=args.batch, warmup=args.warmup, steps=args.steps
+    )
     print("\n".join(faa_lines(report)))
     return 0
 

@@ -39,12 +39,18 @@ def training_loader(data: Path, cfg: dict[str, Any], batch_size: int, device: to
     """The training split with augmentation, loaded as `plaque.train.trainer.fit` loads it on one process."""
     aug = cfg["augment"]
     dataset = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"])
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=cfg["train"]["num_workers"],
-                      pin_memory=device.type == "cuda")
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=cfg["train"]["num_workers"],
+        pin_memory=device.type == "cuda",
+    )
 
 
-def loader_throughput(data: Path, cfg: dict[str, Any], batch_size: int, device: torch.device,
-                      consumption_images_per_s: float | None) -> LoaderFigures:
+def loader_throughput(
+    data: Path, cfg: dict[str, Any], batch_size: int, device: torch.device, consumption_images_per_s: float | None
+) -> LoaderFigures:
     """Time one epoch of `training_loader` (worker start included); headroom over ``consumption_images_per_s``."""
     torch.manual_seed(cfg["train"]["seed"])
     loader = training_loader(data, cfg, batch_size, device)
@@ -55,5 +61,6 @@ def loader_throughput(data: Path, cfg: dict[str, Any], batch_size: int, device: 
     seconds = time.perf_counter() - start
     rate = images / seconds
     headroom = rate / consumption_images_per_s if consumption_images_per_s else None
-    return LoaderFigures(batch_size, cfg["train"]["num_workers"], images, seconds, rate, consumption_images_per_s,
-                         headroom)
+    return LoaderFigures(
+        batch_size, cfg["train"]["num_workers"], images, seconds, rate, consumption_images_per_s, headroom
+    )

@@ -27,8 +27,8 @@ import torch
 import yaml
 
 from benchmarks.common import format_table, machine_info
+from plaque.atomic import write_json_atomic
 from plaque.paths import repo_root
-from plaque.train.cli import write_json_atomic
 
 DEFAULT_JSON = Path("results/bench/repro_times.json")
 FAILURE_TAIL = 40  # lines of a failing stage's output that are printed
@@ -59,9 +59,14 @@ def stage_order(dvc_yaml: Path) -> list[str]:
     """
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
     outs = {name: _paths(s.get("outs", []) + s.get("metrics", []) + s.get("plots", [])) for name, s in stages.items()}
-    needs = {name: {other for other in stages if other != name
-                    and any(_overlap(d, o) for d in _paths(s.get("deps", [])) for o in outs[other])}
-             for name, s in stages.items()}
+    needs = {
+        name: {
+            other
+            for other in stages
+            if other != name and any(_overlap(d, o) for d in _paths(s.get("deps", [])) for o in outs[other])
+        }
+        for name, s in stages.items()
+    }
     order: list[str] = []
     while len(order) < len(stages):
         ready = [name for name in stages if name not in order and needs[name] <= set(order)]
@@ -104,16 +109,21 @@ def repro_times(root: Path, stages: list[str] | None = None, keep: Path | None =
     with tempfile.TemporaryDirectory() as tmp:
         work = clone(root, keep or Path(tmp))
         env = repro_env(root, work)
-        commit = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         results = []
         for stage in stages:
             results.append(time_stage(work, stage, env))
             print(f"  {stage}: {results[-1]['seconds']:.1f} s, exit {results[-1]['returncode']}", flush=True)
             if results[-1]["returncode"]:
                 break
-    return {"commit": commit, "stages": results, "total_s": sum(r["seconds"] for r in results),
-            "ok": len(results) == len(stages) and not results[-1]["returncode"]}
+    return {
+        "commit": commit,
+        "stages": results,
+        "total_s": sum(r["seconds"] for r in results),
+        "ok": len(results) == len(stages) and not results[-1]["returncode"],
+    }
 
 
 def _checked(stages: list[str], order: list[str]) -> list[str]:
@@ -128,8 +138,10 @@ def repro_lines(report: dict[str, Any]) -> list[str]:
     """The report as a table, plus the end of a failing stage's output."""
     rows = [(r["stage"], f"{r['seconds']:.1f}", r["returncode"]) for r in report["stages"]]
     rows.append(("total", f"{report['total_s']:.1f}", "" if report["ok"] else "FAILED"))
-    lines = [f"dvc repro per stage in a fresh clone of {report['commit'][:12]}",
-             format_table(("stage", "seconds", "exit"), rows)]
+    lines = [
+        f"dvc repro per stage in a fresh clone of {report['commit'][:12]}",
+        format_table(("stage", "seconds", "exit"), rows),
+    ]
     for r in report["stages"]:
         lines += [f"{r['stage']} output (end):", *r.get("output_tail", [])] if r["returncode"] else []
     return lines

@@ -33,8 +33,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.common import current_bytes, format_table, gib, peak_bytes, reset_peak, resolve_device
 from benchmarks.steps import interleaved_medians
+from plaque.atomic import write_json_atomic
 from plaque.models.attention import SdpaAttention
-from plaque.train.cli import write_json_atomic
 from plaque.train.stage2 import autocast
 
 WINDOW = 14  # SAM's window side
@@ -67,8 +67,11 @@ class Figures:
 def cases(batch: int, grid: int) -> list[Case]:
     """The three cases of the module docstring for ``batch`` images of ``grid`` × ``grid`` tokens."""
     windows = batch * math.ceil(grid / WINDOW) ** 2
-    return [Case("vit_b global", 768, 12, grid, batch), Case("vit_b window", 768, 12, WINDOW, windows),
-            Case("vit_h global", 1280, 16, grid, batch)]
+    return [
+        Case("vit_b global", 768, 12, grid, batch),
+        Case("vit_b window", 768, 12, WINDOW, windows),
+        Case("vit_h global", 1280, 16, grid, batch),
+    ]
 
 
 def sam_block(case: Case, device: torch.device) -> Attention:
@@ -129,11 +132,22 @@ def measure(case: Case, device: torch.device, steps: int) -> list[Figures]:
 
 def lines(figures: list[Figures], device: torch.device, steps: int) -> list[str]:
     """The figures as a table."""
-    rows = [(f.case, f.impl, f"{f.fwd_bwd_ms:.2f}", "n/a" if f.peak_bytes is None else f"{gib(f.peak_bytes):.2f}",
-             f"{f.error:.2e}", {None: "-", True: "yes", False: "no"}[f.flash]) for f in figures]
-    return [f"SAM attention on {device}: forward + backward under training autocast, median of {steps} after one "
-            "warm-up; error: relative L2 against SAM's attention in float64; flash: runs on the flash kernel alone",
-            format_table(("case", "impl", "fwd+bwd ms", "peak GiB", "error", "flash"), rows)]
+    rows = [
+        (
+            f.case,
+            f.impl,
+            f"{f.fwd_bwd_ms:.2f}",
+            "n/a" if f.peak_bytes is None else f"{gib(f.peak_bytes):.2f}",
+            f"{f.error:.2e}",
+            {None: "-", True: "yes", False: "no"}[f.flash],
+        )
+        for f in figures
+    ]
+    return [
+        f"SAM attention on {device}: forward + backward under training autocast, median of {steps} after one "
+        "warm-up; error: relative L2 against SAM's attention in float64; flash: runs on the flash kernel alone",
+        format_table(("case", "impl", "fwd+bwd ms", "peak GiB", "error", "flash"), rows),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     figures = [f for case in cases(args.batch, args.grid) for f in measure(case, device, args.steps)]
     print("\n".join(lines(figures, device, args.steps)))
-    write_json_atomic(args.json, {"device": str(device), "batch": args.batch, "grid": args.grid, "steps": args.steps,
-                                  "figures": [asdict(f) for f in figures]})
+    write_json_atomic(
+        args.json,
+        {
+            "device": str(device),
+            "batch": args.batch,
+            "grid": args.grid,
+            "steps": args.steps,
+            "figures": [asdict(f) for f in figures],
+        },
+    )
     print(f"written: {args.json}")
     return 0
 

@@ -1,6 +1,6 @@
 """Step cost of the Stage-2 methods: training and inference time, peak memory, and ratios between methods.
 
-Models are built by `plaque.train.stage2.build_model` with ``pretrained=False``: the architecture of
+Models are built by `plaque.models.build.build_model` with ``pretrained=False``: the architecture of
 the profile without reading SAM or Stage-1 weights (weights do not change speed). Inputs are random
 slices (B, 1, s, s) in [0, 1], s = ``preprocess.size``, with random labels 0..4.
 
@@ -31,12 +31,12 @@ from torch import Tensor
 
 from benchmarks.common import current_bytes, memory_kind, peak_bytes, reset_peak, run_isolated
 from plaque.classes import NUM_CLASSES
-from plaque.methods import METHODS
-from plaque.models.cat_sam import CatSamSegmenter
-from plaque.models.segmenter import PriorSegmenter
-from plaque.seg_losses import SegLoss
-from plaque.train import DistInfo
-from plaque.train.stage2 import Stage2Step, autocast, build_model
+from plaque.inference import autocast
+from plaque.losses.segmentation import SegLoss
+from plaque.methods import stage2_methods
+from plaque.models.build import build_model
+from plaque.train.distributed import DistInfo
+from plaque.train.stage2 import Stage2Step
 
 BASELINE = "sam_lora"
 WARMUP = 3  # untimed rounds before the timed ones (default)
@@ -91,17 +91,19 @@ class StepReport:
 class Run:
     """A method's model, optimizer and training step."""
 
-    model: PriorSegmenter | CatSamSegmenter
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     step: Stage2Step
 
 
 def check_methods(methods: Iterable[str]) -> list[str]:
-    """``methods`` as a list, each checked against `plaque.methods.METHODS` (``SystemExit`` otherwise)."""
+    """``methods`` as a list, each one our Stage-2 trainer trains (`plaque.methods.stage2_methods`; ``SystemExit``
+    otherwise)."""
     methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
+    known = stage2_methods()
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise SystemExit(f"error: --methods: {unknown or 'none given'}; choose from {sorted(METHODS)}")
+        raise SystemExit(f"error: --methods: {unknown or 'none given'}; choose from {sorted(known)}")
     return methods
 
 
@@ -119,8 +121,9 @@ def build_run(cfg: dict[str, Any], method: str, device: torch.device) -> Run:
     torch.manual_seed(cfg["train"]["seed"])
     model, _ = build_model(cfg, method, None, pretrained=False)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(list(model.trainable_parameters()), lr=s2["optim"]["lr"],
-                                  weight_decay=s2["optim"]["weight_decay"])
+    optimizer = torch.optim.AdamW(
+        list(model.trainable_parameters()), lr=s2["optim"]["lr"], weight_decay=s2["optim"]["weight_decay"]
+    )
     return Run(model, optimizer, Stage2Step(SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"])))
 
 
@@ -132,7 +135,7 @@ def train_step(run: Run, batch: tuple[Tensor, Tensor], info: DistInfo) -> None:
     run.optimizer.step()
 
 
-def infer_step(model: PriorSegmenter | CatSamSegmenter, x: Tensor, device: torch.device) -> None:
+def infer_step(model: torch.nn.Module, x: Tensor, device: torch.device) -> None:
     """One inference forward pass (the model must be in eval mode)."""
     with torch.no_grad(), autocast(device):
         model(x)
@@ -149,8 +152,9 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_medians(fns: Mapping[str, Callable[[], None]], device: torch.device, warmup: int,
-                        steps: int) -> dict[str, float]:
+def interleaved_medians(
+    fns: Mapping[str, Callable[[], None]], device: torch.device, warmup: int, steps: int
+) -> dict[str, float]:
     """Median seconds of each of ``fns``, called in turn for ``warmup + steps`` rounds, warm-up rounds dropped."""
     if warmup < 0 or steps < 1:
         raise ValueError(f"need warmup >= 0 and steps >= 1, got {warmup} and {steps}")
@@ -201,8 +205,16 @@ def ratios(figures: Mapping[str, MethodFigures]) -> dict[str, dict[str, float]]:
     return out
 
 
-def benchmark_steps(cfg: dict[str, Any], methods: Iterable[str], device: torch.device, batch_size: int, *,
-                    warmup: int, steps: int, memory: bool = True) -> StepReport:
+def benchmark_steps(
+    cfg: dict[str, Any],
+    methods: Iterable[str],
+    device: torch.device,
+    batch_size: int,
+    *,
+    warmup: int,
+    steps: int,
+    memory: bool = True,
+) -> StepReport:
     """Time ``methods`` in turn (see the module docstring) and, with ``memory``, measure each one's peak."""
     methods = check_methods(methods)
     memories = {m: run_isolated(method_memory, cfg, m, device, batch_size) if memory else None for m in methods}
@@ -210,15 +222,19 @@ def benchmark_steps(cfg: dict[str, Any], methods: Iterable[str], device: torch.d
     x, labels = (t.to(device) for t in random_batch(size, batch_size))
     info = DistInfo(device=device)
     runs = {m: build_run(cfg, m, device) for m in methods}
-    train = interleaved_medians({m: (lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()},
-                                device, warmup, steps)
+    train = interleaved_medians(
+        {m: (lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}, device, warmup, steps
+    )
     for run in runs.values():
         run.model.eval()
-    infer = interleaved_medians({m: (lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()},
-                                device, warmup, steps)
+    infer = interleaved_medians(
+        {m: (lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}, device, warmup, steps
+    )
     del runs
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    figures = {m: MethodFigures(m, batch_size, train[m], batch_size / train[m], infer[m], batch_size / infer[m],
-                                memories[m]) for m in methods}
+    figures = {
+        m: MethodFigures(m, batch_size, train[m], batch_size / train[m], infer[m], batch_size / infer[m], memories[m])
+        for m in methods
+    }
     return StepReport(str(device), batch_size, size, warmup, steps, figures, ratios(figures))

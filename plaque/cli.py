@@ -1,4 +1,4 @@
-"""What the package's command lines share: the ``--params``/``--profile`` options and one-line errors."""
+"""What the package's command lines share: the ``--params``/``--profile``/``--device`` options and one-line errors."""
 
 from __future__ import annotations
 
@@ -6,17 +6,52 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plaque.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_BAD_INPUT = 2
 
 
-def add_config_options(parser: argparse.ArgumentParser,
-                       profile_help: str = "profile to apply (default: the file's `profile` key)") -> None:
+def add_config_options(
+    parser: argparse.ArgumentParser, profile_help: str = "profile to apply (default: the file's `profile` key)"
+) -> None:
     """``--params FILE`` (default: the repository's params.yaml) and ``--profile NAME``."""
     parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
     parser.add_argument("--profile", default=None, help=profile_help)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda|cuda:N|auto`` (default ``auto``: the first GPU when one is visible, else the CPU)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto = cuda when a GPU is visible, else cpu)",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``--device`` names (see `add_device_option`).
+
+    Raises:
+        InputError: not a device name, or CUDA asked for where no GPU is visible.
+    """
+    import torch  # here, so that command lines without a device start without loading torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError("--device", f"{name!r} is not a device (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", f"{name} asked for, but no CUDA device is visible")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError("--device", f"{name!r}: only cpu and cuda are supported")
+    return device
 
 
 def report_error(error: Exception) -> int:

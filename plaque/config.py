@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from plaque.errors import InputError
-from plaque.methods import METHODS, PIPELINE_METHODS, PRIOR_VARIANTS
+from plaque.methods import METHODS, PRIOR_VARIANTS
 from plaque.paths import repo_root
 
 
@@ -169,6 +169,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size_per_gpu": POS_INT,
         "max_epochs": POS_INT,
         "val_every": POS_INT,
+        "val_stride": POS_INT,
         "patience": POS_INT,
         "seed": Num(0, None, integer=True),
         "nproc_per_node": WordOrInt("auto"),
@@ -189,9 +190,11 @@ SCHEMA: dict[str, Any] = {
         },
         "perceptual": {"net": Choice(("alex", "vgg", "squeeze"))},
         "monitor": Choice(("probe_dice", "val_loss")),
-        "probe_momentum": PROB,
         "loss": {
-            "l1": Num(0.0), "perceptual": Num(0.0), "commit": Num(0.0), "contrastive": Num(0.0),
+            "l1": Num(0.0),
+            "perceptual": Num(0.0),
+            "commit": Num(0.0),
+            "contrastive": Num(0.0),
             "temperature": Num(1e-4, 10.0),
         },
         "contrastive": {
@@ -206,6 +209,7 @@ SCHEMA: dict[str, Any] = {
         "input_size": Num(32, 4096, integer=True),
         "patch_size": Choice((2, 4, 8, 16)),
         "weights": Text(),
+        "allow_random_weights": Flag(),
         "sam_tuning": Choice(("lora", "frozen", "full")),
         "lora_rank": POS_INT,
         "decoder": Choice(("head", "class_tokens")),
@@ -214,8 +218,19 @@ SCHEMA: dict[str, Any] = {
         "loss": {"ce": Num(0.0), "dice": Num(0.0)},
         "optim": {"lr": Num(0.0, 1.0), "weight_decay": Num(0.0, 1.0)},
     },
+    "foundation": {
+        "patients": POS_INT,
+        "seed": Num(0, None, integer=True),
+        "batch_size": POS_INT,
+        "epochs": POS_INT,
+        "samples_per_epoch": WordOrInt("all"),
+        "lr": Num(0.0, 1.0),
+        "weight_decay": Num(0.0, 1.0),
+        "mask_ratio": Num(0.05, 0.95),
+        "mask_block": POS_INT,
+    },
     "priors": Seq(Choice(tuple(PRIOR_VARIANTS))),
-    "methods": Seq(Choice(PIPELINE_METHODS)),
+    "methods": Seq(Choice(tuple(METHODS))),
     "nnunet": {
         "dataset_id": Num(1, 999, integer=True),
         "dataset_name": Text(),
@@ -238,16 +253,38 @@ SCHEMA: dict[str, Any] = {
 # size, backbone (and how it is tuned, since a randomly initialised stand-in cannot be
 # meaningfully LoRA-tuned), epoch budget, validation cadence and process counts.
 # Nothing that changes the paper's method.
-PROFILE_KEYS: frozenset[str] = frozenset({
-    "phantom.patients", "phantom.matrix", "phantom.processes",
-    "preprocess.crop_px", "preprocess.size", "preprocess.processes",
-    "stage2.backbone", "stage2.input_size", "stage2.patch_size", "stage2.sam_tuning",
-    "nnunet.epochs", "nnunet.iterations_per_epoch", "nnunet.val_iterations_per_epoch", "nnunet.tta",
-    "nnunet.processes",
-    "train.max_epochs", "train.val_every", "train.samples_per_epoch", "train.nproc_per_node", "train.num_workers",
-})
+PROFILE_KEYS: frozenset[str] = frozenset(
+    {
+        "phantom.patients",
+        "phantom.matrix",
+        "phantom.processes",
+        "preprocess.crop_px",
+        "preprocess.size",
+        "preprocess.processes",
+        "stage2.backbone",
+        "stage2.input_size",
+        "stage2.patch_size",
+        "stage2.sam_tuning",
+        "stage2.weights",
+        "stage2.allow_random_weights",
+        "foundation.patients",
+        "foundation.epochs",
+        "foundation.samples_per_epoch",
+        "nnunet.epochs",
+        "nnunet.iterations_per_epoch",
+        "nnunet.val_iterations_per_epoch",
+        "nnunet.tta",
+        "nnunet.processes",
+        "train.max_epochs",
+        "train.val_every",
+        "train.val_stride",
+        "train.samples_per_epoch",
+        "train.nproc_per_node",
+        "train.num_workers",
+    }
+)
 
-PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2", "nnunet")
+PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2", "foundation", "nnunet")
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -322,10 +359,16 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
     if not isinstance(profiles, dict) or not profiles:
         raise InputError("profiles", "expected a mapping of profile name -> overrides")
     cfg = _validate({k: v for k, v in raw.items() if k != "profiles"}, SCHEMA, "")
-    missing = sorted({METHODS[m].prior for m in cfg["methods"] if m in METHODS and METHODS[m].prior}
-                     - set(cfg["priors"]))
+    missing = sorted(
+        {METHODS[m].prior for m in cfg["methods"] if m in METHODS and METHODS[m].prior} - set(cfg["priors"])
+    )
     if missing:
         raise InputError("priors", f"lacks {', '.join(missing)}, the Stage-1 variant(s) of the listed methods")
+    if cfg["foundation"]["seed"] == cfg["phantom"]["seed"]:
+        raise InputError(
+            "foundation.seed",
+            "must differ from phantom.seed: the foundation cohort shares no patient with the evaluation cohort",
+        )
     name = profile if profile is not None else cfg["profile"]
     flat = {pname: _profile_overrides(pname, overrides) for pname, overrides in profiles.items()}
     if name not in flat:

@@ -28,8 +28,15 @@ def _missing(root: Path, path: Path | None) -> bool:
     return path is not None and not Path(path).exists() and _in_scratch(root, path)
 
 
-def ensure_scratch(root: Path, profile: str, *, raw: Path | None = None, data: Path | None = None,
-                   prior: Path | None = None, predictions: Path | None = None) -> None:
+def ensure_scratch(
+    root: Path,
+    profile: str,
+    *,
+    raw: Path | None = None,
+    data: Path | None = None,
+    prior: Path | None = None,
+    predictions: Path | None = None,
+) -> None:
     """Create, when given, missing and inside ``root/scratch``, the phantom cohort ``raw``, the processed
     ``data`` (from ``scratch/raw``), the Stage-1 ``prior`` checkpoint (``.../stage1/<variant>/best.pt``:
     the folder names the variant, trained on ``data``) and the ``predictions`` of ``ours``
@@ -46,9 +53,36 @@ def ensure_scratch(root: Path, profile: str, *, raw: Path | None = None, data: P
         _run(root, "plaque.data.preprocess", "--raw", str(scratch / "raw"), "--out", str(data), "--profile", profile)
     if _missing(root, prior):
         variant = Path(prior).parent.name
-        _run(root, "plaque.train.stage1", "--data", str(data), "--out", str(Path(prior).parent), "--variant", variant,
-             "--results", str(scratch / "results/stage1" / variant), "--profile", profile)
+        _run(
+            root,
+            "plaque.train.stage1",
+            "--data",
+            str(data),
+            "--out",
+            str(Path(prior).parent),
+            "--variant",
+            variant,
+            "--results",
+            str(scratch / "results/stage1" / variant),
+            "--profile",
+            profile,
+        )
     if _missing(root, predictions):
-        _run(root, "plaque.train.stage2", "--method", "ours", "--data", str(data), "--prior", str(prior),
-             "--out", str(scratch / "models/stage2/ours"), "--results", str(scratch / "results/stage2/ours"),
-             "--predictions", str(predictions), "--profile", profile)
+        _run(
+            root,
+            "plaque.train.stage2",
+            "--method",
+            "ours",
+            "--data",
+            str(data),
+            "--prior",
+            str(prior),
+            "--out",
+            str(scratch / "models/stage2/ours"),
+            "--results",
+            str(scratch / "results/stage2/ours"),
+            "--predictions",
+            str(predictions),
+            "--profile",
+            profile,
+        )

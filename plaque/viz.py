@@ -28,8 +28,9 @@ def legend_handles() -> list[Patch]:
     return [Patch(facecolor=c, edgecolor="grey", label=n) for c, n in zip(CLASS_COLOURS, CLASS_NAMES)]
 
 
-def slice_grid(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], titles: Sequence[str] | None = None,
-               alpha: float = 0.5) -> Figure:
+def slice_grid(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], titles: Sequence[str] | None = None, alpha: float = 0.5
+) -> Figure:
     """One column per slice: the image, the label map in the paper's colours, and their overlay.
 
     Args:

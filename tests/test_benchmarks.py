@@ -16,11 +16,11 @@ from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
 from benchmarks.loader import loader_throughput
 from benchmarks.repro_times import stage_order
 from benchmarks.sam_attention import Case, cases, measure
-from benchmarks.steps import MethodFigures, Memory, benchmark_steps, ratio_pairs, ratios
+from benchmarks.steps import Memory, MethodFigures, benchmark_steps, ratio_pairs, ratios
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
+from plaque.methods import stage2_methods
 from plaque.models.faa import FAA
-from plaque.train.stage2 import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -37,24 +37,33 @@ def one_thread() -> Iterator[None]:
 
 def test_step_benchmark_times_every_method_and_its_ratio() -> None:
     cfg = load_config(profile="smoke")
-    report = benchmark_steps(cfg, METHODS, CPU, 2, warmup=1, steps=2, memory=False)
-    assert list(report.methods) == list(METHODS)
+    report = benchmark_steps(cfg, stage2_methods(), CPU, 2, warmup=1, steps=2, memory=False)
+    assert list(report.methods) == stage2_methods()
     for f in report.methods.values():
         assert f.train_step_s > 0 and f.infer_step_s > 0 and f.memory is None
         assert f.train_images_per_s == pytest.approx(2 / f.train_step_s)
         assert f.infer_slices_per_s == pytest.approx(2 / f.infer_step_s)
     ours, no_prior = report.methods["ours"], report.methods["no_prior"]
-    assert report.ratios["ours/no_prior"] == pytest.approx({"train_step": ours.train_step_s / no_prior.train_step_s,
-                                                            "infer_step": ours.infer_step_s / no_prior.infer_step_s})
-    assert set(report.ratios) == {f"{a}/{b}" for a, b in ratio_pairs(METHODS)}
+    assert report.ratios["ours/no_prior"] == pytest.approx(
+        {
+            "train_step": ours.train_step_s / no_prior.train_step_s,
+            "infer_step": ours.infer_step_s / no_prior.infer_step_s,
+        }
+    )
+    assert set(report.ratios) == {f"{a}/{b}" for a, b in ratio_pairs(stage2_methods())}
 
 
 def test_every_method_is_compared_with_sam_lora_once_it_exists() -> None:
     assert ratio_pairs(["ours", "ours_additive", "no_prior"]) == [("ours", "no_prior")]
-    assert ratio_pairs(["no_prior", "sam_lora", "ours"]) == [("ours", "no_prior"), ("no_prior", "sam_lora"),
-                                                             ("ours", "sam_lora")]
-    figures = {m: MethodFigures(m, 4, t, 4 / t, t / 2, 8 / t, Memory("peak_rss", peak, 0))
-               for m, t, peak in (("ours", 3.0, 600), ("sam_lora", 2.0, 400))}
+    assert ratio_pairs(["no_prior", "sam_lora", "ours"]) == [
+        ("ours", "no_prior"),
+        ("no_prior", "sam_lora"),
+        ("ours", "sam_lora"),
+    ]
+    figures = {
+        m: MethodFigures(m, 4, t, 4 / t, t / 2, 8 / t, Memory("peak_rss", peak, 0))
+        for m, t, peak in (("ours", 3.0, 600), ("sam_lora", 2.0, 400))
+    }
     assert ratios(figures) == {"ours/sam_lora": {"train_step": 1.5, "infer_step": 1.5, "peak_memory": 1.5}}
 
 
@@ -70,7 +79,11 @@ def test_explicit_attention_computes_what_the_fused_block_does() -> None:
 def test_faa_scaling_memory_of_the_fused_path_grows_linearly() -> None:
     report = faa_scaling([4, 8], CPU, warmup=1, steps=2, isolate=False)
     assert [(p.impl, p.grid, p.tokens) for p in report.points] == [
-        ("sdpa", 4, 16), ("explicit", 4, 16), ("sdpa", 8, 64), ("explicit", 8, 64)]
+        ("sdpa", 4, 16),
+        ("explicit", 4, 16),
+        ("sdpa", 8, 64),
+        ("explicit", 8, 64),
+    ]
     assert all(p.fwd_bwd_s > 0 and p.saved_bytes > 0 for p in report.points)
     sdpa, explicit = report.growth["sdpa"], report.growth["explicit"]
     assert sdpa["tokens"] == explicit["tokens"] == 4
@@ -88,7 +101,10 @@ def test_faa_grids() -> None:
 
 def test_sam_attention_cases_follow_the_image() -> None:
     assert [(c.name, c.side, c.count) for c in cases(8, 64)] == [
-        ("vit_b global", 64, 8), ("vit_b window", 14, 200), ("vit_h global", 64, 8)]  # 25 padded windows an image
+        ("vit_b global", 64, 8),
+        ("vit_b window", 14, 200),
+        ("vit_h global", 64, 8),
+    ]  # 25 padded windows an image
 
 
 def test_sam_attention_compares_both_implementations_on_one_function() -> None:
@@ -120,9 +136,32 @@ def test_targets_apply_to_their_setting_only() -> None:
 
 def test_cli_writes_every_part_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    assert main(["--device", "cpu", "--profile", "smoke", "--steps", "1", "--warmup", "0", "--batch-size", "2",
-                 "--threads", "1", "--methods", "ours,no_prior", "--skip-loader", "--faa-max-grid", "8",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--device",
+                "cpu",
+                "--profile",
+                "smoke",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--batch-size",
+                "2",
+                "--threads",
+                "1",
+                "--methods",
+                "ours,no_prior",
+                "--skip-loader",
+                "--faa-max-grid",
+                "8",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "ours/no_prior" in printed and "explicit" in printed and "targets" in printed
     data = json.loads(out.read_text())
@@ -148,7 +187,11 @@ def test_cli_rejects_an_unknown_method() -> None:
 
 
 def test_repro_stages_follow_the_pipeline() -> None:
-    assert stage_order(ROOT / "dvc.yaml") == ["phantom", "preprocess", "stage1", "stage2", "evaluate"]
+    order = stage_order(ROOT / "dvc.yaml")
+    assert order[:3] == ["phantom", "preprocess", "foundation"] and order[-1] == "evaluate"
+    assert max(order.index(s) for s in order if s.startswith("stage1-")) < min(
+        order.index(s) for s in order if s.startswith("stage2-")
+    )
 
 
 def test_repro_order_comes_from_dependencies_not_file_order(tmp_path: Path) -> None:
@@ -157,9 +200,11 @@ def test_repro_order_comes_from_dependencies_not_file_order(tmp_path: Path) -> N
         "  report: {cmd: r, deps: [results/eval/summary.json], outs: [report.md]}\n"
         "  evaluate: {cmd: e, deps: [models], metrics: [results/eval]}\n"
         "  train: {cmd: t, deps: [data/processed], outs: [{models/best.pt: {cache: false}}]}\n"
-        "  data: {cmd: d, outs: [data]}\n")
+        "  data: {cmd: d, outs: [data]}\n"
+    )
     assert stage_order(tmp_path / "dvc.yaml") == ["data", "train", "evaluate", "report"]
     (tmp_path / "dvc.yaml").write_text(
-        "stages:\n  a: {cmd: a, deps: [x], outs: [y]}\n  b: {cmd: b, deps: [y], outs: [x]}\n")
+        "stages:\n  a: {cmd: a, deps: [x], outs: [y]}\n  b: {cmd: b, deps: [y], outs: [x]}\n"
+    )
     with pytest.raises(ValueError, match="depend on each other"):
         stage_order(tmp_path / "dvc.yaml")

@@ -85,28 +85,63 @@ def test_profile_keys_exist_in_the_schema() -> None:
     [
         (lambda r: r["stage1"].__setitem__("codebook_sise", 1024), "stage1.codebook_sise", "unknown key"),
         (lambda r: r["stage1"]["loss"].pop("commit"), "stage1.loss.commit", "missing key"),
-        (lambda r: r["train"].__setitem__("batch_size_per_gpu", "8"), "train.batch_size_per_gpu", "expected an integer"),
-        (lambda r: r["train"].__setitem__("batch_size_per_gpu", 8.5), "train.batch_size_per_gpu", "expected an integer"),
+        (
+            lambda r: r["train"].__setitem__("batch_size_per_gpu", "8"),
+            "train.batch_size_per_gpu",
+            "expected an integer",
+        ),
+        (
+            lambda r: r["train"].__setitem__("batch_size_per_gpu", 8.5),
+            "train.batch_size_per_gpu",
+            "expected an integer",
+        ),
         (lambda r: r["stage2"]["faa"].__setitem__("dropout", 1.5), "stage2.faa.dropout", "out of range"),
         (lambda r: r["augment"].__setitem__("rotation_p", True), "augment.rotation_p", "expected a number"),
         (lambda r: r["stage1"]["optim"].__setitem__("betas", [0.5]), "stage1.optim.betas", "expected 2 items"),
-        (lambda r: r["preprocess"].__setitem__("split", {"train": 0.5, "val": 0.2, "test": 0.2}), "preprocess.split", "sum to 1.0"),
+        (
+            lambda r: r["preprocess"].__setitem__("split", {"train": 0.5, "val": 0.2, "test": 0.2}),
+            "preprocess.split",
+            "sum to 1.0",
+        ),
         (lambda r: r["preprocess"].__setitem__("window_hu", [500.0, -100.0]), "preprocess.window_hu", "increasing"),
         (lambda r: r["preprocess"]["label_map"].__setitem__(7, 9), "preprocess.label_map.7", "out of range"),
         (lambda r: r["stage2"].__setitem__("decoder", "unet"), "stage2.decoder", "not one of"),
-        (lambda r: r["stage1"]["codebook"].__setitem__("reseed_dead", 1), "stage1.codebook.reseed_dead", "true or false"),
+        (
+            lambda r: r["stage1"]["codebook"].__setitem__("reseed_dead", 1),
+            "stage1.codebook.reseed_dead",
+            "true or false",
+        ),
         (lambda r: r["train"].__setitem__("nproc_per_node", "many"), "train.nproc_per_node", "expected an integer"),
-        (lambda r: r["profiles"]["demo"]["train"].__setitem__("seed", 2), "profiles.demo.train.seed", "not a compute-scale key"),
-        (lambda r: r["profiles"]["demo"]["train"].__setitem__("max_epoch", 3), "profiles.demo.train.max_epoch", "unknown key"),
-        (lambda r: r["profiles"]["demo"]["train"].__setitem__("max_epochs", 0), "profiles.demo.train.max_epochs", "out of range"),
-        (lambda r: r["profiles"]["demo"].__setitem__("stage1", {"loss": {"l1": 2.0}}), "profiles.demo", "exactly the sections"),
+        (
+            lambda r: r["profiles"]["demo"]["train"].__setitem__("seed", 2),
+            "profiles.demo.train.seed",
+            "not a compute-scale key",
+        ),
+        (
+            lambda r: r["profiles"]["demo"]["train"].__setitem__("max_epoch", 3),
+            "profiles.demo.train.max_epoch",
+            "unknown key",
+        ),
+        (
+            lambda r: r["profiles"]["demo"]["train"].__setitem__("max_epochs", 0),
+            "profiles.demo.train.max_epochs",
+            "out of range",
+        ),
+        (
+            lambda r: r["profiles"]["demo"].__setitem__("stage1", {"loss": {"l1": 2.0}}),
+            "profiles.demo",
+            "exactly the sections",
+        ),
         (lambda r: r["profiles"]["paper"].pop("train"), "profiles.paper", "exactly the sections"),
         (lambda r: r.__setitem__("profile", "fast"), "profile", "unknown profile 'fast'"),
         (lambda r: r["nnunet"].__setitem__("epochs", 0), "nnunet.epochs", "out of range"),
         (lambda r: r["nnunet"].__setitem__("checkpoint", "latest"), "nnunet.checkpoint", "not one of"),
         (lambda r: r["nnunet"].__setitem__("color", 1), "nnunet.color", "unknown key"),
-        (lambda r: r["train"].__setitem__("samples_per_epoch", "most"), "train.samples_per_epoch",
-         "expected an integer"),
+        (
+            lambda r: r["train"].__setitem__("samples_per_epoch", "most"),
+            "train.samples_per_epoch",
+            "expected an integer",
+        ),
     ],
 )
 def test_bad_params_name_the_key(edit, where: str, problem: str) -> None:
@@ -139,8 +174,12 @@ def test_environment_yml_uses_pyproject_pins() -> None:
     import subprocess
     import sys
 
-    pins = subprocess.run([sys.executable, str(ROOT / "scripts" / "pins.py"), "torch", "torchvision"],
-                          capture_output=True, text=True, check=True).stdout.split()
+    pins = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pins.py"), "torch", "torchvision"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip_section[:2] == pins

@@ -1,11 +1,9 @@
-"""dvc.yaml: params' `methods` and `priors` lists drive the per-method and per-variant stages, and every
-`plaque` module a stage runs is one of its deps."""
+"""dvc.yaml is what `plaque.pipeline` writes: one stage per prior variant and method, each depending on exactly
+the code its notebook and command load, the params it reads and the data it uses."""
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -13,75 +11,103 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plaque.config import load_config
+from plaque.pipeline import dvc_yaml, first_difference, stages
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
 
 
-def stage_names(folder: Path) -> list[str]:
-    """The stage names `dvc stage list` reads from ``folder``'s dvc.yaml and params.yaml."""
-    done = subprocess.run([DVC, "stage", "list", "--name-only"], cwd=folder, capture_output=True, text=True,
-                          check=True)
-    return done.stdout.split()
+@pytest.fixture(scope="module")
+def written() -> str:
+    """What `python -m plaque.pipeline` would write now (it runs every stage's imports in a fresh interpreter)."""
+    return dvc_yaml(ROOT)
 
 
-def test_adding_a_name_to_methods_or_priors_adds_a_stage(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+@pytest.mark.slow
+def test_the_committed_dvc_yaml_is_current(written: str) -> None:
+    """A stage whose notebook or command starts loading another module, a new method, a changed profile: all of
+    them change what the pipeline writes, and this catches the committed file lagging behind."""
+    assert first_difference((ROOT / "dvc.yaml").read_text(), written) is None, "run `make pipeline`"
+
+
+@pytest.mark.slow
+def test_a_dependency_missing_from_dvc_yaml_is_caught(written: str) -> None:
+    dropped = written.replace("    - plaque/models/faa.py\n", "", 1)
+    assert first_difference(dropped, written) == "+    - plaque/models/faa.py"
+
+
+@pytest.mark.slow
+def test_each_stage_depends_on_the_code_it_loads_and_no_other(written: str) -> None:
+    deps = {name: set(stage["deps"]) for name, stage in yaml.safe_load(written)["stages"].items()}
+    loading = {
+        module: sorted(name for name, d in deps.items() if module in d)
+        for module in (
+            "plaque/models/faa.py",
+            "plaque/models/cat_sam.py",
+            "plaque/baselines/nnunet/run.py",
+            "plaque/models/vq.py",
+            "plaque/eval/metrics.py",
+            "plaque/classes.py",
+        )
+    }
+    assert loading["plaque/models/faa.py"] == ["stage2-ours", "stage2-ours_class_tokens", "stage2-ours_no_contrastive"]
+    assert loading["plaque/models/cat_sam.py"] == ["stage2-cat_sam"]
+    assert loading["plaque/baselines/nnunet/run.py"] == ["nnunet"]
+    assert (
+        "stage2-sam_lora" not in loading["plaque/models/vq.py"]
+        and "stage1-contrastive" in loading["plaque/models/vq.py"]
+    )
+    assert loading["plaque/eval/metrics.py"] == ["evaluate"]
+    assert set(loading["plaque/classes.py"]) == set(deps)  # the class map: every stage
+    assert "plaque/eval/__main__.py" in deps["evaluate"]  # `-m plaque.eval` runs the package's __main__
+    assert "plaque/data/phantom/__main__.py" in deps["phantom"]
+    assert "models/stage1/no_contrastive" in deps["stage2-ours_no_contrastive"]
+    assert not any(d.startswith("models/stage1") for d in deps["stage2-sam_lora"] | deps["nnunet"])
+
+
+def test_params_lists_drive_the_stages() -> None:
+    cfg = load_config(ROOT / "params.yaml")
+    names = list(stages(cfg))
+    assert [n for n in names if n.startswith("stage1-")] == [f"stage1-{v}" for v in cfg["priors"]]
+    assert {n.removeprefix("stage2-") for n in names if n.startswith("stage2-")} | {"nnunet"} == set(cfg["methods"])
+    assert names[:3] == ["phantom", "preprocess", "foundation"] and names[-1] == "evaluate"
+    fewer = copy.deepcopy(cfg)
+    fewer["methods"], fewer["priors"] = ["ours", "no_prior"], ["contrastive"]
+    assert list(stages(fewer)) == [
+        "phantom",
+        "preprocess",
+        "foundation",
+        "stage1-contrastive",
+        "stage2-ours",
+        "stage2-no_prior",
+        "evaluate",
+    ]
+    no_sam = copy.deepcopy(cfg)
+    no_sam["methods"] = ["nnunet"]
+    assert "foundation" not in stages(no_sam)  # nothing needs a pretrained encoder
+
+
+def test_official_weights_are_a_declared_dependency_and_need_no_foundation() -> None:
+    paper = load_config(ROOT / "params.yaml", "paper")
+    planned = stages(paper)
+    assert "foundation" not in planned
+    assert "models/pretrained/sam_vit_b_01ec64.pth" in planned["stage2-ours"].deps
+    assert "models/pretrained/sam_vit_b_01ec64.pth" not in planned["nnunet"].deps
+
+
+def test_checkpoint_folders_persist_so_an_interrupted_training_resumes() -> None:
+    planned = stages(load_config(ROOT / "params.yaml"))
+    assert planned["stage2-ours"].persist == ["models/stage2/ours"]
+    assert planned["stage1-contrastive"].persist == ["models/stage1/contrastive"]
+
+
+@pytest.mark.slow
+def test_dvc_reads_the_pipeline(tmp_path: Path, written: str) -> None:
+    (tmp_path / "dvc.yaml").write_text(written)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    names = stage_names(tmp_path)
-    assert [n for n in names if n.startswith("stage2@")] == [f"stage2@{m}" for m in params["methods"]]
-    assert [n for n in names if n.startswith("stage1@")] == [f"stage1@{v}" for v in params["priors"]]
-    assert "stage2@nnunet" in names and "stage2@cat_sam" in names
-
-    params["methods"] = ["ours", "no_prior"]
-    params["priors"] = ["contrastive"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    names = stage_names(tmp_path)
-    assert [n for n in names if "@" in n] == ["stage1@contrastive", "stage2@ours", "stage2@no_prior"]
-
-
-def notebook_modules(notebook: Path) -> set[str]:
-    """The `plaque` modules a notebook's code imports or names (``python -m plaque.x``, ``"plaque.x"``),
-    with the modules of `plaque.methods.EXTERNAL_METHODS` when it imports `plaque.methods`."""
-    code = "\n".join("".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"]
-                     if cell["cell_type"] == "code")
-    names = set(re.findall(r"\bplaque(?:\.[a-z_0-9]+)+", code))
-    if "plaque.methods" in names:
-        from plaque.methods import EXTERNAL_METHODS
-        names |= set(EXTERNAL_METHODS.values())
-    return names
-
-
-def imported_files(modules: set[str]) -> set[str]:
-    """Repository-relative files of every `plaque` module loaded by importing ``modules`` in a fresh interpreter."""
-    script = ("import importlib, sys\n"
-              f"for name in {sorted(modules)!r}:\n"
-              "    try:\n"
-              "        importlib.import_module(name)\n"
-              "    except ModuleNotFoundError:\n"
-              "        importlib.import_module(name.rpartition('.')[0])  # a name like plaque.x.attribute\n"
-              "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items())\n"
-              "                 if n.split('.')[0] == 'plaque' and getattr(m, '__file__', None)))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
-    return {Path(f).resolve().relative_to(ROOT).as_posix() for f in done.stdout.split()}
-
-
-def stage_deps() -> dict[str, list[str]]:
-    """Each dvc.yaml stage's deps (a ``foreach`` stage's ``do`` section)."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return {name: (stage.get("do", stage))["deps"] for name, stage in stages.items()}
-
-
-@pytest.mark.parametrize("stage", sorted(stage_deps()))
-def test_every_module_a_stage_runs_is_one_of_its_deps(stage: str) -> None:
-    """A change to any `plaque` module a stage's notebook loads must invalidate the stage (packages'
-    ``__init__.py`` aside)."""
-    deps = stage_deps()[stage]
-    notebooks = [d for d in deps if d.endswith(".ipynb")]
-    assert len(notebooks) == 1, f"{stage}: expected one notebook among the deps"
-    files = imported_files(notebook_modules(ROOT / notebooks[0]))
-    assert any(f.startswith("plaque/") for f in files)
-    missing = sorted(f for f in files if Path(f).name != "__init__.py"
-                     and not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
-    assert not missing, f"{stage}: dvc.yaml lacks these deps: {missing}"
+    done = subprocess.run(
+        [DVC, "stage", "list", "--name-only"], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == list(yaml.safe_load(written)["stages"])

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from plaque.checkpoint import model_record, save_atomic
 from plaque.config import load_config
 from plaque.data.phantom import generate_cohort
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
 from plaque.eval.predictions import load_method
+from plaque.models.build import build_model
 from plaque.predict import main, predict_cohort
-from plaque.train import save_atomic
-from plaque.train.stage2 import build_model
 
 CPU = torch.device("cpu")
 
@@ -35,16 +35,25 @@ def cohort(cfg: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     work = tmp_path_factory.mktemp("predict")
     generate_cohort(work / "raw", 2, seed=11, cfg=cfg["phantom"], processes=1)
     paths = {"raw": work / "raw"}
+    settings = {
+        "window_hu": cfg["preprocess"]["window_hu"],
+        "crop_px": cfg["preprocess"]["crop_px"],
+        "step_mm": cfg["preprocess"]["step_mm"],
+        "size": cfg["preprocess"]["size"],
+    }
     for method in ("ours", "no_prior"):
         torch.manual_seed(0)
         model, _ = build_model(cfg, method, None, pretrained=False)
         paths[method] = work / method / "best.pt"
-        save_atomic({"format": 1, "epoch": 1, "model": model.state_dict()}, paths[method])
+        save_atomic(
+            {**model_record(method, cfg, settings), "format": 1, "epoch": 1, "model": model.state_dict()}, paths[method]
+        )
     return paths
 
 
-def test_predict_cohort_writes_processed_test_split_and_predictions(cfg: dict, cohort: dict[str, Path],
-                                                                     tmp_path: Path) -> None:
+def test_predict_cohort_writes_processed_test_split_and_predictions(
+    cfg: dict, cohort: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     patients = predict_cohort(cohort["raw"], out, "ours", cohort["ours"], cfg, CPU)
     processed = load_processed(out / "processed")
@@ -76,15 +85,28 @@ def test_missing_checkpoint_names_the_path(cfg: dict, cohort: dict[str, Path], t
 def test_checkpoint_of_another_method_is_refused(cfg: dict, cohort: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         predict_cohort(cohort["raw"], tmp_path / "out", "ours", cohort["no_prior"], cfg, CPU)
-    assert info.value.where == str(cohort["no_prior"]) and "--method" in info.value.problem
+    assert info.value.where == str(cohort["no_prior"]) and "no_prior model, not ours" in info.value.problem
     assert not (tmp_path / "out").exists()  # refused before anything is preprocessed
 
 
-def test_cli_reports_a_missing_model_in_one_line(cohort: dict[str, Path], tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_a_missing_model_in_one_line(
+    cohort: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nowhere.pt"
-    code = main(["--method", "ours", "--raw", str(cohort["raw"]), "--out", str(tmp_path / "out"),
-                 "--model", str(missing), "--profile", "smoke"])
+    code = main(
+        [
+            "--method",
+            "ours",
+            "--raw",
+            str(cohort["raw"]),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(missing),
+            "--profile",
+            "smoke",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {missing}: ")
     assert not (tmp_path / "out").exists()

@@ -42,6 +42,7 @@ from plaque.errors import InputError
 from plaque.io.patient import DICOM_DIR, Patient, check_unique, list_patients, load_patient
 
 AXIAL_VESSEL = "axial"  # manifest `vessel` of axial crops (patients without centerlines)
+TEST_ONLY = {"test": 1.0}  # preprocess.split for a cohort that is only predicted (every patient a test patient)
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
 MANIFEST_FILE = "manifest.csv"
 SUMMARY_FILE = "summary.json"
+PREPROCESS_KEYS = ("window_hu", "crop_px", "step_mm", "size")
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "index", "patient", "split", "vessel", "slice", "spacing_mm", "center_x", "center_y", "center_z",
     *(f"count_{c}" for c in range(NUM_CLASSES)),
@@ -42,6 +43,14 @@ class Processed:
     def indices(self, split: str) -> np.ndarray:
         """``(n,)`` int64 rows of the arrays that belong to ``split`` (ascending)."""
         return self.manifest.index[self.manifest["split"] == split].to_numpy(dtype=np.int64)
+
+    def preprocess_settings(self) -> dict[str, Any]:
+        """How the cross-sections were cut (``window_hu``, ``crop_px``, ``step_mm``, ``size``, from ``summary.json``):
+        what a model trained on them needs to cut new scans the same way."""
+        missing = [k for k in PREPROCESS_KEYS if k not in self.summary]
+        if missing:
+            raise InputError(SUMMARY_FILE, f"lacks {', '.join(missing)}; preprocess the data again")
+        return {k: self.summary[k] for k in PREPROCESS_KEYS}
 
     def patients(self, split: str) -> list[str]:
         """Sorted pseudonyms of the patients in ``split``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 
 TANGENT_SMOOTH_MM = 1.0  # Gaussian sigma (mm of arclength) applied to the centerline tangents
 CHUNK_PIXELS = 1 << 22  # sample at most this many pixels per map_coordinates call (bounds memory)

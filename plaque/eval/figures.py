@@ -36,8 +36,18 @@ from plaque.errors import InputError
 from plaque.viz import legend_handles
 
 __all__ = [
-    "HARD_FRAME_COLOUR", "PNG_DPI", "bland_altman_plots", "confusion_plot", "dice_bars", "display_name",
-    "qualitative_grid", "read_dvclive_curve", "row_normalise", "save_figure", "select_rows", "training_curves",
+    "HARD_FRAME_COLOUR",
+    "PNG_DPI",
+    "bland_altman_plots",
+    "confusion_plot",
+    "dice_bars",
+    "display_name",
+    "qualitative_grid",
+    "read_dvclive_curve",
+    "row_normalise",
+    "save_figure",
+    "select_rows",
+    "training_curves",
 ]
 
 HARD_FRAME_COLOUR = "#ff8c00"  # dark orange: distinct from every class colour
@@ -106,8 +116,14 @@ def select_rows(slice_dice: np.ndarray, n_representative: int = 4, n_hard: int =
 # ------------------------------------------------------------------------------- qualitative grid
 
 
-def qualitative_grid(images: np.ndarray, truth: np.ndarray, predictions: Mapping[str, np.ndarray],
-                     hard: np.ndarray, *, row_labels: Sequence[str] | None = None) -> Figure:
+def qualitative_grid(
+    images: np.ndarray,
+    truth: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    hard: np.ndarray,
+    *,
+    row_labels: Sequence[str] | None = None,
+) -> Figure:
     """The paper's Figure 1: per row the input, the ground truth and each method's prediction.
 
     Args:
@@ -150,8 +166,14 @@ def qualitative_grid(images: np.ndarray, truth: np.ndarray, predictions: Mapping
     fig_h = top + rows * cell_h + (rows - 1) * gap_h + bottom
     fig = _new_figure(fig_w, fig_h)
     axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=left / fig_w, right=1 - right / fig_w, bottom=bottom / fig_h, top=1 - top / fig_h,
-                        wspace=gap_w / cell_w, hspace=gap_h / cell_h)
+    fig.subplots_adjust(
+        left=left / fig_w,
+        right=1 - right / fig_w,
+        bottom=bottom / fig_h,
+        top=1 - top / fig_h,
+        wspace=gap_w / cell_w,
+        hspace=gap_h / cell_h,
+    )
 
     maps = [truth, *predictions.values()]
     for r in range(rows):
@@ -174,8 +196,16 @@ def qualitative_grid(images: np.ndarray, truth: np.ndarray, predictions: Mapping
     for r in np.flatnonzero(hard):
         first, last = axes[r, 0].get_position(), axes[r, -1].get_position()
         x0, y0 = first.x0 - pad_left, first.y0 - pad_h
-        frame = Rectangle((x0, y0), last.x1 + pad_w - x0, first.y1 + pad_h - y0, transform=fig.transFigure,
-                          fill=False, edgecolor=HARD_FRAME_COLOUR, linewidth=2.0, gid=f"hard-frame-{r}")
+        frame = Rectangle(
+            (x0, y0),
+            last.x1 + pad_w - x0,
+            first.y1 + pad_h - y0,
+            transform=fig.transFigure,
+            fill=False,
+            edgecolor=HARD_FRAME_COLOUR,
+            linewidth=2.0,
+            gid=f"hard-frame-{r}",
+        )
         fig.add_artist(frame)
 
     handles = legend_handles()
@@ -183,8 +213,9 @@ def qualitative_grid(images: np.ndarray, truth: np.ndarray, predictions: Mapping
         h.set_label(display_name(h.get_label()))
     if hard.any():
         handles.append(Patch(fill=False, edgecolor=HARD_FRAME_COLOUR, linewidth=2.0, label="hard case"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, 0.0))
+    fig.legend(
+        handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0)
+    )
     return fig
 
 
@@ -225,12 +256,18 @@ def dice_bars(table: Mapping[str, Mapping[str, tuple[float, float, float]]]) -> 
     for m, (method, colour) in enumerate(zip(methods, _method_colours(len(methods)))):
         x = centres - 0.4 + width * (m + 0.5)
         est, low, high = values[m].T
-        ax.bar(x, est, width * 0.92, color=colour, label=method,
-               edgecolor="black", linewidth=0.4)
+        ax.bar(x, est, width * 0.92, color=colour, label=method, edgecolor="black", linewidth=0.4)
         ok = np.isfinite(est) & np.isfinite(low) & np.isfinite(high)
         if ok.any():
-            ax.errorbar(x[ok], est[ok], yerr=np.stack([est[ok] - low[ok], high[ok] - est[ok]]), fmt="none",
-                        ecolor="black", elinewidth=1.0, capsize=2.5)
+            ax.errorbar(
+                x[ok],
+                est[ok],
+                yerr=np.stack([est[ok] - low[ok], high[ok] - est[ok]]),
+                fmt="none",
+                ecolor="black",
+                elinewidth=1.0,
+                capsize=2.5,
+            )
         for xi in x[~np.isfinite(est)]:
             missing = True
             ax.text(xi, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="dimgrey")
@@ -338,8 +375,15 @@ def confusion_plot(matrices: Mapping[str, np.ndarray]) -> Figure:
         for i in range(NUM_CLASSES):
             for j in range(NUM_CLASSES):
                 if np.isfinite(frac[i, j]):
-                    ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                            color="white" if frac[i, j] > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{frac[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="white" if frac[i, j] > 0.6 else "black",
+                    )
         ax.set_xticks(range(NUM_CLASSES), names, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(NUM_CLASSES), names, fontsize=7)
         ax.set_xlabel("predicted", fontsize=8)
@@ -409,8 +453,15 @@ def training_curves(curves: Mapping[str, pd.DataFrame], metric: str) -> Figure:
         if "step" not in frame.columns or column is None:
             raise ValueError(f"{method!r}: expected columns 'step' and {metric!r}, found {list(frame.columns)}")
         data = frame[["step", column]].sort_values("step", kind="stable")
-        ax.plot(data["step"].to_numpy(), data[column].to_numpy(dtype=float), color=colour, label=method,
-                linewidth=1.2, marker="o" if len(data) <= 30 else None, markersize=3)
+        ax.plot(
+            data["step"].to_numpy(),
+            data[column].to_numpy(dtype=float),
+            color=colour,
+            label=method,
+            linewidth=1.2,
+            marker="o" if len(data) <= 30 else None,
+            markersize=3,
+        )
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.grid(linewidth=0.3, alpha=0.6)

@@ -91,8 +91,9 @@ class PatientScores:
     slice_dice: np.ndarray
 
 
-def validate_stack(pred: np.ndarray, truth: np.ndarray, spacing_mm: np.ndarray,
-                   num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def validate_stack(
+    pred: np.ndarray, truth: np.ndarray, spacing_mm: np.ndarray, num_classes: int = NUM_CLASSES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check a patient's stack and return ``(pred, truth)`` as int64 ``(N, H, W)`` and spacing float64 ``(N,)``.
 
     Raises:
@@ -118,8 +119,9 @@ def validate_stack(pred: np.ndarray, truth: np.ndarray, spacing_mm: np.ndarray,
     return pred.astype(np.int64, copy=False), truth.astype(np.int64, copy=False), spacing
 
 
-def slice_counts(pred: np.ndarray, truth: np.ndarray,
-                 num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def slice_counts(
+    pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-slice pixel counts of label maps ``(N, H, W)`` (valid int class ids).
 
     Returns:
@@ -131,12 +133,14 @@ def slice_counts(pred: np.ndarray, truth: np.ndarray,
     size = n * c
     p_idx, t_idx = (pred + offset).ravel(), (truth + offset).ravel()
     inter = np.bincount(t_idx, weights=(pred == truth).ravel(), minlength=size).astype(np.int64)
-    return (inter.reshape(n, c), np.bincount(p_idx, minlength=size).reshape(n, c),
-            np.bincount(t_idx, minlength=size).reshape(n, c))
+    return (
+        inter.reshape(n, c),
+        np.bincount(p_idx, minlength=size).reshape(n, c),
+        np.bincount(t_idx, minlength=size).reshape(n, c),
+    )
 
 
-def overlap_scores(intersection: np.ndarray, predicted: np.ndarray,
-                   true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def overlap_scores(intersection: np.ndarray, predicted: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dice and IoU from pixel counts of any equal shapes, with the empty rule.
 
     Returns:
@@ -162,8 +166,9 @@ def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def volumes_mm3(labels: np.ndarray, spacing_mm: np.ndarray, step_mm: float,
-                num_classes: int = NUM_CLASSES) -> np.ndarray:
+def volumes_mm3(
+    labels: np.ndarray, spacing_mm: np.ndarray, step_mm: float, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
     """Volume per class ``(C,)`` float64 of a stack ``(N, H, W)``: ``Σ_n count_c(n) · spacing_mm[n]² · step_mm``."""
     labels = np.asarray(labels, dtype=np.int64)
     n = labels.shape[0]
@@ -204,8 +209,7 @@ def cap_distance_mm(height: int, width: int, spacing_mm: float | np.ndarray) -> 
     return np.hypot(height, width) * spacing_mm
 
 
-def surface_distances(pred_mask: np.ndarray, true_mask: np.ndarray,
-                      spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(pred_mask: np.ndarray, true_mask: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances in mm between two binary masks ``(H, W)`` of one slice.
 
     Returns:
@@ -242,9 +246,9 @@ def hd95_assd(pred_to_true: np.ndarray, true_to_pred: np.ndarray) -> tuple[float
     return hd95, float(np.concatenate([a, b]).mean())
 
 
-def pooled_surface_distances(pred: np.ndarray, truth: np.ndarray, spacing_mm: np.ndarray,
-                             num_classes: int = NUM_CLASSES
-                             ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+def pooled_surface_distances(
+    pred: np.ndarray, truth: np.ndarray, spacing_mm: np.ndarray, num_classes: int = NUM_CLASSES
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     """Directed surface distances of every class, pooled over a stack's slices (the cap rule included).
 
     Args:
@@ -260,7 +264,7 @@ def pooled_surface_distances(pred: np.ndarray, truth: np.ndarray, spacing_mm: np
     """
     _, h, w = pred.shape
     classes = np.arange(num_classes)[:, None, None, None]
-    p_mask = pred[None] == classes                                   # (C, N, H, W)
+    p_mask = pred[None] == classes  # (C, N, H, W)
     t_mask = truth[None] == classes
     p_any, t_any = p_mask.any(axis=(2, 3)), t_mask.any(axis=(2, 3))  # (C, N)
     both = p_any & t_any
@@ -274,7 +278,7 @@ def pooled_surface_distances(pred: np.ndarray, truth: np.ndarray, spacing_mm: np
     # Pairs with both masks: exact EDTs slice by slice, each cropped to the bounding box of the two surfaces
     # (every feature and every query pixel lies inside it, so the distances are unchanged).
     pair_c, pair_n = np.nonzero(both)
-    union = p_surf[pair_c, pair_n] | t_surf[pair_c, pair_n]          # (K, H, W)
+    union = p_surf[pair_c, pair_n] | t_surf[pair_c, pair_n]  # (K, H, W)
     rows, cols = union.any(axis=2), union.any(axis=1)
     r0, r1 = rows.argmax(axis=1), h - rows[:, ::-1].argmax(axis=1)
     c0, c1 = cols.argmax(axis=1), w - cols[:, ::-1].argmax(axis=1)
@@ -286,18 +290,26 @@ def pooled_surface_distances(pred: np.ndarray, truth: np.ndarray, spacing_mm: np
         real_pt[c].append(distance_transform_edt(~ts)[ps] * spacing_mm[i])
         real_tp[c].append(distance_transform_edt(~ps)[ts] * spacing_mm[i])
 
-    cap = cap_distance_mm(h, w, spacing_mm)                         # (N,)
+    cap = cap_distance_mm(h, w, spacing_mm)  # (N,)
     only_p, only_t = p_any & ~t_any, t_any & ~p_any
-    pred_to_true = [np.concatenate([*real_pt[c], np.repeat(cap[only_p[c]], p_count[c][only_p[c]])])
-                    for c in range(num_classes)]
-    true_to_pred = [np.concatenate([*real_tp[c], np.repeat(cap[only_t[c]], t_count[c][only_t[c]])])
-                    for c in range(num_classes)]
+    pred_to_true = [
+        np.concatenate([*real_pt[c], np.repeat(cap[only_p[c]], p_count[c][only_p[c]])]) for c in range(num_classes)
+    ]
+    true_to_pred = [
+        np.concatenate([*real_tp[c], np.repeat(cap[only_t[c]], t_count[c][only_t[c]])]) for c in range(num_classes)
+    ]
     capped = (only_p | only_t).sum(axis=1).astype(np.int64)
     return pred_to_true, true_to_pred, capped
 
 
-def score_patient(patient: str, pred: np.ndarray, truth: np.ndarray, spacing_mm: np.ndarray, step_mm: float,
-                  num_classes: int = NUM_CLASSES) -> PatientScores:
+def score_patient(
+    patient: str,
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing_mm: np.ndarray,
+    step_mm: float,
+    num_classes: int = NUM_CLASSES,
+) -> PatientScores:
     """Score one patient's stack of predicted label maps against the ground truth (rules: module docstring).
 
     Args:
@@ -323,9 +335,15 @@ def score_patient(patient: str, pred: np.ndarray, truth: np.ndarray, spacing_mm:
     for c in range(num_classes):
         hd95[c], assd[c] = hd95_assd(pred_to_true[c], true_to_pred[c])
     return PatientScores(
-        patient=patient, n_slices=int(pred.shape[0]), dice=dice, iou=iou, hd95_mm=hd95, assd_mm=assd,
+        patient=patient,
+        n_slices=int(pred.shape[0]),
+        dice=dice,
+        iou=iou,
+        hd95_mm=hd95,
+        assd_mm=assd,
         capped_slices=capped,
         volume_true_mm3=_volumes_from_counts(t_count, spacing, step_mm),
         volume_pred_mm3=_volumes_from_counts(p_count, spacing, step_mm),
-        confusion=confusion_matrix(pred, truth, num_classes), slice_dice=slice_dice,
+        confusion=confusion_matrix(pred, truth, num_classes),
+        slice_dice=slice_dice,
     )

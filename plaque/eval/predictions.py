@@ -1,6 +1,6 @@
 """Saved test predictions of one method, checked against the test split they claim to cover.
 
-Layout (written by every method's prediction step, e.g. `plaque.train.stage2.predict_test`)::
+Layout (written by the inference layer for every method, `plaque.inference.write_predictions`)::
 
     PRED/<method>/<patient>.npz    pred  (N, H, W) uint8 class ids
                                    index (N,) int64, the manifest rows of the patient's test slices, in order

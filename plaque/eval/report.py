@@ -15,9 +15,7 @@ JSON has no NaN: undefined numbers are written as ``null``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,27 +24,26 @@ import pandas as pd
 from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED, PLAQUE_CLASSES
 from plaque.eval.figures import display_name
 from plaque.eval.metrics import PatientScores
-from plaque.eval.stats import (bland_altman, bootstrap_ci, bootstrap_ci_columns, icc_2_1, mean_absolute_error,
-                               paired_bootstrap, pearson_r)
+from plaque.eval.stats import (
+    bland_altman,
+    bootstrap_ci,
+    bootstrap_ci_columns,
+    icc_2_1,
+    mean_absolute_error,
+    paired_bootstrap,
+    pearson_r,
+)
+from plaque.methods import method_label
 
 REFERENCE = "ours"
-METHOD_LABELS: dict[str, str] = {
-    "ours": "Ours", "cat_sam": "CAT-SAM", "sam_lora": "SAM+LoRA", "nnunet": "nnU-Net",
-    "ours_additive": "Ours, additive fusion", "ours_class_tokens": "Ours, class-token decoder",
-    "ours_no_contrastive": "Ours, prior without contrastive loss", "no_prior": "Ours without prior",
-}
 VOLUME_KINDS: dict[str, tuple[int, ...]] = {
-    "calcified": (CALCIFIED,), "non_calcified": (NONCALCIFIED,), "total_plaque": PLAQUE_CLASSES,
+    "calcified": (CALCIFIED,),
+    "non_calcified": (NONCALCIFIED,),
+    "total_plaque": PLAQUE_CLASSES,
 }
 PER_CLASS_METRICS = ("dice", "iou", "hd95_mm", "assd_mm")
 # What the results section says about each method's training run (its RUNS/<method>/metrics.json)
 RUN_FIELDS = ("backbone", "backbone_weights", "trainable_parameters", "train_seconds", "epochs_run")
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def method_label(method: str) -> str:
-    """Display name of a method (``ours`` → ``Ours``); unknown names are shown as they are."""
-    return METHOD_LABELS.get(method, method)
 
 
 def finite(value: float) -> float | None:
@@ -75,23 +72,35 @@ def _bootstrap_args(cfg_eval: Mapping[str, Any]) -> dict[str, Any]:
 def patient_volumes(scores: Sequence[PatientScores], kind: str) -> tuple[np.ndarray, np.ndarray]:
     """``(pred (P,), true (P,))`` plaque volume of ``kind`` (`VOLUME_KINDS`) in mm³."""
     classes = list(VOLUME_KINDS[kind])
-    return (np.array([s.volume_pred_mm3[classes].sum() for s in scores]),
-            np.array([s.volume_true_mm3[classes].sum() for s in scores]))
+    return (
+        np.array([s.volume_pred_mm3[classes].sum() for s in scores]),
+        np.array([s.volume_true_mm3[classes].sum() for s in scores]),
+    )
 
 
 def method_metrics(method: str, scores: Sequence[PatientScores], cfg_eval: Mapping[str, Any]) -> dict[str, Any]:
     """The ``metrics.json`` of one method (scalars only, nested by metric and class)."""
     boot = _bootstrap_args(cfg_eval)
-    out: dict[str, Any] = {"method": method, "label": method_label(method), "patients": len(scores),
-                           "slices": int(sum(s.n_slices for s in scores))}
+    out: dict[str, Any] = {
+        "method": method,
+        "label": method_label(method),
+        "patients": len(scores),
+        "slices": int(sum(s.n_slices for s in scores)),
+    }
     est, lo, hi = bootstrap_ci(patient_macro_dice(scores), **boot)
     out["macro_dice"] = {"mean": finite(est), "low": finite(lo), "high": finite(hi)}
     for metric in PER_CLASS_METRICS:
         values = np.stack([getattr(s, metric)[list(FOREGROUND)] for s in scores])  # (P, 4)
         est, lo, hi = bootstrap_ci_columns(values, **boot)
-        out[metric] = {CLASS_NAMES[c]: {"mean": finite(est[k]), "low": finite(lo[k]), "high": finite(hi[k]),
-                                        "excluded": int(np.isnan(values[:, k]).sum())}
-                       for k, c in enumerate(FOREGROUND)}
+        out[metric] = {
+            CLASS_NAMES[c]: {
+                "mean": finite(est[k]),
+                "low": finite(lo[k]),
+                "high": finite(hi[k]),
+                "excluded": int(np.isnan(values[:, k]).sum()),
+            }
+            for k, c in enumerate(FOREGROUND)
+        }
     capped = np.sum([s.capped_slices for s in scores], axis=0)
     for c in FOREGROUND:
         out["hd95_mm"][CLASS_NAMES[c]]["capped_slices"] = int(capped[c])
@@ -99,8 +108,11 @@ def method_metrics(method: str, scores: Sequence[PatientScores], cfg_eval: Mappi
     for kind in VOLUME_KINDS:
         pred, true = patient_volumes(scores, kind)
         agreement = {k: finite(v) for k, v in bland_altman(pred, true).items()}
-        agreement.update(pearson_r=finite(pearson_r(pred, true)), icc_2_1=finite(icc_2_1(pred, true)),
-                         mae_mm3=finite(mean_absolute_error(pred, true)))
+        agreement.update(
+            pearson_r=finite(pearson_r(pred, true)),
+            icc_2_1=finite(icc_2_1(pred, true)),
+            mae_mm3=finite(mean_absolute_error(pred, true)),
+        )
         out["volume"][kind] = agreement
     out["bootstrap"] = {"resamples": boot["n_resamples"], "seed": boot["seed"], "level": boot["level"]}
     return out
@@ -121,8 +133,9 @@ def per_patient_table(scores: Sequence[PatientScores]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare_with_reference(all_scores: Mapping[str, Sequence[PatientScores]],
-                           cfg_eval: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def compare_with_reference(
+    all_scores: Mapping[str, Sequence[PatientScores]], cfg_eval: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Paired bootstrap of ``ours − method`` (macro Dice and Dice per class) for every other method."""
     if REFERENCE not in all_scores:
         return {}
@@ -135,25 +148,38 @@ def compare_with_reference(all_scores: Mapping[str, Sequence[PatientScores]],
         if [s.patient for s in scores] != [s.patient for s in ref]:
             raise ValueError(f"{method} and {REFERENCE} were scored on different patients")
         pairs = {"macro_dice": (patient_macro_dice(ref), patient_macro_dice(scores))}
-        pairs.update({f"dice_{CLASS_NAMES[c]}": (np.array([s.dice[c] for s in ref]), np.array([s.dice[c] for s in scores]))
-                      for c in FOREGROUND})
+        pairs.update(
+            {
+                f"dice_{CLASS_NAMES[c]}": (np.array([s.dice[c] for s in ref]), np.array([s.dice[c] for s in scores]))
+                for c in FOREGROUND
+            }
+        )
         out[method] = {}
         for key, (a, b) in pairs.items():
             r = paired_bootstrap(a, b, **boot)
-            out[method][key] = {"ours_minus_method": finite(r.mean_diff), "low": finite(r.low),
-                                "high": finite(r.high), "p_value": finite(r.p_value), "patients": r.n}
+            out[method][key] = {
+                "ours_minus_method": finite(r.mean_diff),
+                "low": finite(r.low),
+                "high": finite(r.high),
+                "p_value": finite(r.p_value),
+                "patients": r.n,
+            }
     return out
 
 
-def summary(metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[str, Any],
-            context: Mapping[str, Any]) -> dict[str, Any]:
+def summary(
+    metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[str, Any], context: Mapping[str, Any]
+) -> dict[str, Any]:
     """``summary.json``: per method its macro Dice and Dice per class (mean, CI), the comparison with ours,
     and the ``context`` (profile, backbone weights per method, cohort)."""
     methods = {}
     for method, m in metrics.items():
-        methods[method] = {"label": m["label"], "macro_dice": m["macro_dice"],
-                           "dice": {name: {k: v[k] for k in ("mean", "low", "high")} for name, v in m["dice"].items()},
-                           "hd95_mm": {name: v["mean"] for name, v in m["hd95_mm"].items()}}
+        methods[method] = {
+            "label": m["label"],
+            "macro_dice": m["macro_dice"],
+            "dice": {name: {k: v[k] for k in ("mean", "low", "high")} for name, v in m["dice"].items()},
+            "hd95_mm": {name: v["mean"] for name, v in m["hd95_mm"].items()},
+        }
     return {"reference": REFERENCE, "methods": methods, "ours_vs": dict(comparison), **context}
 
 
@@ -178,28 +204,41 @@ def summary_markdown(summ: Mapping[str, Any]) -> str:
         best[title] = max(values) if values else None
     lines = ["| method | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for m in methods.values():
-        cells = [_cell(get(m), len(methods) > 1 and get(m)["mean"] is not None and get(m)["mean"] == best[t])
-                 for t, get in columns]
+        cells = [
+            _cell(get(m), len(methods) > 1 and get(m)["mean"] is not None and get(m)["mean"] == best[t])
+            for t, get in columns
+        ]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     weights = summ.get("backbone_weights", {})
-    notes = [f"Test-set Dice, mean over {summ.get('patients', '?')} patients with 95 % bootstrap intervals "
-             f"(patients resampled); best per column in bold. A patient's macro Dice averages the foreground "
-             f"classes present in its ground truth or prediction (a class absent from both is left out). "
-             f"Profile `{summ.get('profile', '?')}`, cohort: {summ.get('cohort', '?')}."]
+    notes = [
+        f"Test-set Dice, mean over {summ.get('patients', '?')} patients with 95 % bootstrap intervals "
+        f"(patients resampled); best per column in bold. A patient's macro Dice averages the foreground "
+        f"classes present in its ground truth or prediction (a class absent from both is left out). "
+        f"Profile `{summ.get('profile', '?')}`, cohort: {summ.get('cohort', '?')}."
+    ]
     random = [method_label(m) for m, w in weights.items() if w == "random"]
     sam_based = [m for m, w in weights.items() if w != "none"]  # "none": a method without an image encoder
     if random:
-        who = ("every method" if len(random) == len(methods) > 1 else
-               "every SAM-based method" if len(random) == len(sam_based) > 1 else "; ".join(random))
-        notes.append(f"**The SAM image encoder of {who} was randomly initialised** "
-                     "(no pretrained weights): these are not results of a pretrained SAM.")
+        who = (
+            "every method"
+            if len(random) == len(methods) > 1
+            else "every SAM-based method"
+            if len(random) == len(sam_based) > 1
+            else "; ".join(random)
+        )
+        notes.append(
+            f"**The SAM image encoder of {who} was randomly initialised** "
+            "(no pretrained weights): these are not results of a pretrained SAM."
+        )
     for method, comp in summ.get("ours_vs", {}).items():
         d = comp["macro_dice"]
         if d["ours_minus_method"] is not None:
             resamples = summ.get("bootstrap_resamples")
             p = f"p < 1/{resamples}" if d["p_value"] == 0 and resamples else f"p = {d['p_value']:.3f}"
-            notes.append(f"Ours − {method_label(method)}, macro Dice: {d['ours_minus_method']:+.3f} "
-                         f"[{d['low']:+.3f}, {d['high']:+.3f}], paired bootstrap {p}.")
+            notes.append(
+                f"Ours − {method_label(method)}, macro Dice: {d['ours_minus_method']:+.3f} "
+                f"[{d['low']:+.3f}, {d['high']:+.3f}], paired bootstrap {p}."
+            )
     runs = runs_markdown(summ)
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + (f"\n{runs}" if runs else "")
 
@@ -222,20 +261,7 @@ def runs_markdown(summ: Mapping[str, Any]) -> str:
         params = fmt(r.get("trainable_parameters"), "{:,}")
         minutes = fmt(None if r.get("train_seconds") is None else r["train_seconds"] / 60, "{:.1f} min")
         lines.append(f"| {method_label(m)} | {params} | {minutes} | {fmt(r.get('epochs_run'), '{}')} | {encoder} |")
-    return "\n".join(lines) + "\n\nTraining time: the training loop of the stage (validation included, test " \
-                              "prediction not), on the machine that ran the pipeline.\n"
-
-
-def update_readme(readme: Path, table: str) -> None:
-    """Replace the text between `README_START` and `README_END` in ``readme`` with ``table``.
-
-    Raises:
-        ValueError: the markers are missing or out of order.
-    """
-    text = Path(readme).read_text()
-    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.DOTALL)
-    if not pattern.search(text):
-        raise ValueError(f"{readme}: markers {README_START} … {README_END} not found")
-    block = f"{README_START}\n<!-- generated by the evaluate stage from reports/tables/summary.md; do not edit -->\n" \
-            f"{table.rstrip()}\n{README_END}"
-    Path(readme).write_text(pattern.sub(lambda _: block, text, count=1))
+    return (
+        "\n".join(lines) + "\n\nTraining time: the training loop of the stage (validation included, test "
+        "prediction not), on the machine that ran the pipeline.\n"
+    )

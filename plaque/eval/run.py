@@ -14,7 +14,7 @@ leaves no partial summary):
     FIGURES/qualitative.{png,pdf}      the paper's Figure 1 layout (rows: `plaque.eval.figures.select_rows`)
     FIGURES/dice_bars, confusion, bland_altman_<method>, training_curves (when runs have DVCLive curves)
 
-The qualitative figure shows Ours, CAT-SAM, SAM+LoRA and nnU-Net, those that have predictions; its
+The qualitative figure shows the registry's figure methods (`plaque.methods`), those that have predictions; its
 rows are chosen on the per-slice macro Dice of ``ours`` (of the first method when there is no ours),
 and it is cropped to the square around every foreground pixel shown (`focus_box`).
 """
@@ -37,29 +37,35 @@ from plaque.errors import InputError
 from plaque.eval import figures
 from plaque.eval.metrics import PatientScores, score_patient
 from plaque.eval.predictions import load_method, method_folders, test_rows
-from plaque.eval.report import (REFERENCE, RUN_FIELDS, VOLUME_KINDS, compare_with_reference, foreground_mean,
-                                method_label, method_metrics, patient_volumes, per_patient_table, summary, summary_markdown)
+from plaque.eval.report import (
+    REFERENCE,
+    RUN_FIELDS,
+    VOLUME_KINDS,
+    compare_with_reference,
+    foreground_mean,
+    method_metrics,
+    patient_volumes,
+    per_patient_table,
+    summary,
+    summary_markdown,
+)
+from plaque.methods import figure_methods, method_label, order_methods
 
 log = logging.getLogger("plaque.eval")
-FIGURE_METHODS = ("ours", "cat_sam", "sam_lora", "nnunet")
 CURVE = "val/macro_dice"
 
 
-def order_methods(names: Sequence[str]) -> list[str]:
-    """Ours first, then the figure's baselines in the paper's order, then the rest alphabetically."""
-    rank = {m: i for i, m in enumerate(FIGURE_METHODS)}
-    return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
-
-
-def score_method(method: str, folder: Path, preds: Mapping[str, np.ndarray], processed: Processed,
-                 step_mm: float) -> list[PatientScores]:
+def score_method(
+    method: str, folder: Path, preds: Mapping[str, np.ndarray], processed: Processed, step_mm: float
+) -> list[PatientScores]:
     """Per-patient scores of one method's checked predictions (`load_method` of ``folder``), patients sorted."""
     spacing = processed.manifest["spacing_mm"].to_numpy(dtype=np.float64)
     scores = []
     for patient, rows in test_rows(processed).items():
         try:
-            scores.append(score_patient(patient, preds[patient], np.asarray(processed.labels[rows]), spacing[rows],
-                                        step_mm))
+            scores.append(
+                score_patient(patient, preds[patient], np.asarray(processed.labels[rows]), spacing[rows], step_mm)
+            )
         except ValueError as e:
             raise InputError(folder / f"{patient}.npz", f"method {method}, patient {patient}: {e}") from None
     return scores
@@ -86,33 +92,54 @@ def focus_box(*label_maps: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
     return slice(y0, y0 + side), slice(x0, x0 + side)
 
 
-def build_figures(all_scores: Mapping[str, list[PatientScores]], preds: Mapping[str, Mapping[str, np.ndarray]],
-                  processed: Processed, metrics: Mapping[str, Mapping[str, Any]], runs: Path | None,
-                  cfg_eval: Mapping[str, Any]) -> dict[str, Figure]:
+def build_figures(
+    all_scores: Mapping[str, list[PatientScores]],
+    preds: Mapping[str, Mapping[str, np.ndarray]],
+    processed: Processed,
+    metrics: Mapping[str, Mapping[str, Any]],
+    runs: Path | None,
+    cfg_eval: Mapping[str, Any],
+) -> dict[str, Figure]:
     """Name → figure, for every figure the data allow."""
     rows_by_patient = test_rows(processed)
     rows = np.concatenate(list(rows_by_patient.values()))
     reference = REFERENCE if REFERENCE in all_scores else next(iter(all_scores))
-    picked, hard = figures.select_rows(slice_macro_dice(all_scores[reference]),
-                                       cfg_eval["qualitative"]["representative"], cfg_eval["qualitative"]["hard"])
-    shown = [m for m in FIGURE_METHODS if m in preds] or [reference]
+    picked, hard = figures.select_rows(
+        slice_macro_dice(all_scores[reference]),
+        cfg_eval["qualitative"]["representative"],
+        cfg_eval["qualitative"]["hard"],
+    )
+    shown = [m for m in figure_methods() if m in preds] or [reference]
     stacked = {m: np.concatenate([preds[m][p] for p in rows_by_patient]) for m in shown}
     patients = np.concatenate([[p] * len(r) for p, r in rows_by_patient.items()])
     truth = np.asarray(processed.labels[rows[picked]])
     shown_preds = {method_label(m): stacked[m][picked] for m in shown}
     ys, xs = focus_box(truth, *shown_preds.values())
-    out = {"qualitative": figures.qualitative_grid(
-        np.asarray(processed.images[rows[picked]])[:, ys, xs], truth[:, ys, xs],
-        {m: p[:, ys, xs] for m, p in shown_preds.items()}, hard,
-        row_labels=[f"{patients[i]} #{int(rows[i])}" for i in picked])}
-    out["dice_bars"] = figures.dice_bars({
-        m["label"]: {name: tuple(np.nan if v[k] is None else v[k] for k in ("mean", "low", "high"))
-                     for name, v in m["dice"].items()} for m in metrics.values()})
-    out["confusion"] = figures.confusion_plot({method_label(m): np.sum([s.confusion for s in scores], axis=0)
-                                               for m, scores in all_scores.items()})
+    out = {
+        "qualitative": figures.qualitative_grid(
+            np.asarray(processed.images[rows[picked]])[:, ys, xs],
+            truth[:, ys, xs],
+            {m: p[:, ys, xs] for m, p in shown_preds.items()},
+            hard,
+            row_labels=[f"{patients[i]} #{int(rows[i])}" for i in picked],
+        )
+    }
+    out["dice_bars"] = figures.dice_bars(
+        {
+            m["label"]: {
+                name: tuple(np.nan if v[k] is None else v[k] for k in ("mean", "low", "high"))
+                for name, v in m["dice"].items()
+            }
+            for m in metrics.values()
+        }
+    )
+    out["confusion"] = figures.confusion_plot(
+        {method_label(m): np.sum([s.confusion for s in scores], axis=0) for m, scores in all_scores.items()}
+    )
     for m, scores in all_scores.items():
         out[f"bland_altman_{m}"] = figures.bland_altman_plots(
-            {kind: patient_volumes(scores, kind) for kind in VOLUME_KINDS}, method=method_label(m))
+            {kind: patient_volumes(scores, kind) for kind in VOLUME_KINDS}, method=method_label(m)
+        )
     curves = {}
     for m in all_scores:
         live = runs / m / "live" if runs is not None else None
@@ -133,14 +160,26 @@ def run_context(runs: Path | None, methods: Sequence[str], processed: Processed,
             run = json.loads(path.read_text())
             record[m] = {k: run.get(k) for k in RUN_FIELDS}
     test = processed.manifest[processed.manifest["split"] == "test"]
-    return {"profile": cfg["profile"], "runs": record,
-            "backbone_weights": {m: r["backbone_weights"] or "unknown" for m, r in record.items()},
-            "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"], "patients": int(test["patient"].nunique()),
-            "cohort": f"{test['patient'].nunique()} test patients, {len(test)} cross-sections"}
+    return {
+        "profile": cfg["profile"],
+        "runs": record,
+        "backbone_weights": {m: r["backbone_weights"] or "unknown" for m, r in record.items()},
+        "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"],
+        "patients": int(test["patient"].nunique()),
+        "cohort": f"{test['patient'].nunique()} test patients, {len(test)} cross-sections",
+    }
 
 
-def evaluate(pred_root: Path, data: Path, out: Path, figures_dir: Path | None, cfg: Mapping[str, Any], *,
-             runs: Path | None = None, tables_dir: Path | None = None) -> dict[str, Any]:
+def evaluate(
+    pred_root: Path,
+    data: Path,
+    out: Path,
+    figures_dir: Path | None,
+    cfg: Mapping[str, Any],
+    *,
+    runs: Path | None = None,
+    tables_dir: Path | None = None,
+) -> dict[str, Any]:
     """Score every method under ``pred_root`` against ``data``'s test split and write the outputs; returns the summary.
 
     Args:

@@ -41,7 +41,7 @@ def _resample_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarr
     """NaN-ignoring means of ``values`` (P, K) over ``n_resamples`` patient resamples → (R, K), NaN if all NaN."""
     p = values.shape[0]
     idx = np.random.default_rng(seed).integers(0, p, size=(n_resamples, p))
-    drawn = values[idx]                                   # (R, P, K)
+    drawn = values[idx]  # (R, P, K)
     ok = ~np.isnan(drawn)
     count = ok.sum(axis=1)
     total = np.where(ok, drawn, 0.0).sum(axis=1)
@@ -67,8 +67,9 @@ def _interval(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def bootstrap_ci_columns(values: np.ndarray, *, n_resamples: int, seed: int,
-                         level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bootstrap_ci_columns(
+    values: np.ndarray, *, n_resamples: int, seed: int, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bootstrap percentile intervals of the NaN-ignoring mean of several columns at once.
 
     Patients (rows) are resampled together, so every column sees the same resamples; column ``k`` equals
@@ -93,8 +94,7 @@ def bootstrap_ci_columns(values: np.ndarray, *, n_resamples: int, seed: int,
     return _nan_mean_columns(values), low, high
 
 
-def bootstrap_ci(values: np.ndarray, *, n_resamples: int, seed: int,
-                 level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_ci(values: np.ndarray, *, n_resamples: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
     """Bootstrap percentile interval of the NaN-ignoring mean of per-patient values.
 
     Args:
@@ -139,8 +139,9 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[keep], b[keep]
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_resamples: int, seed: int,
-                     level: float = 0.95) -> PairedComparison:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, n_resamples: int, seed: int, level: float = 0.95
+) -> PairedComparison:
     """Paired bootstrap of the mean difference ``a − b`` of two methods scored on the same patients.
 
     Args:

@@ -12,8 +12,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UncompressedTransferSyntaxes, generate_uid
 
-from plaque.data.geometry import Geometry
 from plaque.errors import InputError
+from plaque.io.geometry import Geometry
 
 RESCALE_INTERCEPT = -1024.0
 RESCALE_SLOPE = 1.0
@@ -246,8 +246,13 @@ def _check_tags(s: _Slice) -> None:
     """A CT slice with grey pixels and complete geometry tags."""
     if s.modality != "CT":
         raise InputError(s.path, f"Modality is {s.modality!r}, expected 'CT'")
-    values = {"ImagePositionPatient": s.position, "ImageOrientationPatient": s.orientation,
-              "PixelSpacing": s.pixel_spacing, "Rows": s.rows, "Columns": s.columns}
+    values = {
+        "ImagePositionPatient": s.position,
+        "ImageOrientationPatient": s.orientation,
+        "PixelSpacing": s.pixel_spacing,
+        "Rows": s.rows,
+        "Columns": s.columns,
+    }
     missing = [tag for tag in GEOMETRY_TAGS if values[tag] is None]
     if missing:
         raise InputError(s.path, f"missing geometry tag(s): {', '.join(missing)}")
@@ -255,8 +260,9 @@ def _check_tags(s: _Slice) -> None:
         if len(values[tag]) != n or not np.isfinite(values[tag]).all():
             raise InputError(s.path, f"{tag} must hold {n} finite numbers, got {values[tag].tolist()}")
     if s.pixel_spacing.min() <= 0 or s.rows < 1 or s.columns < 1:
-        raise InputError(s.path, f"PixelSpacing {s.pixel_spacing.tolist()} and Rows x Columns "
-                                 f"{s.rows}x{s.columns} must be positive")
+        raise InputError(
+            s.path, f"PixelSpacing {s.pixel_spacing.tolist()} and Rows x Columns {s.rows}x{s.columns} must be positive"
+        )
     if s.samples != 1:
         raise InputError(s.path, f"expected greyscale pixels (SamplesPerPixel 1), got {s.samples}")
 
@@ -267,14 +273,18 @@ def _check_consistent(slices: list[_Slice]) -> None:
     name = ref.path.name
     for s in slices[1:]:
         if np.abs(s.orientation - ref.orientation).max() > ORIENTATION_TOL:
-            raise InputError(s.path, f"ImageOrientationPatient {s.orientation.tolist()} differs from "
-                                     f"{name}'s {ref.orientation.tolist()}")
+            raise InputError(
+                s.path,
+                f"ImageOrientationPatient {s.orientation.tolist()} differs from {name}'s {ref.orientation.tolist()}",
+            )
         if np.abs(s.pixel_spacing - ref.pixel_spacing).max() > SPACING_TOL_MM:
-            raise InputError(s.path, f"PixelSpacing {s.pixel_spacing.tolist()} differs from "
-                                     f"{name}'s {ref.pixel_spacing.tolist()}")
+            raise InputError(
+                s.path, f"PixelSpacing {s.pixel_spacing.tolist()} differs from {name}'s {ref.pixel_spacing.tolist()}"
+            )
         if (s.rows, s.columns) != (ref.rows, ref.columns):
-            raise InputError(s.path, f"Rows x Columns {s.rows}x{s.columns} differs from "
-                                     f"{name}'s {ref.rows}x{ref.columns}")
+            raise InputError(
+                s.path, f"Rows x Columns {s.rows}x{s.columns} differs from {name}'s {ref.rows}x{ref.columns}"
+            )
 
 
 def _orientation(s: _Slice) -> tuple[np.ndarray, np.ndarray]:
@@ -295,21 +305,33 @@ def _slice_step(folder: Path, slices: list[_Slice], normal: np.ndarray, pixel_mm
     tol = max(STEP_TOL_REL * median, STEP_TOL_MM)
     for k, step in enumerate(steps):
         if step < tol:
-            raise InputError(folder, f"duplicate slice position: {names[k]} and {names[k + 1]} "
-                                     f"are {step:.4g} mm apart along the slice normal")
+            raise InputError(
+                folder,
+                f"duplicate slice position: {names[k]} and {names[k + 1]} "
+                f"are {step:.4g} mm apart along the slice normal",
+            )
     for k, step in enumerate(steps):
         if step > GAP_FACTOR * median:
-            raise InputError(folder, f"missing slice(s) between {names[k]} and {names[k + 1]}: "
-                                     f"gap of {step:.4g} mm, expected {median:.4g} mm")
+            raise InputError(
+                folder,
+                f"missing slice(s) between {names[k]} and {names[k + 1]}: "
+                f"gap of {step:.4g} mm, expected {median:.4g} mm",
+            )
     for k, step in enumerate(steps):
         if abs(step - median) > tol:
-            raise InputError(folder, f"non-uniform slice spacing: {step:.4g} mm between {names[k]} and "
-                                     f"{names[k + 1]}, median {median:.4g} mm (tolerance {tol:.2g} mm)")
+            raise InputError(
+                folder,
+                f"non-uniform slice spacing: {step:.4g} mm between {names[k]} and "
+                f"{names[k + 1]}, median {median:.4g} mm (tolerance {tol:.2g} mm)",
+            )
     drift = np.linalg.norm(positions - positions[0] - along[:, None] * normal, axis=1)
     worst = int(np.argmax(drift))
     if drift[worst] > SHEAR_TOL_PX * pixel_mm:
-        raise InputError(slices[worst].path, f"slice position is {drift[worst]:.3g} mm off the slice normal "
-                                             f"through {names[0]} (gantry tilt or sheared stack is not supported)")
+        raise InputError(
+            slices[worst].path,
+            f"slice position is {drift[worst]:.3g} mm off the slice normal "
+            f"through {names[0]} (gantry tilt or sheared stack is not supported)",
+        )
     return float(along[-1] / (len(along) - 1))
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
-from plaque.data.geometry import Geometry
 from plaque.errors import InputError
+from plaque.io.geometry import Geometry
 
 GRID_TOL_MM = 0.01  # label and image grids must agree this well at every corner
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -63,8 +63,11 @@ def read_labels(path: Path, geometry: Geometry, label_map: dict[int, int]) -> np
     if len(shape) != 3:
         raise InputError(path, f"expected a 3D label volume, got shape {img.shape}")
     if shape[::-1] != tuple(geometry.shape):
-        raise InputError(path, f"label shape (Z, Y, X) {shape[::-1]} (NIfTI {img.shape}) differs from the image "
-                               f"grid {tuple(geometry.shape)}")
+        raise InputError(
+            path,
+            f"label shape (Z, Y, X) {shape[::-1]} (NIfTI {img.shape}) differs from the image "
+            f"grid {tuple(geometry.shape)}",
+        )
     _check_grid(path, img, geometry)
     try:
         data = np.asanyarray(img.dataobj).reshape(shape)
@@ -86,8 +89,11 @@ def _check_grid(path: Path, img: nib.spatialimages.SpatialImage, geometry: Geome
         header = img.header
         no_affine = int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0
         hint = " (the file has neither sform nor qform)" if no_affine else ""
-        raise InputError(path, f"label grid differs from the DICOM grid by {distance:.4g} mm at a corner "
-                               f"(tolerance {GRID_TOL_MM} mm){hint}")
+        raise InputError(
+            path,
+            f"label grid differs from the DICOM grid by {distance:.4g} mm at a corner "
+            f"(tolerance {GRID_TOL_MM} mm){hint}",
+        )
 
 
 def _remap(path: Path, values: np.ndarray, label_map: dict[int, int]) -> np.ndarray:
@@ -150,5 +156,6 @@ def read_centerlines(path: Path) -> dict[str, np.ndarray]:
 
 def _is_point(p: object) -> bool:
     """A JSON ``[x, y, z]`` of numbers (booleans are not numbers here)."""
-    return (isinstance(p, list) and len(p) == 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p))
+    return (
+        isinstance(p, list) and len(p) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
+    )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plaque.data.geometry import Geometry
 from plaque.errors import InputError
 from plaque.io.dicom import read_series
+from plaque.io.geometry import Geometry
 from plaque.io.labels import read_centerlines, read_labels
 
 DICOM_DIR = "dicom"
@@ -91,8 +91,11 @@ def _check_inside(path: Path, centerlines: dict[str, np.ndarray], geometry: Geom
         outside = np.flatnonzero(((kji < lower) | (kji > upper)).any(axis=1))
         if outside.size:
             x, y, z = points[outside[0]]
-            raise InputError(path, f"vessel {name!r}: point {outside[0]} at ({x:.2f}, {y:.2f}, {z:.2f}) mm lies "
-                                   f"outside the image volume ({outside.size} of {len(points)} points outside)")
+            raise InputError(
+                path,
+                f"vessel {name!r}: point {outside[0]} at ({x:.2f}, {y:.2f}, {z:.2f}) mm lies "
+                f"outside the image volume ({outside.size} of {len(points)} points outside)",
+            )
 
 
 def check_unique(patients: list[Patient]) -> None:

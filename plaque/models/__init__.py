@@ -1,5 +1,2 @@
-"""Networks of the pipeline: the Stage-1 VQ autoencoder (``plaque.models.vq``)."""
-
-from plaque.models.vq import VQAutoencoder, VQOutput, build_vq, freeze
-
-__all__ = ["VQAutoencoder", "VQOutput", "build_vq", "freeze"]
+"""Networks: SAM encoders and their pretraining, the Stage-1 VQ prior, FAA, decoders, the segmenters, and their
+construction from the method registry (`plaque.models.build`)."""

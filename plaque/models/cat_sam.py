@@ -64,8 +64,10 @@ from torch import Tensor
 
 from plaque.classes import NUM_CLASSES
 from plaque.models.attention import use_sdpa_attention
-from plaque.models.decoders import output_upscaling, resize_bilinear
-from plaque.models.segmenter import EMBED_DIM, PIXEL_MEAN, PIXEL_STD, sam_input
+from plaque.models.decoders import output_upscaling
+from plaque.models.resize import resize_bilinear
+from plaque.models.sam import OUT_CHANNELS as EMBED_DIM
+from plaque.models.sam import PIXEL_MEAN, PIXEL_STD, sam_input
 
 BRIDGE_RATIO = 0.25  # hidden width of each prompt projection / D (CAT-SAM-T's Adapter, mlp_ratio=0.25)
 FROZEN_PREFIXES = ("image_encoder.", "output_upscaling.")
@@ -151,6 +153,10 @@ class CatSamSegmenter(nn.Module):
         self.hf_mlp = MLP(embed_dim, embed_dim, embed_dim // 8, 3)
         self.classifier = nn.Conv2d(embed_dim // 8, num_classes, kernel_size=1)
 
+    def sam_mask_decoder_part(self) -> nn.Module:
+        """The module holding SAM's mask-decoder ``output_upscaling``, loaded from a SAM checkpoint."""
+        return self
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Token, prompt projections, HQ-feature parts, ``hf_mlp`` and classifier; never SAM's weights."""
         for name, p in self.named_parameters():
@@ -214,11 +220,17 @@ class CatSamSegmenter(nn.Module):
         return resize_bilinear(logits, (x.shape[-2], x.shape[-1]))
 
 
-def build_cat_sam(cfg_stage2: dict[str, Any], image_encoder: ImageEncoderViT) -> CatSamSegmenter:
+def build_cat_sam(cfg_stage2: dict[str, Any], image_encoder: ImageEncoderViT, prior: nn.Module | None = None, *,
+                  fusion: str = "none") -> CatSamSegmenter:
     """The CAT-SAM segmenter on ``image_encoder`` (built for ``cfg_stage2["input_size"]``, frozen here).
+
+    The builder of the registry's ``cat_sam`` (`plaque.methods`): CAT-SAM reads no prior.
 
     Args:
         cfg_stage2: the resolved ``stage2`` section (``input_size`` is read).
         image_encoder: SAM image encoder, official weights already loaded if any.
+        prior, fusion: must be ``None`` and ``"none"``.
     """
+    if prior is not None or fusion != "none":
+        raise ValueError("CAT-SAM takes no prior")
     return CatSamSegmenter(image_encoder=image_encoder, input_size=cfg_stage2["input_size"])

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
@@ -30,22 +29,7 @@ from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import Tensor
 
 from plaque.classes import NUM_CLASSES
-
-
-def _size(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def resize_bilinear(maps: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Bilinearly resize maps (B, K, h, w) to ``size`` (align_corners=False; antialiased when shrinking).
-
-    Returns the input unchanged when it already has that size.
-    """
-    size = _size(size)
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    shrink = size[0] < maps.shape[-2] or size[1] < maps.shape[-1]
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+from plaque.models.resize import resize_bilinear
 
 
 def output_upscaling(dim: int, activation: type[nn.Module]) -> nn.Sequential:

@@ -42,6 +42,7 @@ the class tokens and their hypernetwork MLPs start fresh, as in SAMed's multi-cl
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import warnings
@@ -56,14 +57,17 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor
 
+from plaque.checkpoint import load_checkpoint
 from plaque.errors import InputError
 from plaque.models.attention import use_sdpa_attention
+from plaque.models.resize import resize_bilinear
 from plaque.paths import repo_root
-from plaque.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-OUT_CHANNELS = 256
+OUT_CHANNELS = 256  # channels of SAM's image embedding (every SAM variant's neck)
+PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's input normalisation, on a 0..255 scale, RGB
+PIXEL_STD = (58.395, 57.12, 57.375)
 IMAGE_ENCODER_PREFIX = "image_encoder."
 MASK_DECODER_PREFIX = "mask_decoder."
 PROMPT_ENCODER_PREFIX = "prompt_encoder."
@@ -73,8 +77,6 @@ OFFICIAL_FILES: dict[str, str] = {
     "vit_l": "sam_vit_l_0b3195.pth",
     "vit_h": "sam_vit_h_4b8939.pth",
 }
-# Profiles that may run with a randomly initialised encoder when the weights are missing.
-RANDOM_WEIGHTS_PROFILES = frozenset({"demo", "smoke"})
 _HASHED_NAME = re.compile(r"^sam_(vit_[a-z]+)_([0-9a-f]{6,64})\.pth$")
 
 
@@ -95,6 +97,13 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
     "vit_h": EncoderSpec(width=1280, depth=32, heads=16, window=14, global_blocks=(7, 15, 23, 31)),
     "vit_tiny": EncoderSpec(width=192, depth=4, heads=3, window=8, global_blocks=(1, 3)),
 }
+
+
+def sam_input(x: Tensor, input_size: int, pixel_mean: Tensor, pixel_std: Tensor) -> Tensor:
+    """Slices (B, 1, s, s) in [0, 1] → SAM input (B, 3, S, S): resize to S = ``input_size``, ×255, 3 channels,
+    normalised by SAM's ``pixel_mean``/``pixel_std`` (each (1, 3, 1, 1), 0..255 scale)."""
+    x = resize_bilinear(x, (input_size, input_size)) * 255.0
+    return (x.expand(-1, 3, -1, -1) - pixel_mean) / pixel_std
 
 
 def _spec(backbone: str) -> EncoderSpec:
@@ -145,40 +154,96 @@ def _warn_random(message: str) -> None:
     log.warning(message)
 
 
-def resolve_weights(cfg_stage2: dict[str, Any], profile: str, *, root: Path | None = None) -> Path | None:
+WEIGHTS_NOTE = ".json"  # beside a checkpoint: {"source": ...}, what the weights are (the foundation stage writes one)
+OFFICIAL_SOURCE = "sam-official"
+
+
+def weights_source(path: Path) -> str:
+    """What a SAM checkpoint is, for the results: the ``source`` of the note beside it (``<name>.json``, e.g.
+    ``phantom-simmim``), ``sam-official`` for an official file name, else ``user-checkpoint``."""
+    note = Path(path).with_suffix(WEIGHTS_NOTE)
+    if note.is_file():
+        try:
+            return str(json.loads(note.read_text())["source"])
+        except (ValueError, KeyError, TypeError):
+            raise InputError(note, "expected JSON with a 'source' key") from None
+    return OFFICIAL_SOURCE if Path(path).name in OFFICIAL_FILES.values() else "user-checkpoint"
+
+
+def _find_checkpoint(path: Path, backbone: str) -> Path:
+    """``path`` itself, or the one ``sam_<backbone>_<hex>.pth`` in the folder ``path`` (as the foundation stage
+    writes it); ``path`` unchanged when the folder holds none."""
+    if not path.is_dir():
+        return path
+    found = sorted(f for f in path.glob(f"sam_{backbone}_*.pth") if _HASHED_NAME.match(f.name))
+    if len(found) > 1:
+        raise InputError(path, f"holds {len(found)} {backbone} checkpoints ({', '.join(f.name for f in found)}); "
+                               "keep one or point stage2.weights at a file")
+    return found[0] if found else path
+
+
+def resolve_weights(cfg_stage2: dict[str, Any], *, root: Path | None = None) -> Path | None:
     """The SAM checkpoint to load for ``cfg_stage2``, or ``None`` for a random encoder (with a loud warning).
 
-    ``None`` means the caller must record ``backbone_weights: random``: always for ``vit_tiny`` (no
-    official weights), and for a missing file in the ``demo``/``smoke`` profiles. A relative
-    ``weights`` path is taken from ``root`` (default: the repository root).
+    ``stage2.weights`` is a checkpoint file, or a folder holding exactly one ``sam_<backbone>_<hex>.pth``
+    (the foundation stage's output). A relative path is taken from ``root`` (default: the repository
+    root). ``None`` — the caller then records ``backbone_weights: random`` — only when the file is
+    missing and ``stage2.allow_random_weights`` is true.
 
     Raises:
-        InputError: the file is missing in any other profile (the message says where to get it and
-            where to put it), or its name is the official checkpoint of another backbone.
+        InputError: the checkpoint is missing and random weights are not allowed (the message says
+            where to get it and where to put it), or its name is the checkpoint of another backbone.
     """
     backbone = cfg_stage2["backbone"]
     _spec(backbone)
-    if backbone not in OFFICIAL_FILES:
-        _warn_random(f"stage2.backbone is {backbone}, which has no official SAM weights: the image encoder is "
-                     "RANDOMLY INITIALISED, so results are not those of a pretrained SAM")
-        return None
     path = Path(cfg_stage2["weights"])
     if not path.is_absolute():
         path = (root if root is not None else repo_root()) / path
+    path = _find_checkpoint(path, backbone)
     named = _HASHED_NAME.match(path.name)
     if named is not None and named.group(1) != backbone:
         raise InputError("stage2.weights", f"{path.name} is a {named.group(1)} checkpoint but stage2.backbone is "
-                                           f"{backbone}; point it at {OFFICIAL_FILES[backbone]}")
+                                           f"{backbone}")
     if path.is_file():
         return path
-    url = DOWNLOAD_URL + OFFICIAL_FILES[backbone]
-    if profile in RANDOM_WEIGHTS_PROFILES:
+    if backbone in OFFICIAL_FILES:
+        how = f"download {DOWNLOAD_URL + OFFICIAL_FILES[backbone]} to {path}"
+    else:
+        how = f"{backbone} has no official weights: pretrain it with the foundation stage (dvc repro foundation)"
+    if cfg_stage2["allow_random_weights"]:
         _warn_random(f"SAM {backbone} weights not found at {path}: the image encoder is RANDOMLY INITIALISED "
-                     f"(profile {profile}), so results are not those of a pretrained SAM. "
-                     f"Download {url} to {path} to use them.")
+                     f"(stage2.allow_random_weights), so results are not those of a pretrained SAM; {how}")
         return None
-    raise InputError(path, f"SAM {backbone} weights not found; download {url} and save it as {path} "
-                           f"(or set stage2.weights to where it is)")
+    raise InputError(path, f"SAM {backbone} weights not found; {how} (or set stage2.weights to where they are)")
+
+
+def save_sam_image_encoder(encoder: ImageEncoderViT, folder: Path, backbone: str, note: dict[str, Any]) -> Path:
+    """Write ``encoder``'s weights in SAM's checkpoint layout (``image_encoder.*`` keys) as
+    ``folder/sam_<backbone>_<first 8 hex digits of its SHA-256>.pth``, with ``note`` (which must hold
+    ``source``, see `weights_source`) as the ``.json`` beside it; any other such pair there is removed.
+
+    The name carries the digest as the official files do, so `load_sam_state` verifies it. Both files are
+    written under temporary names and renamed into place, the checkpoint last.
+    """
+    if "source" not in note:
+        raise ValueError("the note must say what the weights are ('source')")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".sam_{backbone}.pth.tmp"
+    state = {IMAGE_ENCODER_PREFIX + k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    try:
+        torch.save(state, tmp)
+        path = folder / f"sam_{backbone}_{_sha256(tmp)[:8]}.pth"
+        for old in [*folder.glob(f"sam_{backbone}_*.pth"), *folder.glob(f"sam_{backbone}_*{WEIGHTS_NOTE}")]:
+            old.unlink()
+        note_tmp = folder / f".sam_{backbone}.json.tmp"
+        note_tmp.write_text(json.dumps({**note, "checkpoint": path.name}, indent=2) + "\n")
+        note_tmp.replace(path.with_suffix(WEIGHTS_NOTE))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _sha256(path: Path) -> str:
@@ -300,12 +365,17 @@ def load_sam_mask_decoder(decoder: nn.Module, path: Path, *, map_location: str |
     Loaded: the two-way ``transformer``, the ``output_upscaling`` and the prompt encoder's Fourier
     positional encoding (``pe_layer``). Not loaded, because their number or meaning differs: SAM's
     IoU token and head, its mask tokens and per-mask hypernetwork MLPs (C class tokens start fresh,
-    as SAMed's multi-class mask decoder does).
+    as SAMed's multi-class mask decoder does). An encoder-only checkpoint (no ``mask_decoder.*`` key, as
+    the foundation stage writes) loads nothing: the decoder keeps its fresh initialisation.
 
     Raises:
         InputError: anything `load_sam_state` rejects, or a shared key missing or of another shape.
     """
     state = load_sam_state(Path(path), map_location=map_location)
+    if not any(k.startswith(MASK_DECODER_PREFIX) for k in state):
+        log.info("%s holds no %s* keys (an encoder-only checkpoint): the decoder starts fresh", path,
+                 MASK_DECODER_PREFIX)
+        return []
     own = decoder.state_dict()
     picked = {}
     for key in own:

@@ -33,28 +33,21 @@ Stage-2 checkpoint is self-contained; ``trainable_parameters()`` leaves it out.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from plaque.classes import NUM_CLASSES
-from plaque.models.decoders import ClassTokenDecoder, MultiClassHead, resize_bilinear
-from plaque.models.faa import FAA
-from plaque.models.vq import VQAutoencoder, freeze
+from plaque.methods import FUSIONS
+from plaque.models.decoders import ClassTokenDecoder, MultiClassHead
+from plaque.models.resize import resize_bilinear
+from plaque.models.sam import OUT_CHANNELS as EMBED_DIM
+from plaque.models.sam import PIXEL_MEAN, PIXEL_STD, sam_input
 
-EMBED_DIM = 256  # channels of SAM's image embedding (every SAM variant's neck)
-PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's, on a 0..255 scale, RGB
-PIXEL_STD = (58.395, 57.12, 57.375)
-FUSIONS = ("faa", "add", "none")
-
-
-def sam_input(x: Tensor, input_size: int, pixel_mean: Tensor, pixel_std: Tensor) -> Tensor:
-    """Slices (B, 1, s, s) in [0, 1] → SAM input (B, 3, S, S): resize to S = ``input_size``, ×255, 3 channels,
-    normalised by SAM's ``pixel_mean``/``pixel_std`` (each (1, 3, 1, 1), 0..255 scale)."""
-    x = resize_bilinear(x, (input_size, input_size)) * 255.0
-    return (x.expand(-1, 3, -1, -1) - pixel_mean) / pixel_std
+if TYPE_CHECKING:
+    from plaque.models.vq import VQAutoencoder
 
 
 class PriorSegmenter(nn.Module):
@@ -85,12 +78,13 @@ class PriorSegmenter(nn.Module):
         self.image_encoder, self.decoder = image_encoder, decoder
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-        self.prior = freeze(prior) if prior is not None else None
+        self.prior = prior.eval().requires_grad_(False) if prior is not None else None
         self.adapter: nn.Module | None = None
-        self.faa: FAA | None = None
+        self.faa: nn.Module | None = None
         if prior is not None:
             self.adapter = nn.Conv2d(prior.quantizer.dim, embed_dim, adapter_kernel, padding=adapter_kernel // 2)
         if fusion == "faa":
+            from plaque.models.faa import FAA  # here, so that a model without FAA never loads its module
             self.faa = FAA(embed_dim, heads=faa_heads, dropout=faa_dropout)
 
     def train(self, mode: bool = True) -> PriorSegmenter:
@@ -105,6 +99,10 @@ class PriorSegmenter(nn.Module):
         for name, p in self.named_parameters():
             if p.requires_grad and not name.startswith("prior."):
                 yield p
+
+    def sam_mask_decoder_part(self) -> nn.Module | None:
+        """The submodule that takes SAM's pretrained mask-decoder weights: the class-token decoder, else none."""
+        return self.decoder if isinstance(self.decoder, ClassTokenDecoder) else None
 
     def preprocess(self, x: Tensor) -> Tensor:
         """Slices (B, 1, s, s) in [0, 1] → SAM input (B, 3, S, S) (`sam_input`)."""

@@ -1,10 +1,2 @@
-"""One trainer for every model: DDP under `torchrun`, early stopping, resumable checkpoints, DVCLive."""
-
-from plaque.train.checkpoint import load_checkpoint, save_atomic
-from plaque.train.distributed import DistInfo, broadcast_object, cleanup, init_distributed, resolve_nproc
-from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_device
-
-__all__ = [
-    "DistInfo", "FitConfig", "FitResult", "broadcast_object", "cleanup", "fit", "init_distributed",
-    "load_checkpoint", "resolve_nproc", "save_atomic", "seed_everything", "to_device",
-]
+"""One trainer for every model (`plaque.train.trainer`): DDP under `torchrun` (`plaque.train.distributed`), early
+stopping, resumable checkpoints, DVCLive; the stage entry points (foundation, stage1, stage2)."""

@@ -1,12 +1,10 @@
-"""What the stage entry points share: common options, one-line errors, the distributed set-up, JSON output."""
+"""What the stage entry points share: common options, one-line errors, the distributed set-up."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from plaque.cli import add_config_options, report_error
@@ -42,11 +40,3 @@ def run_stage(args: argparse.Namespace, train: Callable[[dict[str, Any], DistInf
     finally:
         cleanup()
     return 0
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)

@@ -73,15 +73,19 @@ def init_distributed(*, use_cuda: bool | None = None, timeout: timedelta = DEFAU
     cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise InputError("LOCAL_RANK",
-                             f"{local_rank}, but only {torch.cuda.device_count()} CUDA devices are visible")
+            raise InputError(
+                "LOCAL_RANK", f"{local_rank}, but only {torch.cuda.device_count()} CUDA devices are visible"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if cuda else "gloo", rank=rank, world_size=world_size, timeout=timeout,
+            backend="nccl" if cuda else "gloo",
+            rank=rank,
+            world_size=world_size,
+            timeout=timeout,
             device_id=device if cuda else None,
         )
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)

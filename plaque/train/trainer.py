@@ -8,7 +8,11 @@ the same stopping decision.
 
 Resumability: ``last.pt`` is written atomically at the end of every epoch with everything the
 next epoch depends on (weights, optimizer, scheduler, early-stopping state, history, the RNG
-states of every rank, and the caller's ``extra_state``). The training order is a function of
+states of every rank, and the caller's ``extra_state``). It also holds the run's fingerprint: a
+SHA-256 of the code of every loaded ``plaque`` module and of the caller's ``record`` (the
+configuration). A ``last.pt`` of other code or settings is never resumed: the run starts afresh,
+with a warning, so a checkpoint folder DVC keeps across reruns (``persist``) resumes an interrupted
+run and only that. The training order is a function of
 ``(seed, epoch)`` alone (`EpochSampler.set_epoch`), so a run killed at any point and
 started again ends with the same result as an uninterrupted run (bit-identical weights on CPU).
 DataLoader workers are not persistent for the same reason: they are re-seeded from the restored
@@ -17,12 +21,16 @@ generator each epoch. Models and ``extra_state`` must keep all their state in ``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import random
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -32,8 +40,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from plaque.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from plaque.errors import InputError
-from plaque.train.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from plaque.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, gather_object
 
 log = logging.getLogger(__name__)
@@ -91,10 +99,12 @@ class FitConfig:
         for key in ("max_epochs", "val_every", "patience", "batch_size_per_gpu"):
             if getattr(self, key) < 1:
                 raise InputError(f"train.{key}", f"expected a positive integer, got {getattr(self, key)!r}")
-        if self.samples_per_epoch != "all" and (not isinstance(self.samples_per_epoch, int)
-                                                or self.samples_per_epoch < 1):
-            raise InputError("train.samples_per_epoch", f"expected 'all' or a positive integer, "
-                                                        f"got {self.samples_per_epoch!r}")
+        if self.samples_per_epoch != "all" and (
+            not isinstance(self.samples_per_epoch, int) or self.samples_per_epoch < 1
+        ):
+            raise InputError(
+                "train.samples_per_epoch", f"expected 'all' or a positive integer, got {self.samples_per_epoch!r}"
+            )
         if not 0.0 <= self.rare_share < 1.0:
             raise InputError("train.plaque_share", f"expected a share in [0, 1), got {self.rare_share!r}")
         if self.mode not in ("max", "min"):
@@ -106,8 +116,7 @@ class FitConfig:
     @classmethod
     def from_params(cls, train: Mapping[str, Any], **rest: Any) -> FitConfig:
         """Build from the resolved ``train`` section (``nproc_per_node`` is the launcher's) plus the other fields."""
-        keys = ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "seed", "num_workers",
-                "samples_per_epoch")
+        keys = ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "seed", "num_workers", "samples_per_epoch")
         return cls(**{k: train[k] for k in keys}, rare_share=train["plaque_share"], **rest)
 
 
@@ -128,8 +137,17 @@ class EpochSampler(DistributedSampler):
     resumed run sees the items an uninterrupted one would.
     """
 
-    def __init__(self, dataset: Dataset, *, samples: int | Literal["all"], num_replicas: int, rank: int,
-                 seed: int, rare: Sequence[bool] | None = None, rare_share: float = 0.0) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        samples: int | Literal["all"],
+        num_replicas: int,
+        rank: int,
+        seed: int,
+        rare: Sequence[bool] | None = None,
+        rare_share: float = 0.0,
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         n = len(dataset)  # type: ignore[arg-type]
         self.samples = n if samples == "all" else min(int(samples), n)
@@ -150,19 +168,22 @@ class EpochSampler(DistributedSampler):
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         if self.rare is None:
-            picked = torch.randperm(len(self.dataset), generator=g)[:self.samples]  # type: ignore[arg-type]
+            picked = torch.randperm(len(self.dataset), generator=g)[: self.samples]  # type: ignore[arg-type]
         else:
             rare, other = self.rare.nonzero()[:, 0], (~self.rare).nonzero()[:, 0]
             k = self.rare_count
-            rare_pick = (rare[torch.randperm(len(rare), generator=g)[:k]] if k <= len(rare)
-                         else rare[torch.randint(len(rare), (k,), generator=g)])
+            rare_pick = (
+                rare[torch.randperm(len(rare), generator=g)[:k]]
+                if k <= len(rare)
+                else rare[torch.randint(len(rare), (k,), generator=g)]
+            )
             rest = min(self.samples - k, len(other))
             other_pick = other[torch.randperm(len(other), generator=g)[:rest]]
             both = torch.cat([rare_pick, other_pick])
             picked = both[torch.randperm(len(both), generator=g)]
         order = picked.tolist()
-        order += order[:self.total_size - len(order)]
-        return iter(order[self.rank:self.total_size:self.num_replicas])
+        order += order[: self.total_size - len(order)]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 @dataclass
@@ -203,7 +224,8 @@ class EarlyStopping:
     def update(self, score: float, epoch: int) -> bool:
         """Record one validation; True when it is the new best."""
         better = not math.isnan(score) and (
-            self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score))
+            self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
+        )
         if better:
             self.best_score, self.best_epoch, self.bad_validations = score, epoch, 0
         else:
@@ -237,10 +259,20 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, val_set: Dataset,
-        step: StepFn, validate: ValidateFn, cfg: FitConfig, info: DistInfo,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        extra_state: Stateful | None = None, rare: Sequence[bool] | None = None) -> FitResult:
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_set: Dataset,
+    val_set: Dataset,
+    step: StepFn,
+    validate: ValidateFn,
+    cfg: FitConfig,
+    info: DistInfo,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    extra_state: Stateful | None = None,
+    rare: Sequence[bool] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> FitResult:
     """Train ``model`` until ``cfg.max_epochs`` or until early stopping; resume from ``last.pt`` if present.
 
     Args:
@@ -258,6 +290,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, 
             when ``cfg.samples_per_epoch`` is a number (`EpochSampler`); ignored with ``"all"``.
         extra_state: state outside the model that training changes (e.g. Stage-1 class prototypes);
             saved in both checkpoints and restored on resume.
+        record: what else ``best.pt`` must carry to be used on its own (e.g. the method and its resolved
+            configuration, `plaque.checkpoint.model_record`); weights-only values.
 
     Returns:
         The run's `FitResult`, on every rank.
@@ -271,10 +305,13 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, 
             raise InputError(name, "the dataset is empty")
     last_path, best_path = cfg.out_dir / LAST, cfg.out_dir / BEST
     effective_batch = cfg.batch_size_per_gpu * info.world_size
-    run_config = {**{k: getattr(cfg, k) for k in ("batch_size_per_gpu", "val_every", "patience", "seed",
-                                                  "monitor", "mode")},
-                  "world_size": info.world_size, "scheduler": scheduler is not None,
-                  "extra_state": extra_state is not None}
+    run_config = {
+        **{k: getattr(cfg, k) for k in ("batch_size_per_gpu", "val_every", "patience", "seed", "monitor", "mode")},
+        "world_size": info.world_size,
+        "scheduler": scheduler is not None,
+        "extra_state": extra_state is not None,
+        "fingerprint": run_fingerprint(record),
+    }
     model.to(info.device)
     stopper = EarlyStopping(cfg.mode, cfg.patience)
     history: list[dict[str, float]] = []
@@ -296,20 +333,39 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, 
     cuda = info.device.type == "cuda"
     train_model: nn.Module = model
     if info.world_size > 1:
-        train_model = DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None,
-                                              find_unused_parameters=cfg.find_unused_parameters)
-    sampler = EpochSampler(train_set, samples=cfg.samples_per_epoch, num_replicas=info.world_size,
-                           rank=info.rank, seed=cfg.seed, rare=rare, rare_share=cfg.rare_share)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size_per_gpu, sampler=sampler,
-                              num_workers=cfg.num_workers, pin_memory=cuda)
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size_per_gpu, shuffle=False,
-                            num_workers=cfg.num_workers, pin_memory=cuda) if info.is_main else None
-    live = _open_live(cfg, info, history, {**run_config, "effective_batch_size": effective_batch,
-                                           "max_epochs": cfg.max_epochs})
+        train_model = DistributedDataParallel(
+            model, device_ids=[info.device.index] if cuda else None, find_unused_parameters=cfg.find_unused_parameters
+        )
+    sampler = EpochSampler(
+        train_set,
+        samples=cfg.samples_per_epoch,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        seed=cfg.seed,
+        rare=rare,
+        rare_share=cfg.rare_share,
+    )
+    train_loader = DataLoader(
+        train_set, batch_size=cfg.batch_size_per_gpu, sampler=sampler, num_workers=cfg.num_workers, pin_memory=cuda
+    )
+    val_loader = (
+        DataLoader(
+            val_set, batch_size=cfg.batch_size_per_gpu, shuffle=False, num_workers=cfg.num_workers, pin_memory=cuda
+        )
+        if info.is_main
+        else None
+    )
+    live = _open_live(
+        cfg, info, history, {**run_config, "effective_batch_size": effective_batch, "max_epochs": cfg.max_epochs}
+    )
     if info.is_main:
-        log.info("world size %d x batch %d per process = effective batch %d; %s",
-                 info.world_size, cfg.batch_size_per_gpu, effective_batch,
-                 f"resuming after epoch {len(history)}" if ckpt is not None else "starting afresh")
+        log.info(
+            "world size %d x batch %d per process = effective batch %d; %s",
+            info.world_size,
+            cfg.batch_size_per_gpu,
+            effective_batch,
+            f"resuming after epoch {len(history)}" if ckpt is not None else "starting afresh",
+        )
     if ckpt is not None:
         set_rng_state(ckpt["rng"][info.rank], info.device)
     else:
@@ -327,31 +383,73 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, 
             metrics = _validate_on_main(validate, model, val_loader, info, cfg.monitor)
             entry.update({f"val/{k}": v for k, v in metrics.items()})
             if stopper.update(metrics[cfg.monitor], epoch) and info.is_main:
-                save_atomic({"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
-                             "monitor": cfg.monitor, "score": metrics[cfg.monitor], "metrics": metrics,
-                             "extra": extra_state.state_dict() if extra_state is not None else None}, best_path)
+                save_atomic(
+                    {
+                        **(record or {}),
+                        "format": FORMAT,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "monitor": cfg.monitor,
+                        "score": metrics[cfg.monitor],
+                        "metrics": metrics,
+                        "extra": extra_state.state_dict() if extra_state is not None else None,
+                    },
+                    best_path,
+                )
         history.append(entry)
         rngs = gather_object(rng_state(info.device), info)
         if info.is_main:
-            save_atomic({"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
-                         "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                         "extra": extra_state.state_dict() if extra_state is not None else None,
-                         "rng": rngs, "early_stopping": stopper.state_dict(), "history": history,
-                         "config": run_config, "effective_batch_size": effective_batch}, last_path)
+            save_atomic(
+                {
+                    "format": FORMAT,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "extra": extra_state.state_dict() if extra_state is not None else None,
+                    "rng": rngs,
+                    "early_stopping": stopper.state_dict(),
+                    "history": history,
+                    "config": run_config,
+                    "effective_batch_size": effective_batch,
+                },
+                last_path,
+            )
             _log_live(live, entry)
-            log.info("epoch %d/%d: %s | %s", epoch, cfg.max_epochs,
-                     ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"), _progress(stopper, cfg))
+            log.info(
+                "epoch %d/%d: %s | %s",
+                epoch,
+                cfg.max_epochs,
+                ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"),
+                _progress(stopper, cfg),
+            )
     if live is not None:
         live.end()
     barrier(info)
     best = next((h for h in history if h["epoch"] == stopper.best_epoch), {})
     return FitResult(
-        epochs_run=len(history), best_epoch=stopper.best_epoch, best_score=stopper.best_score,
+        epochs_run=len(history),
+        best_epoch=stopper.best_epoch,
+        best_score=stopper.best_score,
         best_metrics={k[4:]: v for k, v in best.items() if k.startswith("val/")},
-        stopped_early=stopper.stopped, world_size=info.world_size, effective_batch_size=effective_batch,
-        history=history, last_path=last_path, best_path=best_path,
+        stopped_early=stopper.stopped,
+        world_size=info.world_size,
+        effective_batch_size=effective_batch,
+        history=history,
+        last_path=last_path,
+        best_path=best_path,
     )
+
+
+def run_fingerprint(record: Mapping[str, Any] | None) -> str:
+    """SHA-256 of the source of every loaded ``plaque`` module and of ``record`` (JSON, keys sorted)."""
+    digest = hashlib.sha256()
+    for name, module in sorted(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.split(".")[0] == "plaque" and path:
+            digest.update(name.encode() + b"\0" + Path(path).read_bytes())
+    digest.update(json.dumps(record or {}, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def _resume_point(path: Path, resume: bool, run_config: dict[str, Any], info: DistInfo) -> dict[str, Any] | None:
@@ -361,16 +459,24 @@ def _resume_point(path: Path, resume: bool, run_config: dict[str, Any], info: Di
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != FORMAT or "config" not in ckpt:
         raise InputError(path, "not a last.pt written by plaque.train.fit")
+    if ckpt["config"].get("fingerprint") != run_config["fingerprint"]:
+        if info.is_main:
+            log.warning("%s was written by other code or settings: starting afresh", path)
+        return None
     for key, now in run_config.items():
         was = ckpt["config"].get(key)
         if was != now:
-            raise InputError(path, f"was written with {key}={was!r} but this run has {key}={now!r}; "
-                                   "use the same settings, or resume=False, or another out_dir")
+            raise InputError(
+                path,
+                f"was written with {key}={was!r} but this run has {key}={now!r}; "
+                "use the same settings, or resume=False, or another out_dir",
+            )
     return ckpt
 
 
-def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, step: StepFn,
-                 epoch: int, info: DistInfo) -> dict[str, float]:
+def _train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, step: StepFn, epoch: int, info: DistInfo
+) -> dict[str, float]:
     """One pass over this rank's shard; returns ``{"epoch", "train/<key>": mean over steps and ranks}``."""
     model.train()
     sums: dict[str, float] = {}
@@ -379,8 +485,9 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
         loss, scalars = step(model, to_device(batch, info.device), info)
         value = loss.item()
         if not math.isfinite(value):
-            raise FloatingPointError(f"epoch {epoch}, step {i}/{len(loader)}: the loss is {value}; "
-                                     "stopping before this update")
+            raise FloatingPointError(
+                f"epoch {epoch}, step {i}/{len(loader)}: the loss is {value}; stopping before this update"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -392,8 +499,9 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
     return {"epoch": epoch, **{f"train/{k}": t / steps for k, t in zip(keys, totals)}}
 
 
-def _validate_on_main(validate: ValidateFn, model: nn.Module, loader: DataLoader | None, info: DistInfo,
-                      monitor: str) -> dict[str, float]:
+def _validate_on_main(
+    validate: ValidateFn, model: nn.Module, loader: DataLoader | None, info: DistInfo, monitor: str
+) -> dict[str, float]:
     """Rank 0 validates the unwrapped model; every rank receives its metrics."""
     metrics: dict[str, float] | None = None
     if info.is_main:
@@ -409,13 +517,14 @@ def _validate_on_main(validate: ValidateFn, model: nn.Module, loader: DataLoader
 def _progress(stopper: EarlyStopping, cfg: FitConfig) -> str:
     if stopper.best_epoch is None:
         return f"no best {cfg.monitor} yet"
-    return (f"best {cfg.monitor} {stopper.best_score:.4g} at epoch {stopper.best_epoch}, "
-            f"{stopper.bad_validations}/{cfg.patience} validations without improvement"
-            + ("; stopping early" if stopper.stopped else ""))
+    return (
+        f"best {cfg.monitor} {stopper.best_score:.4g} at epoch {stopper.best_epoch}, "
+        f"{stopper.bad_validations}/{cfg.patience} validations without improvement"
+        + ("; stopping early" if stopper.stopped else "")
+    )
 
 
-def _open_live(cfg: FitConfig, info: DistInfo, history: list[dict[str, float]],
-               params: dict[str, Any]) -> Live | None:
+def _open_live(cfg: FitConfig, info: DistInfo, history: list[dict[str, float]], params: dict[str, Any]) -> Live | None:
     """DVCLive on rank 0, rebuilt from ``history`` so that it matches ``last.pt`` exactly after a resume."""
     if not info.is_main or cfg.live_dir is None:
         return None

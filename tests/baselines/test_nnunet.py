@@ -1,5 +1,5 @@
 """The nnU-Net baseline on a tiny cohort: export that nnU-Net's own planner accepts, our split kept, the trainer
-found by nnU-Net's lookup, predictions converted back to the evaluator's format, and one end-to-end run."""
+found by nnU-Net's lookup, and one end-to-end run whose predictions are nnU-Net's own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,26 +26,34 @@ from plaque.baselines.nnunet.run import (
     tool,
 )
 from plaque.baselines.nnunet.settings import NNUNET_TRAINER, Settings, from_config
-from plaque.config import load_config
 from plaque.baselines.nnunet.trainer import (
     SETTINGS_ENV,
     TRAINER_FOLDER,
     TRAINER_NAME,
     read_schedule,
 )
+from plaque.config import load_config
 from plaque.data.processed import MANIFEST_FILE, load_processed
 from plaque.errors import InputError
 from plaque.eval.figures import read_dvclive_curve
 from plaque.eval.predictions import load_method
+from plaque.inference import load_predictor
 from tests.eval.factories import STEP_MM, write_processed
 
 WINDOW = [-300.0, 1300.0]
-CFG = {"preprocess": {"window_hu": WINDOW, "step_mm": STEP_MM}}
+
 # (patient, split, slices) in manifest order; P04 and P02 have two vessels each (see `cohort`).
-LAYOUT = (("P01", "train", 6), ("P02", "test", 5), ("P03", "val", 4), ("P04", "train", 7), ("P05", "test", 3),
-          ("P06", "val", 4))
+LAYOUT = (
+    ("P01", "train", 6),
+    ("P02", "test", 5),
+    ("P03", "val", 4),
+    ("P04", "train", 7),
+    ("P05", "test", 3),
+    ("P06", "val", 4),
+)
 SPACING = {"P01": 0.40, "P02": 0.45, "P03": 0.42, "P04": 0.38, "P05": 0.44, "P06": 0.41}
 TINY = {**load_config(profile="smoke")["nnunet"], "dataset_id": 977, "dataset_name": "PlaqueTest"}
+CFG = {"profile": "smoke", "preprocess": {"window_hu": WINDOW, "step_mm": STEP_MM}, "nnunet": TINY}
 
 
 def parse(section: dict) -> Settings:
@@ -78,9 +85,24 @@ def planned(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     cases = export.export_dataset(processed, raw, WINDOW, STEP_MM)
     splits = export.splits_for(cases)
     export.write_splits(pre, splits)
-    run_tool("plan", [tool("nnUNetv2_plan_and_preprocess"), "-d", str(settings.dataset_id), "-c", CONFIGURATION,
-                      "--verify_dataset_integrity", "-np", "1", "-npfp", "1", "--no_pbar"],
-             nnunet_env(work, settings, "cpu"), work / "plan.log")
+    run_tool(
+        "plan",
+        [
+            tool("nnUNetv2_plan_and_preprocess"),
+            "-d",
+            str(settings.dataset_id),
+            "-c",
+            CONFIGURATION,
+            "--verify_dataset_integrity",
+            "-np",
+            "1",
+            "-npfp",
+            "1",
+            "--no_pbar",
+        ],
+        nnunet_env(work, settings, "cpu"),
+        work / "plan.log",
+    )
     return {"work": work, "raw": raw, "pre": pre, "cases": cases, "splits": splits, "processed": processed}
 
 
@@ -90,8 +112,16 @@ def _ids(folder: Path, suffix: str) -> set[str]:
 
 def test_export_puts_train_and_val_in_training_and_test_only_in_imagests(planned: dict) -> None:
     raw, cases = planned["raw"], planned["cases"]
-    assert {c.case for c in cases} == {"P01_LAD", "P02_LAD", "P02_L-CX", "P03_LAD", "P04_LAD", "P04_RCA", "P05_LAD",
-                                       "P06_LAD"}
+    assert {c.case for c in cases} == {
+        "P01_LAD",
+        "P02_LAD",
+        "P02_L-CX",
+        "P03_LAD",
+        "P04_LAD",
+        "P04_RCA",
+        "P05_LAD",
+        "P06_LAD",
+    }
     train_val = {c.case for c in cases if c.split in ("train", "val")}
     test = {c.case for c in cases if c.split == "test"}
     assert _ids(raw / "imagesTr", "_0000.nii.gz") == train_val == _ids(raw / "labelsTr", ".nii.gz")
@@ -130,7 +160,9 @@ def test_planning_accepts_the_export_and_keeps_our_split(planned: dict) -> None:
     export.check_splits(pre, splits)  # still there, fold 0 ours, after nnU-Net's planning and preprocessing
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     assert plans["transpose_forward"] == [0, 1, 2]  # 2D images are our cross-sections
-    preprocessed = {p.name.split(".")[0] for p in (pre / "nnUNetPlans_2d").iterdir() if not p.name.endswith("_seg.b2nd")}
+    preprocessed = {
+        p.name.split(".")[0] for p in (pre / "nnUNetPlans_2d").iterdir() if not p.name.endswith("_seg.b2nd")
+    }
     assert preprocessed == set(splits[0]["train"]) | set(splits[0]["val"])  # no test case seen by nnU-Net
 
 
@@ -158,7 +190,9 @@ def test_nnunet_finds_our_trainer_through_nnunet_exttrainer(monkeypatch: pytest.
 
 
 def test_trainer_choice_and_schedule_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert from_config(load_config(profile="paper")).trainer == NNUNET_TRAINER  # nnU-Net's own 1000 x 250: the stock trainer
+    assert (
+        from_config(load_config(profile="paper")).trainer == NNUNET_TRAINER
+    )  # nnU-Net's own 1000 x 250: the stock trainer
     assert parse(TINY).trainer == TRAINER_NAME
     path = tmp_path / "schedule.json"
     path.write_text(json.dumps(parse(TINY).schedule))
@@ -175,41 +209,6 @@ def test_trainer_choice_and_schedule_file(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_dataset_name_nnunet_cannot_use_names_the_key() -> None:
     with pytest.raises(InputError, match="nnunet.dataset_name"):
         parse({**TINY, "dataset_name": "a b"})
-
-
-def _fake_predictions(planned: dict, folder: Path) -> None:
-    """nnU-Net-style ``<case>.nii.gz`` for every test case: the ground truth, geometry as exported."""
-    folder.mkdir()
-    for c in planned["cases"]:
-        if c.split == "test":
-            labels = np.asarray(planned["processed"].labels[c.rows], dtype=np.uint8)
-            export.write_stack(folder / f"{c.case}.nii.gz", labels, c.spacing_mm, STEP_MM)
-
-
-def test_predictions_convert_back_to_the_evaluator_format(planned: dict, tmp_path: Path) -> None:
-    _fake_predictions(planned, tmp_path / "nifti")
-    processed = planned["processed"]
-    patients = export.write_patient_predictions(tmp_path / "nifti", processed, planned["cases"], tmp_path / "nnunet")
-    assert patients == ["P02", "P05"]
-    preds = load_method(tmp_path / "nnunet", "nnunet", processed)  # the evaluator's own checks pass
-    for patient, pred in preds.items():
-        rows = processed.manifest.index[processed.manifest["patient"] == patient].to_numpy()
-        np.testing.assert_array_equal(pred, np.asarray(processed.labels[rows]))
-        with np.load(tmp_path / "nnunet" / f"{patient}.npz") as f:
-            assert f["pred"].dtype == np.uint8 and f["index"].dtype == np.int64
-            np.testing.assert_array_equal(f["index"], rows)
-
-
-def test_a_missing_or_misshapen_prediction_is_an_input_error(planned: dict, tmp_path: Path) -> None:
-    _fake_predictions(planned, tmp_path / "nifti")
-    victim = tmp_path / "nifti" / "P02_L-CX.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((16, 16, 5), np.uint8), np.eye(4)), victim)  # 5 slices instead of 2
-    with pytest.raises(InputError, match=r"P02_L-CX has shape \(5, 16, 16\).*expected \(2, 16, 16\)"):
-        export.write_patient_predictions(tmp_path / "nifti", planned["processed"], planned["cases"], tmp_path / "out")
-    victim.unlink()
-    with pytest.raises(InputError, match="no prediction for test case P02_L-CX"):
-        export.write_patient_predictions(tmp_path / "nifti", planned["processed"], planned["cases"], tmp_path / "out")
-    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_stacks_with_varying_spacing_or_a_missing_split_are_refused(cohort: Path, tmp_path: Path) -> None:
@@ -240,26 +239,46 @@ def test_work_folder_is_only_wiped_when_it_is_ours(tmp_path: Path) -> None:
 
 def test_a_failing_nnunet_step_names_the_step_and_its_log(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import sys; print('planner says no'); sys.exit(3)"]
-    with pytest.raises(InputError, match=r"plan\.log: plan and preprocess failed \(exit status 3\); last lines: "
-                                         r"planner says no"):
+    with pytest.raises(
+        InputError,
+        match=r"plan\.log: plan and preprocess failed \(exit status 3\); last lines: "
+        r"planner says no",
+    ):
         run_tool("plan and preprocess", argv, dict(os.environ), tmp_path / "logs" / "plan.log")
     assert (tmp_path / "logs" / "plan.log").read_text() == "planner says no\n"
 
 
 def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--data", str(tmp_path / "nowhere"), "--work", str(tmp_path / "w"), "--predictions",
-                 str(tmp_path / "p"), "--results", str(tmp_path / "r"), "--profile", "smoke", "--device", "cpu"])
+    code = main(
+        [
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "w"),
+            "--predictions",
+            str(tmp_path / "p"),
+            "--results",
+            str(tmp_path / "r"),
+            "--profile",
+            "smoke",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "missing" in err and err.count("\n") == 1
     assert not (tmp_path / "w").exists()
 
 
 def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
-    """Train 1 epoch x 2 iterations, predict, convert: the evaluator accepts the predictions and the curve."""
+    """Train 1 epoch x 2 iterations and predict through the inference layer: the evaluator accepts the
+    predictions and the curve; they are what nnU-Net's own ``nnUNetv2_predict`` makes of the exported test
+    cases; the self-contained ``best.pt`` alone predicts them again."""
     settings = parse(TINY)
     environ = dict(os.environ)
-    metrics = run_nnunet(cohort, tmp_path / "work", tmp_path / "pred" / "nnunet", tmp_path / "results", CFG,
-                         settings, "cpu")
+    metrics = run_nnunet(
+        cohort, tmp_path / "work", tmp_path / "pred" / "nnunet", tmp_path / "results", CFG, settings, "cpu"
+    )
     processed = load_processed(cohort)
     preds = load_method(tmp_path / "pred" / "nnunet", "nnunet", processed)
     assert sorted(preds) == ["P02", "P05"]
@@ -275,3 +294,39 @@ def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
     assert list(curve["step"]) == [1]
     assert (tmp_path / "work" / "logs" / "train.log").stat().st_size > 0
     assert dict(os.environ) == environ  # nnU-Net's variables went to its processes only
+
+    work = tmp_path / "work"
+    argv = [
+        tool("nnUNetv2_predict"),
+        "-i",
+        str(work / "nnUNet_raw" / settings.dataset / "imagesTs"),
+        "-o",
+        str(tmp_path / "cli"),
+        "-d",
+        str(settings.dataset_id),
+        "-c",
+        CONFIGURATION,
+        "-f",
+        "0",
+        "-tr",
+        settings.trainer,
+        "-chk",
+        settings.checkpoint_file,
+        "-device",
+        "cpu",
+        "--disable_progress_bar",
+        "-npp",
+        "1",
+        "-nps",
+        "1",
+    ] + ([] if settings.tta else ["--disable_tta"])
+    run_tool("predict", argv, nnunet_env(work, settings, "cpu"), tmp_path / "predict.log")
+    cases = export.cases_of(processed)
+    predictor = load_predictor(work / "best.pt")
+    assert predictor.method == "nnunet" and predictor.preprocess["window_hu"] == WINDOW
+    for c in (c for c in cases if c.split == "test"):
+        cli = export.read_stack(tmp_path / "cli" / f"{c.case}.nii.gz")
+        rows = processed.manifest.index[processed.manifest["patient"] == c.patient].to_numpy()
+        ours = preds[c.patient][np.searchsorted(rows, c.rows)]
+        np.testing.assert_array_equal(ours, cli)
+        np.testing.assert_array_equal(predictor.predict(processed.images[c.rows], c.spacing_mm), cli)

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from plaque.classes import CALCIFIED, LUMEN, NONCALCIFIED, WALL
 from plaque.config import load_config
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 from plaque.data.phantom import CASE_MIX, generate_case, generate_cohort, sample_spec
 from plaque.data.phantom import case as case_module
 from plaque.data.phantom.__main__ import main

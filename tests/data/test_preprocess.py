@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from plaque.config import load_config
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 from plaque.data.phantom import generate_cohort
 from plaque.data.preprocess import main, preprocess
 from plaque.data.processed import load_processed

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 from plaque.data.slicing import (
     axial_crops,
     cross_sections,

@@ -14,11 +14,15 @@ from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MA
 
 SIZE = 16
 STEP_MM = 0.5
+WINDOW_HU = [-300.0, 1300.0]
 # (patient, split, slices) in manifest order. The train patient sits between two test patients, so a
 # test patient's rows are not simply the ones after the previous test patient's. P03 has no
 # non-calcified plaque at all (the empty rule applies to it for that class).
 LAYOUT: tuple[tuple[str, str, int], ...] = (
-    ("P01", "test", 3), ("P00", "train", 2), ("P02", "test", 4), ("P03", "test", 2),
+    ("P01", "test", 3),
+    ("P00", "train", 2),
+    ("P02", "test", 4),
+    ("P03", "test", 2),
 )
 TEST_PATIENTS: tuple[str, ...] = ("P01", "P02", "P03")
 NO_NONCALCIFIED = ("P03",)
@@ -41,11 +45,13 @@ def slice_labels(rng: np.random.Generator, with_noncalcified: bool, size: int = 
     return labels
 
 
-def write_processed(folder: Path, layout: Sequence[tuple[str, str, int]] = LAYOUT, seed: int = 0,
-                    size: int = SIZE) -> Path:
+def write_processed(
+    folder: Path, layout: Sequence[tuple[str, str, int]] = LAYOUT, seed: int = 0, size: int = SIZE
+) -> Path:
     """Write ``images.npy``, ``labels.npy``, ``manifest.csv`` and ``summary.json`` of ``layout`` into ``folder``.
 
-    Slices get a per-slice pixel spacing of 0.40, 0.45 or 0.50 mm; ``summary.json`` holds ``step_mm``.
+    Slices get a per-slice pixel spacing of 0.40, 0.45 or 0.50 mm; ``summary.json`` holds the cross-section
+    settings (``window_hu``, ``crop_px``, ``step_mm``, ``size``).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,15 +63,28 @@ def write_processed(folder: Path, layout: Sequence[tuple[str, str, int]] = LAYOU
             index = len(labels)
             labels.append(lab)
             counts = np.bincount(lab.ravel(), minlength=NUM_CLASSES)
-            rows.append({"index": index, "patient": patient, "split": split, "vessel": "LAD", "slice": k,
-                         "spacing_mm": 0.40 + 0.05 * (index % 3), "center_x": 1.0 * k, "center_y": 2.0,
-                         "center_z": 3.0, **{f"count_{c}": int(counts[c]) for c in range(NUM_CLASSES)}})
+            rows.append(
+                {
+                    "index": index,
+                    "patient": patient,
+                    "split": split,
+                    "vessel": "LAD",
+                    "slice": k,
+                    "spacing_mm": 0.40 + 0.05 * (index % 3),
+                    "center_x": 1.0 * k,
+                    "center_y": 2.0,
+                    "center_z": 3.0,
+                    **{f"count_{c}": int(counts[c]) for c in range(NUM_CLASSES)},
+                }
+            )
     lab = np.stack(labels).astype(np.uint8)
     images = (lab / (NUM_CLASSES - 1) * 0.8 + rng.uniform(0.0, 0.2, lab.shape)).astype(np.float32)
     np.save(folder / IMAGES_FILE, images)
     np.save(folder / LABELS_FILE, lab)
     pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(folder / MANIFEST_FILE, index=False)
-    (folder / SUMMARY_FILE).write_text(json.dumps({"step_mm": STEP_MM, "size": size}))
+    (folder / SUMMARY_FILE).write_text(
+        json.dumps({"window_hu": WINDOW_HU, "crop_px": size, "step_mm": STEP_MM, "size": size})
+    )
     return folder
 
 
@@ -88,8 +107,9 @@ def degrade(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_predictions(folder: Path, processed: Path,
-                      transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
+def write_predictions(
+    folder: Path, processed: Path, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> Path:
     """One ``<patient>.npz`` (``pred`` uint8, ``index`` int64) per test patient of ``processed``: the ground
     truth, or ``transform`` of it."""
     folder = Path(folder)

@@ -138,10 +138,18 @@ def test_qualitative_grid_rejects_mismatched_shapes() -> None:
 
 def _bar_table() -> dict[str, dict[str, tuple[float, float, float]]]:
     return {
-        "Ours": {"vessel_wall": (0.8, 0.75, 0.85), "lumen": (0.9, 0.88, 0.93),
-                 "calcified": (0.6, 0.5, 0.7), "non_calcified": (0.4, 0.3, 0.45)},
-        "nnU-Net": {"vessel_wall": (0.7, 0.65, 0.72), "lumen": (0.85, 0.8, 0.9),
-                    "calcified": (NAN, NAN, NAN), "non_calcified": (0.35, NAN, NAN)},
+        "Ours": {
+            "vessel_wall": (0.8, 0.75, 0.85),
+            "lumen": (0.9, 0.88, 0.93),
+            "calcified": (0.6, 0.5, 0.7),
+            "non_calcified": (0.4, 0.3, 0.45),
+        },
+        "nnU-Net": {
+            "vessel_wall": (0.7, 0.65, 0.72),
+            "lumen": (0.85, 0.8, 0.9),
+            "calcified": (NAN, NAN, NAN),
+            "non_calcified": (0.35, NAN, NAN),
+        },
     }
 
 
@@ -151,8 +159,7 @@ def test_dice_bars_whiskers_span_the_given_cis() -> None:
     ax = fig.axes[0]
     bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
     assert list(bars) == ["Ours", "nnU-Net"]
-    segments = [seg for c in ax.containers if isinstance(c, ErrorbarContainer)
-                for seg in c.lines[2][0].get_segments()]
+    segments = [seg for c in ax.containers if isinstance(c, ErrorbarContainer) for seg in c.lines[2][0].get_segments()]
     classes = [CLASS_NAMES[k] for k in FOREGROUND]
     whiskers = {}
     for method, container in bars.items():
@@ -284,8 +291,9 @@ def test_save_figure_writes_png_and_pdf_and_closes(tmp_path: Path) -> None:
     assert not plt.fignum_exists(number)
 
 
-def test_save_figure_failure_keeps_old_file_and_leaves_no_temporary(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_figure_failure_keeps_old_file_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fig = confusion_plot({"Ours": np.eye(5, dtype=int)})
     (tmp_path / "cm.png").write_bytes(b"old")
 

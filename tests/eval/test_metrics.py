@@ -9,14 +9,22 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from monai.metrics import (compute_average_surface_distance, compute_dice, compute_hausdorff_distance,
-                           compute_iou)
+from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance, compute_iou
 from monai.metrics.utils import get_mask_edges
 from scipy.ndimage import binary_erosion, gaussian_filter
 
-from plaque.eval.metrics import (cap_distance_mm, confusion_matrix, hd95_assd, mask_surface, overlap_scores,
-                                 pooled_surface_distances, score_patient, slice_counts, surface_distances,
-                                 volumes_mm3)
+from plaque.eval.metrics import (
+    cap_distance_mm,
+    confusion_matrix,
+    hd95_assd,
+    mask_surface,
+    overlap_scores,
+    pooled_surface_distances,
+    score_patient,
+    slice_counts,
+    surface_distances,
+    volumes_mm3,
+)
 
 
 def blob(rng: np.random.Generator, shape: tuple[int, int], level: float = 0.5) -> np.ndarray:
@@ -99,11 +107,11 @@ def test_single_slice_edge_cases_equal_monai() -> None:
     far_corner = np.zeros_like(single)
     far_corner[-3:, -2:] = True
     cases = [
-        (single, other, 0.7),             # single pixels: HD95 = ASSD = their distance
-        (single, single, 1.3),            # identical → 0
-        (corner, far_corner, 0.4),        # masks touching the border
-        (full, full, 0.5),                # full masks → 0
-        (full, single, 0.9),              # full mask against a single pixel
+        (single, other, 0.7),  # single pixels: HD95 = ASSD = their distance
+        (single, single, 1.3),  # identical → 0
+        (corner, far_corner, 0.4),  # masks touching the border
+        (full, full, 0.5),  # full masks → 0
+        (full, single, 0.9),  # full mask against a single pixel
         (corner, full, 1.1),
     ]
     for pred, true, spacing in cases:
@@ -123,7 +131,7 @@ def test_one_empty_mask_gets_the_cap_where_monai_gives_inf() -> None:
     np.testing.assert_allclose(to_true, np.full(int(mask_surface(corner).sum()), cap))
     assert to_pred.size == 0
     assert hd95_assd(to_true, to_pred) == pytest.approx((cap, cap))
-    to_true, to_pred = surface_distances(empty, single, 0.6)   # missed truth: the truth's pixel is capped
+    to_true, to_pred = surface_distances(empty, single, 0.6)  # missed truth: the truth's pixel is capped
     assert to_true.size == 0 and to_pred.tolist() == pytest.approx([cap])
     # MONAI: HD95 NaN and ASSD inf when exactly one mask is empty, both NaN when both are.
     for pair in ((corner, empty), (empty, single)):
@@ -188,7 +196,7 @@ def test_pooled_distances_equal_a_loop_over_slices(seed: int) -> None:
             assert hd == pytest.approx(max(np.percentile(loop_pt, 95), np.percentile(loop_tp, 95)))
             assert asd == pytest.approx(np.concatenate([loop_pt, loop_tp]).mean())
         np.testing.assert_allclose([scores.hd95_mm[c], scores.assd_mm[c]], [hd, asd], rtol=1e-12)
-    assert capped.sum() > 0   # the draws exercise the cap
+    assert capped.sum() > 0  # the draws exercise the cap
 
 
 def test_single_slice_patient_equals_monai_per_class() -> None:
@@ -215,8 +223,8 @@ def test_empty_rule_for_every_metric() -> None:
     pred = np.zeros_like(truth)
     truth[:, 4:12, 4:12] = 2
     pred[:, 4:12, 4:12] = 2
-    pred[1, 1:3, 1:4] = 3                      # class 3 predicted on slice 1 only, absent from the truth
-    truth[2, 13:15, 13:15] = 4                 # class 4 in the truth on slice 2 only, never predicted
+    pred[1, 1:3, 1:4] = 3  # class 3 predicted on slice 1 only, absent from the truth
+    truth[2, 13:15, 13:15] = 4  # class 4 in the truth on slice 2 only, never predicted
     # class 1 absent from both
     spacing = np.array([0.5, 0.25, 0.4])
     s = score_patient("p", pred, truth, spacing, 1.0)
@@ -241,9 +249,9 @@ def test_empty_rule_for_every_metric() -> None:
 def test_dice_iou_equal_monai_where_truth_is_present_and_differ_as_documented() -> None:
     pred, truth, spacing = random_patient(11, n=5)
     truth[:, :, :] = np.where(truth == 3, 1, truth)  # class 3 absent from the truth
-    pred[pred == 4] = 0                               # class 4 never predicted
+    pred[pred == 4] = 0  # class 4 never predicted
     pred[truth == 4] = 0
-    pred[0, 0, :5] = 3                                # ensure class 3 is predicted
+    pred[0, 0, :5] = 3  # ensure class 3 is predicted
     s = score_patient("p", pred, truth, spacing, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -253,7 +261,7 @@ def test_dice_iou_equal_monai_where_truth_is_present_and_differ_as_documented() 
     assert present.tolist() == [True, True, True, False, True]
     np.testing.assert_allclose(s.dice[present], m_dice[present], rtol=1e-6)
     np.testing.assert_allclose(s.iou[present], m_iou[present], rtol=1e-6)
-    assert math.isnan(m_dice[3]) and s.dice[3] == 0.0 and s.iou[3] == 0.0   # MONAI: NaN; ours: 0
+    assert math.isnan(m_dice[3]) and s.dice[3] == 0.0 and s.iou[3] == 0.0  # MONAI: NaN; ours: 0
     assert s.dice[4] == 0.0
 
 
@@ -266,9 +274,9 @@ def test_overlap_scores_formulas() -> None:
 def test_slice_dice_per_slice_with_nan_where_both_empty() -> None:
     truth = np.zeros((2, 4, 4), np.int64)
     pred = np.zeros_like(truth)
-    truth[0, :2, :2] = 1                       # 4 px
-    pred[0, :2, :1] = 1                        # 2 px, overlap 2
-    pred[1, 3, 3] = 3                          # predicted only
+    truth[0, :2, :2] = 1  # 4 px
+    pred[0, :2, :1] = 1  # 2 px, overlap 2
+    pred[1, 3, 3] = 3  # predicted only
     s = score_patient("p", pred, truth, np.array([1.0, 1.0]), 1.0)
     assert s.slice_dice.shape == (2, 5)
     assert s.slice_dice[0, 1] == pytest.approx(2 * 2 / 6)
@@ -284,10 +292,10 @@ def test_slice_dice_per_slice_with_nan_where_both_empty() -> None:
 
 def test_volumes_of_a_known_mask() -> None:
     truth = np.zeros((2, 8, 8), np.int64)
-    truth[0, :2, :5] = 3                       # 10 px at 0.5 mm
-    truth[1, :2, :2] = 3                       # 4 px at 0.25 mm
+    truth[0, :2, :5] = 3  # 10 px at 0.5 mm
+    truth[1, :2, :2] = 3  # 4 px at 0.25 mm
     pred = np.zeros_like(truth)
-    pred[0, 0, :4] = 3                         # 4 px at 0.5 mm
+    pred[0, 0, :4] = 3  # 4 px at 0.5 mm
     spacing, step = np.array([0.5, 0.25]), 0.8
     s = score_patient("p", pred, truth, spacing, step)
     assert s.volume_true_mm3[3] == pytest.approx(10 * 0.25 * 0.8 + 4 * 0.0625 * 0.8)
@@ -332,17 +340,20 @@ def test_scores_shapes_and_dtypes() -> None:
 # --- validation --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("pred", "truth", "spacing", "step", "match"), [
-    (np.zeros((2, 4, 4), int), np.zeros((2, 4, 5), int), np.ones(2), 1.0, "differ in shape"),
-    (np.zeros((4, 4), int), np.zeros((4, 4), int), np.ones(4), 1.0, r"\(N, H, W\)"),
-    (np.full((2, 4, 4), 5), np.zeros((2, 4, 4), int), np.ones(2), 1.0, "prediction has class id 5"),
-    (np.zeros((2, 4, 4), int), np.full((2, 4, 4), -1), np.ones(2), 1.0, "ground truth has class id -1"),
-    (np.zeros((2, 4, 4)), np.zeros((2, 4, 4), int), np.ones(2), 1.0, "integer class ids"),
-    (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.array([1.0, 0.0]), 1.0, "positive"),
-    (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.array([1.0, np.nan]), 1.0, "positive"),
-    (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.ones(3), 1.0, "one value per slice"),
-    (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.ones(2), 0.0, "step_mm"),
-])
+@pytest.mark.parametrize(
+    ("pred", "truth", "spacing", "step", "match"),
+    [
+        (np.zeros((2, 4, 4), int), np.zeros((2, 4, 5), int), np.ones(2), 1.0, "differ in shape"),
+        (np.zeros((4, 4), int), np.zeros((4, 4), int), np.ones(4), 1.0, r"\(N, H, W\)"),
+        (np.full((2, 4, 4), 5), np.zeros((2, 4, 4), int), np.ones(2), 1.0, "prediction has class id 5"),
+        (np.zeros((2, 4, 4), int), np.full((2, 4, 4), -1), np.ones(2), 1.0, "ground truth has class id -1"),
+        (np.zeros((2, 4, 4)), np.zeros((2, 4, 4), int), np.ones(2), 1.0, "integer class ids"),
+        (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.array([1.0, 0.0]), 1.0, "positive"),
+        (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.array([1.0, np.nan]), 1.0, "positive"),
+        (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.ones(3), 1.0, "one value per slice"),
+        (np.zeros((2, 4, 4), int), np.zeros((2, 4, 4), int), np.ones(2), 0.0, "step_mm"),
+    ],
+)
 def test_invalid_inputs_raise_value_error_naming_the_problem(pred, truth, spacing, step, match) -> None:
     with pytest.raises(ValueError, match=match):
         score_patient("p", pred, truth, spacing, step)

@@ -84,12 +84,16 @@ def test_unknown_patient_file(folder: Path, data: Path, processed: Processed, pa
     assert "not a test patient" in err.problem
 
 
-@pytest.mark.parametrize("index", [
-    np.array([5, 6, 7, 9], np.int64),      # other rows (one of P03's)
-    np.array([8, 7, 6, 5], np.int64),      # the right rows, in another order
-    np.array([3, 4, 5, 6], np.int64),      # train rows
-    np.array([5, 6, 7], np.int64),         # too few
-], ids=["other-rows", "other-order", "train-rows", "too-few"])
+@pytest.mark.parametrize(
+    "index",
+    [
+        np.array([5, 6, 7, 9], np.int64),  # other rows (one of P03's)
+        np.array([8, 7, 6, 5], np.int64),  # the right rows, in another order
+        np.array([3, 4, 5, 6], np.int64),  # train rows
+        np.array([5, 6, 7], np.int64),  # too few
+    ],
+    ids=["other-rows", "other-order", "train-rows", "too-few"],
+)
 def test_wrong_index(folder: Path, data: Path, processed: Processed, index: np.ndarray) -> None:
     _, labels = truth_by_patient(data)["P02"]
     path = rewrite(folder, "P02", pred=labels[: len(index)], index=index)

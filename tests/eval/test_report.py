@@ -5,47 +5,68 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from plaque.classes import CALCIFIED, NONCALCIFIED, NUM_CLASSES, WALL
 from plaque.eval.metrics import PatientScores, score_patient
-from plaque.eval.report import (README_END, README_START, compare_with_reference, method_metrics, patient_macro_dice,
-                                patient_volumes, per_patient_table, summary, summary_markdown, update_readme)
+from plaque.eval.report import (
+    compare_with_reference,
+    method_metrics,
+    patient_macro_dice,
+    patient_volumes,
+    per_patient_table,
+    summary,
+    summary_markdown,
+)
 
 NAN = math.nan
 CFG_EVAL = {"bootstrap_resamples": 400, "seed": 0, "ci_level": 0.95}
 
 
-def scores(patient: str, dice_fg: Sequence[float], *, vol_true: Sequence[float] = (0.0,) * NUM_CLASSES,
-           vol_pred: Sequence[float] = (0.0,) * NUM_CLASSES, capped: Sequence[int] = (0,) * NUM_CLASSES,
-           n_slices: int = 2) -> PatientScores:
+def scores(
+    patient: str,
+    dice_fg: Sequence[float],
+    *,
+    vol_true: Sequence[float] = (0.0,) * NUM_CLASSES,
+    vol_pred: Sequence[float] = (0.0,) * NUM_CLASSES,
+    capped: Sequence[int] = (0,) * NUM_CLASSES,
+    n_slices: int = 2,
+) -> PatientScores:
     """Hand-built scores: ``dice_fg`` for classes 1..4 (background's Dice is 0, which must never count);
     IoU, HD95 and ASSD derived from it with the same NaN pattern."""
     dice = np.array([0.0, *dice_fg], dtype=np.float64)
     return PatientScores(
-        patient=patient, n_slices=n_slices, dice=dice, iou=dice / (2 - dice),
-        hd95_mm=np.where(np.isnan(dice), NAN, 10.0 * (1 - dice)), assd_mm=np.where(np.isnan(dice), NAN, 1 - dice),
-        capped_slices=np.array(capped, dtype=np.int64), volume_true_mm3=np.array(vol_true, dtype=np.float64),
+        patient=patient,
+        n_slices=n_slices,
+        dice=dice,
+        iou=dice / (2 - dice),
+        hd95_mm=np.where(np.isnan(dice), NAN, 10.0 * (1 - dice)),
+        assd_mm=np.where(np.isnan(dice), NAN, 1 - dice),
+        capped_slices=np.array(capped, dtype=np.int64),
+        volume_true_mm3=np.array(vol_true, dtype=np.float64),
         volume_pred_mm3=np.array(vol_pred, dtype=np.float64),
-        confusion=np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64), slice_dice=np.tile(dice, (n_slices, 1)),
+        confusion=np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64),
+        slice_dice=np.tile(dice, (n_slices, 1)),
     )
 
 
 def trio() -> list[PatientScores]:
-    return [scores("A", [1.0, 0.5, NAN, 0.4], capped=(0, 1, 0, 2, 0), n_slices=3),
-            scores("B", [0.8, 0.7, NAN, NAN], capped=(0, 0, 0, 1, 4), n_slices=2),
-            scores("C", [0.6, 0.9, 0.3, NAN], n_slices=4)]
+    return [
+        scores("A", [1.0, 0.5, NAN, 0.4], capped=(0, 1, 0, 2, 0), n_slices=3),
+        scores("B", [0.8, 0.7, NAN, NAN], capped=(0, 0, 0, 1, 4), n_slices=2),
+        scores("C", [0.6, 0.9, 0.3, NAN], n_slices=4),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ metrics
 
 
 def test_patient_macro_dice_ignores_excluded_classes_and_background() -> None:
-    macro = patient_macro_dice([scores("A", [1.0, 0.5, NAN, NAN]), scores("B", [0.2, 0.4, 0.6, 0.8]),
-                                scores("C", [NAN] * 4)])
+    macro = patient_macro_dice(
+        [scores("A", [1.0, 0.5, NAN, NAN]), scores("B", [0.2, 0.4, 0.6, 0.8]), scores("C", [NAN] * 4)]
+    )
     assert macro[:2] == pytest.approx([0.75, 0.5]) and np.isnan(macro[2])
 
 
@@ -66,7 +87,11 @@ def test_method_metrics_means_excluded_counts_and_capped_slices() -> None:
     assert m["hd95_mm"]["vessel_wall"]["mean"] == pytest.approx(10 * np.mean([0.0, 0.2, 0.4]))
     assert m["hd95_mm"]["calcified"]["excluded"] == 2 and m["assd_mm"]["non_calcified"]["excluded"] == 2
     assert {k: v["capped_slices"] for k, v in m["hd95_mm"].items()} == {
-        "vessel_wall": 1, "lumen": 0, "calcified": 3, "non_calcified": 4}
+        "vessel_wall": 1,
+        "lumen": 0,
+        "calcified": 3,
+        "non_calcified": 4,
+    }
     assert m["bootstrap"] == {"resamples": 400, "seed": 0, "level": 0.95}
 
 
@@ -75,9 +100,9 @@ def test_method_metrics_from_scored_stacks_follow_the_empty_rule() -> None:
     truth[:, 2:6, 2:6] = WALL
     truth[:, 3:5, 3:5] = CALCIFIED
     spacing, step = np.array([0.5, 0.5]), 0.5
-    exact = score_patient("A", truth, truth, spacing, step)        # no non-calcified anywhere: excluded
+    exact = score_patient("A", truth, truth, spacing, step)  # no non-calcified anywhere: excluded
     wrong = truth.copy()
-    wrong[0, 2, 2] = NONCALCIFIED                                   # predicted but absent: Dice 0, counted
+    wrong[0, 2, 2] = NONCALCIFIED  # predicted but absent: Dice 0, counted
     spurious = score_patient("B", wrong, truth, spacing, step)
     m = method_metrics("ours", [exact, spurious], CFG_EVAL)
     assert m["dice"]["non_calcified"]["mean"] == 0.0 and m["dice"]["non_calcified"]["excluded"] == 1
@@ -153,9 +178,15 @@ def test_comparison_is_ours_minus_method() -> None:
     assert 0 < macro["low"] <= macro["ours_minus_method"] <= macro["high"]
     assert macro["p_value"] == 0.0 and macro["patients"] == 4
     assert comp["sam_lora"]["dice_vessel_wall"]["ours_minus_method"] == pytest.approx(
-        np.mean(np.array(OURS)[:, 0] - np.array(OTHER)[:, 0]))
-    assert set(comp["sam_lora"]) == {"macro_dice", "dice_vessel_wall", "dice_lumen", "dice_calcified",
-                                     "dice_non_calcified"}
+        np.mean(np.array(OURS)[:, 0] - np.array(OTHER)[:, 0])
+    )
+    assert set(comp["sam_lora"]) == {
+        "macro_dice",
+        "dice_vessel_wall",
+        "dice_lumen",
+        "dice_calcified",
+        "dice_non_calcified",
+    }
 
     worse = compare_with_reference({"ours": cohort(OTHER), "nnunet": cohort(OURS)}, CFG_EVAL)
     assert worse["nnunet"]["macro_dice"]["ours_minus_method"] == pytest.approx(-expected)
@@ -188,8 +219,9 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 def three_methods() -> tuple[dict, dict]:
     all_scores = {
         "ours": cohort(OURS),
-        "sam_lora": cohort([[0.6, 0.95, 0.5, 0.55], [0.7, 0.95, 0.7, 0.65], [0.65, 0.95, 0.6, 0.5],
-                            [0.5, 0.95, 0.7, 0.6]]),
+        "sam_lora": cohort(
+            [[0.6, 0.95, 0.5, 0.55], [0.7, 0.95, 0.7, 0.65], [0.65, 0.95, 0.6, 0.5], [0.5, 0.95, 0.7, 0.6]]
+        ),
         "nnunet": cohort([[0.5, 0.5, 0.5, NAN]] * 4),
     }
     metrics = {m: method_metrics(m, s, CFG_EVAL) for m, s in all_scores.items()}
@@ -203,10 +235,14 @@ def test_summary_markdown_bolds_the_best_per_column_and_shows_missing_as_na() ->
     rows = table_rows(markdown)
     assert list(rows) == ["Ours", "SAM+LoRA", "nnU-Net"]
     bold = {label: [cell.startswith("**") for cell in cells] for label, cells in rows.items()}
-    assert bold == {"Ours": [True, False, True, True, True], "SAM+LoRA": [False, True, False, False, False],
-                    "nnU-Net": [False, False, False, False, False]}
+    assert bold == {
+        "Ours": [True, False, True, True, True],
+        "SAM+LoRA": [False, True, False, False, False],
+        "nnU-Net": [False, False, False, False, False],
+    }
     assert rows["Ours"][0] == "**0.875** [{:.3f}, {:.3f}]".format(
-        metrics["ours"]["dice"]["vessel_wall"]["low"], metrics["ours"]["dice"]["vessel_wall"]["high"])
+        metrics["ours"]["dice"]["vessel_wall"]["low"], metrics["ours"]["dice"]["vessel_wall"]["high"]
+    )
     assert rows["nnU-Net"][3] == "n/a"
     assert rows["nnU-Net"][2] == "0.500 [0.500, 0.500]"
     assert "randomly initialised" not in markdown
@@ -234,47 +270,6 @@ def test_summary_markdown_bolds_nothing_for_a_single_method() -> None:
 
 
 # ----------------------------------------------------------------------------------------- README
-
-
-README = f"""# Project
-
-Intro text with a \\backslash and $dollar.
-
-## Results
-
-{README_START}
-| old | table |
-{README_END}
-
-## After
-
-Kept as it is.
-"""
-
-
-def test_update_readme_replaces_only_the_marked_section_and_is_idempotent(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(README)
-    table = "| method | Dice |\n|---|---|\n| Ours | **0.9** \\1 \\g<0> |\n"  # regex replacement syntax stays literal
-    update_readme(readme, table)
-    text = readme.read_text()
-    before, rest = text.split(README_START)
-    inside, after = rest.split(README_END)
-    assert before == README.split(README_START)[0] and after == README.split(README_END)[1]
-    assert table.rstrip() in inside and "old" not in inside
-    assert text.count(README_START) == 1 and text.count(README_END) == 1
-    update_readme(readme, table)
-    assert readme.read_text() == text
-
-
-@pytest.mark.parametrize("text", ["# Project\n\nno markers\n", f"{README_START}\nonly the start\n",
-                                  f"{README_END}\nreversed\n{README_START}\n"])
-def test_update_readme_without_markers_raises_and_leaves_the_file(tmp_path: Path, text: str) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(text)
-    with pytest.raises(ValueError, match="markers"):
-        update_readme(readme, "| table |\n")
-    assert readme.read_text() == text
 
 
 def test_summary_markdown_says_every_method_when_all_are_random() -> None:

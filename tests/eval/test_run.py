@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,9 @@ from plaque.classes import CLASS_NAMES, NUM_CLASSES
 from plaque.config import load_config
 from plaque.errors import InputError
 from plaque.eval.__main__ import main
-from plaque.eval.report import README_END, README_START
 from plaque.eval.run import evaluate, focus_box
 from plaque.paths import repo_root
-from tests.eval.factories import (SIZE, TEST_PATIENTS, degrade, truth_by_patient, write_predictions,
-                                  write_processed)
+from tests.eval.factories import SIZE, TEST_PATIENTS, degrade, truth_by_patient, write_predictions, write_processed
 
 RESAMPLES = 200
 FIGURES = ("qualitative", "dice_bars", "confusion", "bland_altman_ours", "bland_altman_sam_lora")
@@ -40,9 +39,17 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_predictions(preds / "sam_lora", data, degrade)
     write_predictions(preds / "ours", data)
     runs = work / "runs"
-    records = {"ours": {"backbone_weights": "random", "backbone": "vit_tiny", "trainable_parameters": 1234567,
-                        "train_seconds": 150.0, "epochs_run": 6, "macro_dice": 0.5},
-               "sam_lora": {"backbone_weights": "pretrained"}}
+    records = {
+        "ours": {
+            "backbone_weights": "random",
+            "backbone": "vit_tiny",
+            "trainable_parameters": 1234567,
+            "train_seconds": 150.0,
+            "epochs_run": 6,
+            "macro_dice": 0.5,
+        },
+        "sam_lora": {"backbone_weights": "pretrained"},
+    }
     for method, record in records.items():
         (runs / method).mkdir(parents=True)
         (runs / method / "metrics.json").write_text(json.dumps(record))
@@ -52,8 +59,15 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def evaluated(inputs: dict[str, Path]) -> tuple[dict[str, Any], Path, Path]:
     out, figs = inputs["work"] / "out", inputs["work"] / "figures"
-    summ = evaluate(inputs["preds"], inputs["data"], out, figs, eval_cfg(), runs=inputs["runs"],
-                    tables_dir=inputs["work"] / "tables")
+    summ = evaluate(
+        inputs["preds"],
+        inputs["data"],
+        out,
+        figs,
+        eval_cfg(),
+        runs=inputs["runs"],
+        tables_dir=inputs["work"] / "tables",
+    )
     return summ, out, figs
 
 
@@ -66,24 +80,33 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
     assert all(v == 0.0 for v in ours["hd95_mm"].values())
     assert lora["macro_dice"]["mean"] < 0.8 and lora["dice"]["calcified"]["mean"] == 0.0
     assert summ["ours_vs"]["sam_lora"]["macro_dice"]["ours_minus_method"] == pytest.approx(
-        1.0 - lora["macro_dice"]["mean"])
+        1.0 - lora["macro_dice"]["mean"]
+    )
     assert summ["patients"] == 3 and summ["cohort"] == "3 test patients, 9 cross-sections"
     assert summ["backbone_weights"] == {"ours": "random", "sam_lora": "pretrained"}
-    assert summ["runs"]["ours"] == {"backbone": "vit_tiny", "backbone_weights": "random",
-                                    "trainable_parameters": 1234567, "train_seconds": 150.0, "epochs_run": 6}
+    assert summ["runs"]["ours"] == {
+        "backbone": "vit_tiny",
+        "backbone_weights": "random",
+        "trainable_parameters": 1234567,
+        "train_seconds": 150.0,
+        "epochs_run": 6,
+    }
     assert summ["runs"]["sam_lora"]["trainable_parameters"] is None
     assert summ["profile"] == "smoke" and summ["bootstrap_resamples"] == RESAMPLES
     assert json.loads((out / "summary.json").read_text()) == summ
 
 
-def test_metrics_and_tables_per_method(evaluated: tuple[dict[str, Any], Path, Path],
-                                       inputs: dict[str, Path]) -> None:
+def test_metrics_and_tables_per_method(evaluated: tuple[dict[str, Any], Path, Path], inputs: dict[str, Path]) -> None:
     _, out, _ = evaluated
     tables = out.parent / "tables"
     assert sorted(p.name for p in out.iterdir()) == ["ours", "sam_lora", "summary.json"], "JSON only"
-    assert sorted(p.name for p in tables.iterdir()) == ["ours_confusion.csv", "ours_per_patient.csv",
-                                                        "sam_lora_confusion.csv", "sam_lora_per_patient.csv",
-                                                        "summary.md"]
+    assert sorted(p.name for p in tables.iterdir()) == [
+        "ours_confusion.csv",
+        "ours_per_patient.csv",
+        "sam_lora_confusion.csv",
+        "sam_lora_per_patient.csv",
+        "summary.md",
+    ]
     truth = truth_by_patient(inputs["data"])
     for method in ("ours", "sam_lora"):
         assert sorted(p.name for p in (out / method).iterdir()) == ["metrics.json"]
@@ -132,8 +155,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_bad_input_names_method_and_patient_and_leaves_outputs_as_they_were(inputs: dict[str, Path],
-                                                                            tmp_path: Path) -> None:
+def test_bad_input_names_method_and_patient_and_leaves_outputs_as_they_were(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
     preds = tmp_path / "predictions"
     write_predictions(preds / "ours", inputs["data"])
     write_predictions(preds / "sam_lora", inputs["data"], degrade)
@@ -172,11 +196,11 @@ def boxes(*maps: np.ndarray, margin: int) -> tuple[int, int, int, int]:
 
 def test_focus_box_is_a_square_around_the_foreground_with_margin() -> None:
     truth = np.zeros((2, 32, 32), np.uint8)
-    truth[0, 10:13, 14:20] = 1            # rows 10..12, columns 14..19
+    truth[0, 10:13, 14:20] = 1  # rows 10..12, columns 14..19
     pred = np.zeros_like(truth)
-    pred[1, 11, 21] = 3                   # a predicted pixel outside the truth widens the box
+    pred[1, 11, 21] = 3  # a predicted pixel outside the truth widens the box
     y0, y1, x0, x1 = boxes(truth, pred, margin=2)
-    assert y1 - y0 == x1 - x0 == 8 + 2 * 2          # columns 14..21 span 8
+    assert y1 - y0 == x1 - x0 == 8 + 2 * 2  # columns 14..21 span 8
     assert x0 == 14 - 2 and x1 == 22 + 2
     assert y0 <= 10 - 2 and y1 >= 13 + 2
     # foreground of any map lies inside
@@ -212,12 +236,26 @@ def params(tmp_path: Path) -> Path:
 
 
 def cli(inputs: dict[str, Path], params: Path, pred: Path, out: Path, *extra: str) -> int:
-    return main(["--pred", str(pred), "--data", str(inputs["data"]), "--out", str(out), "--params", str(params),
-                 "--profile", "smoke", *extra])
+    return main(
+        [
+            "--pred",
+            str(pred),
+            "--data",
+            str(inputs["data"]),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+            "--profile",
+            "smoke",
+            *extra,
+        ]
+    )
 
 
-def test_cli_missing_predictions_folder(inputs: dict[str, Path], params: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_missing_predictions_folder(
+    inputs: dict[str, Path], params: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = cli(inputs, params, tmp_path / "nowhere", tmp_path / "out")
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
@@ -226,29 +264,30 @@ def test_cli_missing_predictions_folder(inputs: dict[str, Path], params: Path, t
     assert "macro Dice" not in captured.out and not (tmp_path / "out").exists()
 
 
-def test_cli_prints_macro_dice_and_rewrites_the_readme(inputs: dict[str, Path], params: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\n{README_START}\nold\n{README_END}\n\nfooter\n")
+def test_cli_prints_macro_dice(
+    inputs: dict[str, Path], params: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    code = cli(inputs, params, inputs["preds"], out, "--readme", str(readme), "--tables", str(tmp_path / "tables"))
+    code = cli(inputs, params, inputs["preds"], out, "--tables", str(tmp_path / "tables"))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     lines = captured.out.splitlines()
     assert lines[0] == "Ours: macro Dice 1.000 [1.000, 1.000]"
     assert lines[1].startswith("SAM+LoRA: macro Dice 0.") and len(lines) == 2
-    text = readme.read_text()
-    assert text.startswith(f"# Title\n\n{README_START}\n") and text.endswith(f"{README_END}\n\nfooter\n")
-    assert "\nold\n" not in text and (tmp_path / "tables" / "summary.md").read_text().rstrip() in text
     assert json.loads((out / "summary.json").read_text())["bootstrap_resamples"] == RESAMPLES
 
 
-def test_cli_readme_without_markers(inputs: dict[str, Path], params: Path, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text("# Title\n")
-    code = cli(inputs, params, inputs["preds"] / "ours", tmp_path / "out", "--readme", str(readme))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1
-    assert err[0].startswith(f"error: {readme}: markers") and err[0].count(str(readme)) == 1
-    assert readme.read_text() == "# Title\n"
+def test_cli_takes_the_folder_plaque_predict_wrote(
+    inputs: dict[str, Path], params: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--pred OUT`` where OUT holds ``predictions/<method>/`` and ``processed/``, as ``python -m plaque.predict
+    --out OUT`` leaves it: both are found without ``--data``."""
+    folder = tmp_path / "new-cohort"
+    shutil.copytree(inputs["preds"] / "ours", folder / "predictions" / "ours")
+    shutil.copytree(inputs["data"], folder / "processed")
+    code = main(["--pred", str(folder), "--out", str(tmp_path / "out"), "--params", str(params), "--profile", "smoke"])
+    assert code == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.splitlines() == ["Ours: macro Dice 1.000 [1.000, 1.000]"]
+    shutil.rmtree(folder / "processed")
+    assert main(["--pred", str(folder), "--out", str(tmp_path / "out2"), "--params", str(params)]) == 2
+    assert "holds no processed/" in capsys.readouterr().err

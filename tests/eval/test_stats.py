@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from plaque.eval.stats import (bland_altman, bootstrap_ci, bootstrap_ci_columns, icc_2_1, icc_2_1_table,
-                               mean_absolute_error, paired_bootstrap, pearson_r)
+from plaque.eval.stats import (
+    bland_altman,
+    bootstrap_ci,
+    bootstrap_ci_columns,
+    icc_2_1,
+    icc_2_1_table,
+    mean_absolute_error,
+    paired_bootstrap,
+    pearson_r,
+)
 
 # --- bootstrap_ci -------------------------------------------------------------------------------------------
 
@@ -75,9 +83,9 @@ def test_bootstrap_columns_equal_single_columns() -> None:
     rng = np.random.default_rng(2)
     values = rng.random((30, 6))
     values[rng.random((30, 6)) < 0.2] = np.nan
-    values[:, 5] = np.nan                       # an all-NaN column
+    values[:, 5] = np.nan  # an all-NaN column
     with warnings.catch_warnings():
-        warnings.simplefilter("error")          # no "mean of empty slice" warnings
+        warnings.simplefilter("error")  # no "mean of empty slice" warnings
         est, low, high = bootstrap_ci_columns(values, n_resamples=2000, seed=4)
     for k in range(5):
         assert (est[k], low[k], high[k]) == pytest.approx(bootstrap_ci(values[:, k], n_resamples=2000, seed=4))

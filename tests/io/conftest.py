@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plaque.data.geometry import Geometry
 from plaque.io.dicom import write_series
+from plaque.io.geometry import Geometry
 from plaque.io.labels import write_centerlines, write_labels
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE
 from tests.io.factories import TAGS, axial, random_hu, random_labels
@@ -27,8 +27,13 @@ def series(tmp_path: Path) -> tuple[Path, np.ndarray, Geometry]:
 def make_patient() -> Callable[..., Path]:
     """Write a patient folder (series, labels, optional centerlines) and return it."""
 
-    def make(folder: Path, geometry: Geometry | None = None, tags: dict[str, str] | None = None,
-             uid_seed: str | None = None, centerlines: dict[str, np.ndarray] | None = None) -> Path:
+    def make(
+        folder: Path,
+        geometry: Geometry | None = None,
+        tags: dict[str, str] | None = None,
+        uid_seed: str | None = None,
+        centerlines: dict[str, np.ndarray] | None = None,
+    ) -> Path:
         geometry = geometry or axial()
         write_series(folder / DICOM_DIR, random_hu(geometry.shape), geometry, tags or TAGS, uid_seed or folder.name)
         write_labels(folder / LABEL_FILE, random_labels(geometry.shape), geometry)

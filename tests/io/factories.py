@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 
 SHAPE = (4, 16, 16)
 TAGS = {"PatientID": "PID-001", "PatientName": "Doe^Jane"}

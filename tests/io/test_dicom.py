@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from tests.io.factories import TAGS, axial, flipped_oblique, random_hu
 
-from plaque.data.geometry import Geometry
 from plaque.errors import InputError
 from plaque.io.dicom import read_series, write_series
+from plaque.io.geometry import Geometry
+from tests.io.factories import TAGS, axial, flipped_oblique, random_hu
 
 
 def edit(path: Path, **tags: object) -> None:
@@ -220,8 +220,11 @@ def test_non_orthonormal_orientation(series: tuple[Path, np.ndarray, Geometry]) 
 def test_missing_slice(tmp_path: Path) -> None:
     write_series(tmp_path, random_hu((6, 8, 8)), axial((6, 8, 8)), TAGS, "gap")
     (tmp_path / "IM00003.dcm").unlink()
-    with pytest.raises(InputError, match=r"missing slice\(s\) between IM00002\.dcm and IM00004\.dcm: "
-                                         r"gap of 1 mm, expected 0\.5 mm") as err:
+    with pytest.raises(
+        InputError,
+        match=r"missing slice\(s\) between IM00002\.dcm and IM00004\.dcm: "
+        r"gap of 1 mm, expected 0\.5 mm",
+    ) as err:
         read_series(tmp_path)
     assert err.value.where == str(tmp_path)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from tests.io.factories import SHAPE, axial, flipped_oblique, random_labels
 
-from plaque.data.geometry import Geometry
 from plaque.errors import InputError
+from plaque.io.geometry import Geometry
 from plaque.io.labels import read_centerlines, read_labels, write_centerlines, write_labels
+from tests.io.factories import SHAPE, axial, flipped_oblique, random_labels
 
 IDENTITY = {v: v for v in range(5)}
 
@@ -102,8 +102,11 @@ def test_non_integer_values(tmp_path: Path) -> None:
 
 def test_shape_mismatch_names_both_shapes(tmp_path: Path) -> None:
     write_labels(tmp_path / "l.nii.gz", random_labels((4, 16, 12)), axial((4, 16, 12)))
-    with pytest.raises(InputError, match=r"l\.nii\.gz: label shape \(Z, Y, X\) \(4, 16, 12\) .*differs from the "
-                                         r"image grid \(4, 16, 16\)"):
+    with pytest.raises(
+        InputError,
+        match=r"l\.nii\.gz: label shape \(Z, Y, X\) \(4, 16, 12\) .*differs from the "
+        r"image grid \(4, 16, 16\)",
+    ):
         read_labels(tmp_path / "l.nii.gz", axial(), IDENTITY)
 
 
@@ -123,8 +126,14 @@ def test_shifted_grid_says_by_how_much(tmp_path: Path) -> None:
 
 def test_flipped_slice_order_is_a_grid_mismatch(tmp_path: Path) -> None:
     geometry = axial()
-    flipped = Geometry(geometry.shape, geometry.slice_position(3), geometry.row_dir, geometry.col_dir,
-                       -geometry.slice_dir, geometry.spacing)
+    flipped = Geometry(
+        geometry.shape,
+        geometry.slice_position(3),
+        geometry.row_dir,
+        geometry.col_dir,
+        -geometry.slice_dir,
+        geometry.spacing,
+    )
     write_labels(tmp_path / "l.nii.gz", random_labels(), flipped)
     with pytest.raises(InputError, match=r"differs from the DICOM grid by 1\.5 mm"):
         read_labels(tmp_path / "l.nii.gz", geometry, IDENTITY)
@@ -170,14 +179,18 @@ def test_centerline_invalid_json(tmp_path: Path) -> None:
         read_centerlines(tmp_path / "c.json")
 
 
-@pytest.mark.parametrize("content", [
-    [[1, 2, 3], [4, 5, 6]],
-    {},
-    {"LAD": {"points": [[1, 2, 3]]}},
-    {"LAD": [[1, 2], [3, 4]]},
-    {"LAD": [[1, 2, 3], [4, "5", 6]]},
-    {"LAD": [[1, 2, 3], [4, True, 6]]},
-], ids=["list", "empty", "nested_object", "pairs", "string", "bool"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        [[1, 2, 3], [4, 5, 6]],
+        {},
+        {"LAD": {"points": [[1, 2, 3]]}},
+        {"LAD": [[1, 2], [3, 4]]},
+        {"LAD": [[1, 2, 3], [4, "5", 6]]},
+        {"LAD": [[1, 2, 3], [4, True, 6]]},
+    ],
+    ids=["list", "empty", "nested_object", "pairs", "string", "bool"],
+)
 def test_centerline_wrong_structure(tmp_path: Path, content: object) -> None:
     (tmp_path / "c.json").write_text(json.dumps(content))
     with pytest.raises(InputError, match=r"c\.json: (expected a non-empty object|vessel 'LAD': expected a list of)"):

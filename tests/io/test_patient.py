@@ -11,13 +11,13 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from tests.io.factories import SHAPE, TAGS, axial, flipped_oblique
 
-from plaque.data.geometry import LPS_TO_RAS
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
+from plaque.io.geometry import LPS_TO_RAS
 from plaque.io.labels import write_labels
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, check_unique, list_patients, load_patient
+from tests.io.factories import SHAPE, TAGS, axial, flipped_oblique
 
 IDENTITY = {v: v for v in range(5)}
 
@@ -108,8 +108,10 @@ def test_check_unique_same_patient_id(tmp_path: Path, make_patient: Callable[...
 
 
 def test_check_unique_same_study(tmp_path: Path, make_patient: Callable[..., Path]) -> None:
-    patients = [load_patient(make_patient(tmp_path / name, tags={"PatientID": name}, uid_seed="same"), IDENTITY)
-                for name in ("a", "b")]
+    patients = [
+        load_patient(make_patient(tmp_path / name, tags={"PatientID": name}, uid_seed="same"), IDENTITY)
+        for name in ("a", "b")
+    ]
     with pytest.raises(InputError, match=r"/b: same StudyInstanceUID as .*/a\b"):
         check_unique(patients)
 
@@ -141,13 +143,14 @@ def test_nifti_affine_agrees_with_dicom_patient_coordinates(tmp_path: Path) -> N
     assert patient.hu[k, j, i] == 1200.0 and np.count_nonzero(patient.hu > 0) == 1
 
     img = nib.load(folder / LABEL_FILE)
-    (ii, jj, kk), = np.argwhere(np.asanyarray(img.dataobj) == 3)
+    ((ii, jj, kk),) = np.argwhere(np.asanyarray(img.dataobj) == 3)
     ras = img.affine @ np.array([ii, jj, kk, 1.0])
     lps = (LPS_TO_RAS @ ras)[:3]
     np.testing.assert_allclose(lps, patient.geometry.index_to_world(np.array([kk, jj, ii])), atol=1e-3)
     # the same point straight from the DICOM header of the slice file that holds the bright voxel
-    bright = next(pydicom.dcmread(p) for p in (folder / DICOM_DIR).iterdir()
-                  if (pydicom.dcmread(p).pixel_array > 1024).any())
+    bright = next(
+        pydicom.dcmread(p) for p in (folder / DICOM_DIR).iterdir() if (pydicom.dcmread(p).pixel_array > 1024).any()
+    )
     iop = np.array(bright.ImageOrientationPatient, dtype=float)
     dy, dx = (float(v) for v in bright.PixelSpacing)
     dicom_lps = np.array(bright.ImagePositionPatient, dtype=float) + iop[:3] * dx * ii + iop[3:] * dy * jj

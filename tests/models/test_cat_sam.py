@@ -17,9 +17,9 @@ from plaque.config import load_config
 from plaque.models.cat_sam import CatSamSegmenter, build_cat_sam, prompt_block
 from plaque.models.decoders import output_upscaling
 from plaque.models.sam import build_image_encoder
-from plaque.seg_losses import SegLoss
-from plaque.train.checkpoint import save_atomic
-from plaque.train.stage2 import build_model, load_trained
+from plaque.losses.segmentation import SegLoss
+from plaque.checkpoint import model_record, save_atomic
+from plaque.models.build import build_model, load_trained
 from tests.models.test_attention import plain_sam_encoder, reference_attention
 from tests.models.test_sam import sam_layout, save_named
 
@@ -31,7 +31,10 @@ TRAINABLE_PARTS = {"hq_token", "hq_token_proj", "embedding_maskfeature", "embedd
 
 @pytest.fixture(scope="module")
 def demo() -> dict:
-    return load_config(profile="demo")
+    """The demo profile, with a random encoder allowed (no foundation checkpoint in the tests)."""
+    cfg = load_config(profile="demo")
+    cfg["stage2"]["allow_random_weights"] = True
+    return cfg
 
 
 def tiny(input_size: int = 64) -> CatSamSegmenter:
@@ -174,7 +177,7 @@ def test_build_model_loads_official_sam_weights(demo: dict, tmp_path: Path) -> N
     state.update({f"mask_decoder.output_upscaling.{k}": torch.randn_like(v) for k, v in upscaling.state_dict().items()})
     cfg["stage2"]["weights"] = str(save_named(state, tmp_path))
     model, weights = build_model(cfg, "cat_sam", None)
-    assert weights == "pretrained"
+    assert weights == "user-checkpoint"
     own = model.state_dict()
     for key, value in state.items():
         if key.startswith(("image_encoder.", "mask_decoder.output_upscaling.")):
@@ -185,9 +188,10 @@ def test_build_model_loads_official_sam_weights(demo: dict, tmp_path: Path) -> N
 
 
 def test_random_encoder_warns_that_it_stays_frozen(demo: dict, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="plaque.train.stage2"):
+    with caplog.at_level(logging.WARNING, logger="plaque.models.build"):
         model, weights = build_model(demo, "cat_sam", None)
-    assert weights == "random" and "CAT-SAM keeps SAM FROZEN" in caplog.text and "RANDOMLY INITIALISED" in caplog.text
+    assert weights == "random" and "frozen on a RANDOMLY INITIALISED encoder" in caplog.text
+    assert "nothing in it trains" in caplog.text
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
 
 
@@ -195,8 +199,8 @@ def test_load_trained_restores_a_checkpoint(demo: dict, tmp_path: Path) -> None:
     torch.manual_seed(3)
     model, _ = build_model(demo, "cat_sam", None, pretrained=False)
     path = tmp_path / "best.pt"
-    save_atomic({"format": 1, "epoch": 1, "model": model.state_dict()}, path)
-    loaded = load_trained(demo, "cat_sam", path)
+    save_atomic({**model_record("cat_sam", demo, {}), "format": 1, "epoch": 1, "model": model.state_dict()}, path)
+    loaded = load_trained(path)
     assert isinstance(loaded, CatSamSegmenter) and not loaded.training
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plaque.models.decoders import ClassTokenDecoder, MultiClassHead, resize_bilinear
+from plaque.models.decoders import ClassTokenDecoder, MultiClassHead
+from plaque.models.resize import resize_bilinear
 
 
 def small_token_decoder() -> ClassTokenDecoder:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,8 @@ from plaque.models.sam import (
     load_sam_state,
     resize_patch_kernel,
     resolve_weights,
+    save_sam_image_encoder,
+    weights_source,
 )
 
 # Image-encoder parameter counts of the official SAM models.
@@ -209,24 +213,58 @@ def test_missing_unexpected_and_misshapen_keys(tmp_path: Path) -> None:
 def test_missing_weights_in_paper_profile_say_where_to_get_them(tmp_path: Path) -> None:
     cfg = load_config(profile="paper")["stage2"]
     with pytest.raises(InputError) as info:
-        resolve_weights(cfg, "paper", root=tmp_path)
+        resolve_weights(cfg, root=tmp_path)
     expected = tmp_path / "models" / "pretrained" / "sam_vit_b_01ec64.pth"
     assert info.value.where == str(expected)
     assert f"{DOWNLOAD_URL}sam_vit_b_01ec64.pth" in str(info.value) and str(expected) in str(info.value)
     expected.parent.mkdir(parents=True)
     expected.touch()
-    assert resolve_weights(cfg, "paper", root=tmp_path) == expected
+    assert resolve_weights(cfg, root=tmp_path) == expected
     with pytest.raises(InputError, match="is a vit_b checkpoint but stage2.backbone is vit_l"):
-        resolve_weights({**cfg, "backbone": "vit_l"}, "paper", root=tmp_path)
+        resolve_weights({**cfg, "backbone": "vit_l"}, root=tmp_path)
 
 
-def test_missing_weights_in_demo_fall_back_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = {**load_config(profile="paper")["stage2"]}
+def test_missing_weights_fall_back_loudly_only_where_allowed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = {**load_config(profile="paper")["stage2"], "allow_random_weights": True}
     with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
-        assert resolve_weights(cfg, "demo", root=tmp_path) is None
+        assert resolve_weights(cfg, root=tmp_path) is None
     assert "RANDOMLY INITIALISED" in caplog.text and "sam_vit_b_01ec64.pth" in caplog.text
-    tiny = load_config(profile="smoke")["stage2"]
-    assert tiny["backbone"] == "vit_tiny"
-    for profile in ("smoke", "paper"):
-        with pytest.warns(UserWarning, match="no official SAM weights"):
-            assert resolve_weights(tiny, profile, root=tmp_path) is None
+    tiny = load_config(profile="demo")["stage2"]
+    assert tiny["backbone"] == "vit_tiny" and not tiny["allow_random_weights"]
+    with pytest.raises(InputError, match="pretrain it with the foundation stage") as info:
+        resolve_weights(tiny, root=tmp_path)
+    assert info.value.where == str(tmp_path / "models" / "foundation")
+    with pytest.warns(UserWarning, match="foundation stage"):
+        assert resolve_weights({**tiny, "allow_random_weights": True}, root=tmp_path) is None
+
+
+def test_a_foundation_checkpoint_loads_like_an_official_one(tmp_path: Path) -> None:
+    """What the foundation stage writes (SAM's key layout, the digest in the name, a note beside it) is found in
+    its folder, checked against its digest and loaded strictly by the loader official weights go through."""
+    torch.manual_seed(1)
+    trained = build_image_encoder("vit_tiny", input_size=64, patch_size=4)
+    folder = tmp_path / "models" / "foundation"
+    path = save_sam_image_encoder(trained, folder, "vit_tiny", {"source": "phantom-simmim"})
+    assert re.fullmatch(r"sam_vit_tiny_[0-9a-f]{8}\.pth", path.name)
+    assert sorted(f.name for f in folder.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
+    cfg = {**load_config(profile="demo")["stage2"], "weights": "models/foundation"}
+    assert resolve_weights(cfg, root=tmp_path) == path and weights_source(path) == "phantom-simmim"
+    fresh = build_image_encoder("vit_tiny", input_size=64, patch_size=4)
+    load_sam_image_encoder(fresh, path, input_size=64, patch_size=4)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    # the digest is checked: a file whose bytes changed under its name is refused
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="does not start with"):
+        load_sam_image_encoder(fresh, path, input_size=64, patch_size=4)
+    # the key check is strict: an encoder of another size does not take it
+    save_sam_image_encoder(trained, folder, "vit_tiny", {"source": "phantom-simmim"})
+    (other,) = folder.glob("*.pth")
+    with pytest.raises(InputError, match="does not fit the 12-block encoder"):
+        load_sam_image_encoder(build_image_encoder("vit_b", input_size=64, patch_size=4), other,
+                               input_size=64, patch_size=4)
+    # two checkpoints in the folder are ambiguous
+    shutil.copy(other, folder / "sam_vit_tiny_00000000.pth")
+    with pytest.raises(InputError, match="holds 2 vit_tiny checkpoints"):
+        resolve_weights(cfg, root=tmp_path)

@@ -10,9 +10,10 @@ from segment_anything.modeling import ImageEncoderViT
 
 from plaque.config import load_config
 from plaque.models.decoders import ClassTokenDecoder, MultiClassHead
-from plaque.models.segmenter import PIXEL_MEAN, PIXEL_STD, PriorSegmenter, build_segmenter
+from plaque.models.sam import PIXEL_MEAN, PIXEL_STD
+from plaque.models.segmenter import PriorSegmenter, build_segmenter
 from plaque.models.vq import VQAutoencoder
-from plaque.seg_losses import SegLoss
+from plaque.losses.segmentation import SegLoss
 
 
 def encoder(img_size: int = 64) -> ImageEncoderViT:

@@ -12,10 +12,15 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from plaque.checkpoint import load_checkpoint
 from plaque.errors import InputError
-from plaque.train import load_checkpoint
 from plaque.train.distributed import (
-    DistInfo, all_reduce_sum, broadcast_object, gather_object, init_distributed, resolve_nproc,
+    DistInfo,
+    all_reduce_sum,
+    broadcast_object,
+    gather_object,
+    init_distributed,
+    resolve_nproc,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,10 +42,13 @@ def test_single_process_without_torchrun(no_torchrun_env):
     assert all_reduce_sum([1.0, 2.5], info) == [1.0, 2.5]
 
 
-@pytest.mark.parametrize("env, match", [
-    ({"RANK": "one"}, "RANK"),
-    ({"RANK": "2", "WORLD_SIZE": "2"}, "rank 2 is not in a world of size 2"),
-])
+@pytest.mark.parametrize(
+    "env, match",
+    [
+        ({"RANK": "one"}, "RANK"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "rank 2 is not in a world of size 2"),
+    ],
+)
 def test_malformed_environment(no_torchrun_env, env, match):
     for name, value in env.items():
         no_torchrun_env.setenv(name, value)
@@ -58,10 +66,31 @@ def test_resolve_nproc():
 
 def test_two_process_run_stops_together_and_only_rank0_writes(tmp_path):
     out, report = tmp_path / "run", tmp_path / "report"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "tests.train.toy", "--out", str(out), "--report", str(report), "--per-rank-dirs",
-           "--max-epochs", "20", "--val-every", "1", "--patience", "2", "--batch", "4",
-           "--scores", "0.2,0.5,0.5,0.4,0.9"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "tests.train.toy",
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+        "--per-rank-dirs",
+        "--max-epochs",
+        "20",
+        "--val-every",
+        "1",
+        "--patience",
+        "2",
+        "--batch",
+        "4",
+        "--scores",
+        "0.2,0.5,0.5,0.4,0.9",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from plaque.checkpoint import load_checkpoint
 from plaque.config import load_config
 from plaque.data.phantom import generate_cohort
 from plaque.data.preprocess import preprocess
+from plaque.losses.perceptual import Perceptual
 from plaque.models.vq import build_vq, freeze
-from plaque.perceptual import Perceptual
-from plaque.train import DistInfo, load_checkpoint
+from plaque.train.distributed import DistInfo
 from plaque.train.stage1 import main, train_stage1
 
 
@@ -47,8 +48,18 @@ def test_stage1_trains_and_writes_what_stage2_needs(processed: Path, tmp_path: P
 
 
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"), "--results", str(tmp_path / "r"),
-                 "--profile", "smoke"])
+    code = main(
+        [
+            "--data",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "m"),
+            "--results",
+            str(tmp_path / "r"),
+            "--profile",
+            "smoke",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "missing" in err and "\n" not in err
     assert not (tmp_path / "r" / "metrics.json").exists()

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from plaque.checkpoint import load_checkpoint, save_atomic
 from plaque.config import load_config
 from plaque.data.phantom import generate_cohort
 from plaque.data.preprocess import preprocess
 from plaque.data.processed import load_processed
+from plaque.inference import load_predictor
 from plaque.models.vq import build_vq
-from plaque.train import DistInfo, load_checkpoint, save_atomic
+from plaque.train.distributed import DistInfo
 from plaque.train.stage2 import main, train_stage2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,13 @@ def test_stage2_trains_and_predicts_the_test_split(cohort: tuple[Path, Path], tm
     assert np.isfinite(metrics["val_loss"])
     assert (models / "best.pt").is_file() and (results / "live").is_dir()
 
+    # best.pt is self-contained: the inference layer predicts with it alone, as training predicted the test split
+    record = load_checkpoint(models / "best.pt")
+    assert record["method"] == "ours" and record["classes"][4] == "non_calcified"
+    assert record["config"] == {k: cfg[k] for k in ("profile", "train", "augment", "stage2", "stage1")}
+    assert record["preprocess"] == load_processed(processed).preprocess_settings()
+    predictor = load_predictor(models / "best.pt")
+
     # the prior is frozen: Stage-2's best checkpoint carries it bit for bit
     stage1 = load_checkpoint(prior)["model"]
     best = load_checkpoint(models / "best.pt")["model"]
@@ -72,14 +81,31 @@ def test_stage2_trains_and_predicts_the_test_split(cohort: tuple[Path, Path], tm
         assert np.array_equal(index, rows["index"].to_numpy())
         assert pred.dtype == np.uint8 and pred.shape == (len(rows), *data.images.shape[1:])
         assert pred.max() <= 4
+        np.testing.assert_array_equal(predictor.predict(data.images[index], 0.4), pred)
 
 
-def test_cli_reports_a_bad_prior_in_one_line(cohort: tuple[Path, Path], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_a_bad_prior_in_one_line(
+    cohort: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     processed, _ = cohort
-    code = main(["--method", "ours", "--data", str(processed), "--prior", str(tmp_path / "nowhere.pt"),
-                 "--out", str(tmp_path / "m"), "--results", str(tmp_path / "r"), "--predictions", str(tmp_path / "p"),
-                 "--profile", "smoke"])
+    code = main(
+        [
+            "--method",
+            "ours",
+            "--data",
+            str(processed),
+            "--prior",
+            str(tmp_path / "nowhere.pt"),
+            "--out",
+            str(tmp_path / "m"),
+            "--results",
+            str(tmp_path / "r"),
+            "--predictions",
+            str(tmp_path / "p"),
+            "--profile",
+            "smoke",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "nowhere.pt" in err and "\n" not in err
     assert not (tmp_path / "r" / "metrics.json").exists() and not (tmp_path / "p").exists()
@@ -87,10 +113,30 @@ def test_cli_reports_a_bad_prior_in_one_line(cohort: tuple[Path, Path], tmp_path
 
 def test_two_gloo_processes_under_torchrun(cohort: tuple[Path, Path], tmp_path: Path) -> None:
     processed, prior = cohort
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "plaque.train.stage2", "--method", "ours", "--data", str(processed), "--prior", str(prior),
-           "--out", str(tmp_path / "m"), "--results", str(tmp_path / "r"), "--predictions", str(tmp_path / "p"),
-           "--profile", "smoke"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "plaque.train.stage2",
+        "--method",
+        "ours",
+        "--data",
+        str(processed),
+        "--prior",
+        str(prior),
+        "--out",
+        str(tmp_path / "m"),
+        "--results",
+        str(tmp_path / "r"),
+        "--predictions",
+        str(tmp_path / "p"),
+        "--profile",
+        "smoke",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -100,21 +146,23 @@ def test_two_gloo_processes_under_torchrun(cohort: tuple[Path, Path], tmp_path: 
     assert (tmp_path / "m" / "best.pt").is_file() and list((tmp_path / "p").glob("*.npz"))
 
 
-def test_training_never_reads_test_slices(cohort: tuple[Path, Path], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_never_reads_test_slices(
+    cohort: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Model selection sees train and validation rows only; the test split is read by prediction alone."""
     processed, prior = cohort
     test_rows = set(load_processed(processed).indices("test").tolist())
     seen: dict[str, set[int]] = {}
 
-    def fake_fit(model, optimizer, train_set, val_set, step, validate, fit_cfg, info, rare):  # noqa: ANN001, ANN202
+    def fake_fit(model, optimizer, train_set, val_set, step, validate, fit_cfg, info, rare, record):  # noqa: ANN001, ANN202
         seen["train"], seen["val"] = set(train_set.rows.tolist()), set(val_set.rows.tolist())
         assert len(rare) == len(train_set), "one plaque mark per training slice"
         raise RuntimeError("stop before training")
 
     monkeypatch.setattr("plaque.train.stage2.fit", fake_fit)
     with pytest.raises(RuntimeError, match="stop before training"):
-        train_stage2(processed, prior, tmp_path / "m", tmp_path / "r", tmp_path / "p", load_config(profile="smoke"),
-                     DistInfo())
+        train_stage2(
+            processed, prior, tmp_path / "m", tmp_path / "r", tmp_path / "p", load_config(profile="smoke"), DistInfo()
+        )
     assert seen["train"] and seen["val"]
     assert not (seen["train"] | seen["val"]) & test_rows

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from plaque.checkpoint import load_checkpoint
 from plaque.config import load_config
 from plaque.errors import InputError
-from plaque.train import DistInfo, FitConfig, fit, load_checkpoint, seed_everything
-from plaque.train.trainer import EpochSampler
+from plaque.train.distributed import DistInfo
+from plaque.train.trainer import EpochSampler, FitConfig, fit, run_fingerprint, seed_everything
 from tests.train.toy import Scripted, ToyData, build, make_step, toy_validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,16 +27,38 @@ CPU = DistInfo()
 
 
 def _cfg(tmp_path: Path, **kw: Any) -> FitConfig:
-    base = dict(max_epochs=8, val_every=1, patience=8, batch_size_per_gpu=8, seed=0, num_workers=0,
-                samples_per_epoch="all", monitor="mse", mode="min", out_dir=tmp_path / "ckpt", live_dir=None)
+    base = dict(
+        max_epochs=8,
+        val_every=1,
+        patience=8,
+        batch_size_per_gpu=8,
+        seed=0,
+        num_workers=0,
+        samples_per_epoch="all",
+        monitor="mse",
+        mode="min",
+        out_dir=tmp_path / "ckpt",
+        live_dir=None,
+    )
     return FitConfig(**{**base, **kw})
 
 
 def _fit(cfg: FitConfig, validate=toy_validate, step=None, **kw: Any):
     seed_everything(0)
     model, optimizer, scheduler, tracker = build()
-    result = fit(model, optimizer, ToyData(48, 1, augment=True), ToyData(16, 2), step or make_step(tracker),
-                 validate, cfg, CPU, scheduler=scheduler, extra_state=tracker, **kw)
+    result = fit(
+        model,
+        optimizer,
+        ToyData(48, 1, augment=True),
+        ToyData(16, 2),
+        step or make_step(tracker),
+        validate,
+        cfg,
+        CPU,
+        scheduler=scheduler,
+        extra_state=tracker,
+        **kw,
+    )
     return result, model
 
 
@@ -64,11 +88,14 @@ def test_training_lowers_the_loss_and_keeps_the_best_validation(tmp_path):
     assert sorted(p.name for p in cfg.out_dir.iterdir()) == ["best.pt", "last.pt"]
 
 
-@pytest.mark.parametrize("mode, scores, best", [
-    ("max", [0.1, 0.3, 0.2, 0.25, 0.3, 0.9], (2, 0.3)),   # a tie is no improvement
-    ("min", [1.0, 0.5, 0.6, 0.5, 0.7, 0.1], (2, 0.5)),
-    ("max", [0.1, float("nan"), 0.05, 0.08, 0.09], (1, 0.1)),  # NaN never improves
-])
+@pytest.mark.parametrize(
+    "mode, scores, best",
+    [
+        ("max", [0.1, 0.3, 0.2, 0.25, 0.3, 0.9], (2, 0.3)),  # a tie is no improvement
+        ("min", [1.0, 0.5, 0.6, 0.5, 0.7, 0.1], (2, 0.5)),
+        ("max", [0.1, float("nan"), 0.05, 0.08, 0.09], (1, 0.1)),  # NaN never improves
+    ],
+)
 def test_early_stopping_after_patience_validations(tmp_path, mode, scores, best):
     validate = Scripted(scores)
     result, _ = _fit(_cfg(tmp_path, max_epochs=40, val_every=2, patience=3, monitor="score", mode=mode), validate)
@@ -96,6 +123,28 @@ def test_a_finished_run_resumes_as_a_no_op_and_refuses_other_settings(tmp_path):
     assert (again.history, again.best_epoch, again.stopped_early) == (first.history, 1, True)
     with pytest.raises(InputError, match="seed=0 but this run has seed=1"):
         _fit(_cfg(tmp_path, max_epochs=10, patience=2, monitor="score", mode="max", seed=1), validate)
+
+
+def test_a_last_pt_of_other_settings_or_code_starts_afresh(tmp_path, caplog, monkeypatch):
+    """What DVC's ``persist`` relies on: only a run of the same record (configuration) and code resumes."""
+    cfg = _cfg(tmp_path, max_epochs=3, monitor="score", mode="max")
+    first, _ = _fit(cfg, Scripted([0.5, 0.6, 0.7]), record={"lr": 1e-4})
+    assert first.epochs_run == 3
+    step = make_step()
+    again, _ = _fit(cfg, Scripted([0.1, 0.2, 0.3]), step, record={"lr": 1e-4})  # same: a finished run, no step
+    assert step.calls["n"] == 0 and again.best_score == 0.7
+    with caplog.at_level("WARNING", logger="plaque.train.trainer"):
+        other, _ = _fit(cfg, Scripted([0.1, 0.2, 0.3]), step, record={"lr": 2e-4})
+    assert "written by other code or settings: starting afresh" in caplog.text
+    assert step.calls["n"] > 0 and other.best_score == 0.3 and other.epochs_run == 3
+    fingerprint = run_fingerprint({"lr": 2e-4})
+    assert load_checkpoint(cfg.out_dir / "last.pt")["config"]["fingerprint"] == fingerprint
+    probe = tmp_path / "probe.py"  # the code is part of it: the source of any loaded plaque module
+    probe.write_text("x = 1\n")
+    monkeypatch.setitem(sys.modules, "plaque._probe", types.SimpleNamespace(__file__=str(probe)))
+    fingerprint = run_fingerprint({"lr": 2e-4})
+    probe.write_text("x = 2\n")
+    assert run_fingerprint({"lr": 2e-4}) != fingerprint
     fresh = _cfg(tmp_path, max_epochs=2, monitor="score", mode="max", resume=False)
     with pytest.raises(FloatingPointError):
         _fit(fresh, Scripted([0.1]), make_step(nan_at=1))
@@ -147,8 +196,9 @@ def test_epoch_sampler_draws_the_rare_share_from_the_rare_items():
     many = EpochSampler(data, samples=60, num_replicas=1, rank=0, seed=1, rare=rare, rare_share=0.5)
     many.set_epoch(1)
     drawn = list(many)
-    assert sum(rare[i] for i in drawn) == 30 and {i for i in drawn if rare[i]} == set(range(0, 100, 10)), \
+    assert sum(rare[i] for i in drawn) == 30 and {i for i in drawn if rare[i]} == set(range(0, 100, 10)), (
         "more rare draws than rare items: with replacement, every rare item used"
+    )
     common = EpochSampler(data, samples=40, num_replicas=1, rank=0, seed=1, rare=rare, rare_share=0.05)
     plain = EpochSampler(data, samples=40, num_replicas=1, rank=0, seed=1)
     common.set_epoch(1), plain.set_epoch(1)
@@ -204,8 +254,9 @@ def test_killed_and_restarted_run_equals_an_uninterrupted_one(tmp_path):
     subprocess.run(_toy(tmp_path / "a", *args), cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
 
     b = tmp_path / "b"
-    proc = subprocess.Popen(_toy(b, *args, "--step-sleep", "0.04"), cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _toy(b, *args, "--step-sleep", "0.04"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         while not ((b / "ckpt" / "last.pt").is_file() and load_checkpoint(b / "ckpt" / "last.pt")["epoch"] >= 2):
@@ -225,5 +276,6 @@ def test_killed_and_restarted_run_equals_an_uninterrupted_one(tmp_path):
     plots = tmp_path / "a" / "live" / "plots" / "metrics"
     for tsv in sorted(plots.rglob("*.tsv")):
         assert tsv.read_text() == (b / "live" / "plots" / "metrics" / tsv.relative_to(plots)).read_text(), tsv
-    assert (tmp_path / "a" / "report" / "result-rank0.json").read_text() == \
-        (b / "report" / "result-rank0.json").read_text()
+    assert (tmp_path / "a" / "report" / "result-rank0.json").read_text() == (
+        b / "report" / "result-rank0.json"
+    ).read_text()

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from plaque.train import DistInfo, FitConfig, FitResult, cleanup, fit, init_distributed, seed_everything, to_device
+from plaque.train.distributed import DistInfo, cleanup, init_distributed
+from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_device
 
 WEIGHTS = torch.tensor([1.0, -2.0, 0.5, 3.0])
 
@@ -144,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--scores", default="", help="comma-separated scripted validation scores (mode max)")
     parser.add_argument("--step-sleep", type=float, default=0.0, help="seconds to sleep per step")
-    parser.add_argument("--per-rank-dirs", action="store_true",
-                        help="give ranks > 0 their own out folder, to show that they write nothing")
+    parser.add_argument(
+        "--per-rank-dirs",
+        action="store_true",
+        help="give ranks > 0 their own out folder, to show that they write nothing",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -155,21 +159,48 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer, scheduler, tracker = build()
         out = args.out / f"rank{info.rank}" if args.per_rank_dirs and info.rank > 0 else args.out
         scripted = Scripted([float(s) for s in args.scores.split(",")]) if args.scores else None
-        cfg = FitConfig(max_epochs=args.max_epochs, val_every=args.val_every, patience=args.patience,
-                        batch_size_per_gpu=args.batch, seed=0, num_workers=0, samples_per_epoch="all",
-                        monitor="score" if scripted else "mse", mode="max" if scripted else "min",
-                        out_dir=out / "ckpt", live_dir=out / "live")
-        result: FitResult = fit(model, optimizer, ToyData(48, 1, augment=True), ToyData(16, 2),
-                                make_step(tracker, args.step_sleep), scripted or toy_validate, cfg, info,
-                                scheduler=scheduler, extra_state=tracker)
+        cfg = FitConfig(
+            max_epochs=args.max_epochs,
+            val_every=args.val_every,
+            patience=args.patience,
+            batch_size_per_gpu=args.batch,
+            seed=0,
+            num_workers=0,
+            samples_per_epoch="all",
+            monitor="score" if scripted else "mse",
+            mode="max" if scripted else "min",
+            out_dir=out / "ckpt",
+            live_dir=out / "live",
+        )
+        result: FitResult = fit(
+            model,
+            optimizer,
+            ToyData(48, 1, augment=True),
+            ToyData(16, 2),
+            make_step(tracker, args.step_sleep),
+            scripted or toy_validate,
+            cfg,
+            info,
+            scheduler=scheduler,
+            extra_state=tracker,
+        )
         args.report.mkdir(parents=True, exist_ok=True)
-        (args.report / f"result-rank{info.rank}.json").write_text(json.dumps({
-            "rank": info.rank, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "best_score": result.best_score, "stopped_early": result.stopped_early,
-            "world_size": result.world_size, "effective_batch_size": result.effective_batch_size,
-            "validate_calls": scripted.calls if scripted else None, "weights": weights_digest(model),
-            "history": result.history,
-        }))
+        (args.report / f"result-rank{info.rank}.json").write_text(
+            json.dumps(
+                {
+                    "rank": info.rank,
+                    "epochs_run": result.epochs_run,
+                    "best_epoch": result.best_epoch,
+                    "best_score": result.best_score,
+                    "stopped_early": result.stopped_early,
+                    "world_size": result.world_size,
+                    "effective_batch_size": result.effective_batch_size,
+                    "validate_calls": scripted.calls if scripted else None,
+                    "weights": weights_digest(model),
+                    "history": result.history,
+                }
+            )
+        )
     finally:
         cleanup()
     return 0

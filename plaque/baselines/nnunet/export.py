@@ -1,4 +1,4 @@
-"""Our processed slices <-> nnU-Net's raw dataset layout, and nnU-Net's test predictions -> our ``.npz`` files.
+"""Our processed slices -> nnU-Net's raw dataset layout.
 
 Export (`export_dataset`): one nnU-Net case per (patient, vessel) stack of cross-sections, slices in manifest
 order, as a 3-D NIfTI whose SimpleITK/nnU-Net array is ``(N, H, W)`` (nibabel array ``(W, H, N)``) with voxel
@@ -10,9 +10,8 @@ outside ``[A-Za-z0-9-]`` in the vessel name become ``-``): nothing but what the 
 
 ``splits_final.json`` (`splits_for`, `write_splits`, `check_splits`) holds one fold, our patient-level split.
 
-Import back (`write_patient_predictions`): nnU-Net's ``<case>.nii.gz`` predictions of the test cases become
-``PREDICTIONS/<patient>.npz`` (``pred`` (N, H, W) uint8, ``index`` (N,) int64 manifest rows in order), the
-format of `plaque.train.stage2.predict_test`, written atomically.
+nnU-Net predicts the test cases through the inference layer (`plaque.baselines.nnunet.predictor`), which gives
+it the same stacks in the same units.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from plaque.atomic import atomic_folder
 from plaque.classes import CLASS_NAMES, NUM_CLASSES
 from plaque.data.processed import Processed
 from plaque.errors import InputError
@@ -89,23 +87,39 @@ def cases_of(processed: Processed) -> list[Case]:
     for (patient, vessel), group in manifest.groupby(["patient", "vessel"], sort=False):
         patient = str(patient)
         if not _NAME.match(patient):
-            raise InputError("manifest.csv", f"patient pseudonym {patient!r} has characters nnU-Net file names cannot hold")
+            raise InputError(
+                "manifest.csv", f"patient pseudonym {patient!r} has characters nnU-Net file names cannot hold"
+            )
         case = f"{patient}_{_vessel_tag(vessel)}"
         if case in seen:
-            raise InputError("manifest.csv", f"vessels {seen[case][1]!r} and {vessel!r} of patient {patient} "
-                                             f"both map to the nnU-Net case {case}")
+            raise InputError(
+                "manifest.csv",
+                f"vessels {seen[case][1]!r} and {vessel!r} of patient {patient} both map to the nnU-Net case {case}",
+            )
         seen[case] = (patient, str(vessel))
         spacing = group["spacing_mm"].to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(spacing)) or spacing.min() <= 0:
             raise InputError("manifest.csv", f"case {case}: spacing_mm must be positive numbers")
         if spacing.max() > spacing.min() * 1.01:
-            raise InputError("manifest.csv", f"case {case}: pixel spacing varies within the stack "
-                                             f"({spacing.min():.4g}..{spacing.max():.4g} mm); one NIfTI cannot hold it")
-        cases.append(Case(case, patient, str(group["split"].iloc[0]), group["index"].to_numpy(dtype=np.int64),
-                          float(np.median(spacing))))
+            raise InputError(
+                "manifest.csv",
+                f"case {case}: pixel spacing varies within the stack "
+                f"({spacing.min():.4g}..{spacing.max():.4g} mm); one NIfTI cannot hold it",
+            )
+        cases.append(
+            Case(
+                case,
+                patient,
+                str(group["split"].iloc[0]),
+                group["index"].to_numpy(dtype=np.int64),
+                float(np.median(spacing)),
+            )
+        )
     for split in ("train", "val", "test"):
         if not any(c.split == split for c in cases):
-            raise InputError("manifest.csv", f"no patient in split {split!r}; nnU-Net needs train, val and test patients")
+            raise InputError(
+                "manifest.csv", f"no patient in split {split!r}; nnU-Net needs train, val and test patients"
+            )
     return cases
 
 
@@ -175,8 +189,12 @@ def export_dataset(processed: Processed, folder: Path, window_hu: Sequence[float
 
 def splits_for(cases: Sequence[Case]) -> list[dict[str, list[str]]]:
     """``splits_final.json`` content: one fold, train = the train patients' cases, val = the val patients'."""
-    return [{"train": sorted(c.case for c in cases if c.split == "train"),
-             "val": sorted(c.case for c in cases if c.split == "val")}]
+    return [
+        {
+            "train": sorted(c.case for c in cases if c.split == "train"),
+            "val": sorted(c.case for c in cases if c.split == "val"),
+        }
+    ]
 
 
 def write_splits(folder: Path, splits: list[dict[str, list[str]]]) -> Path:
@@ -207,49 +225,6 @@ def check_splits(folder: Path, expected: list[dict[str, list[str]]], fold: int =
     want = {k: sorted(expected[fold][k]) for k in ("train", "val")}
     if got != want:
         raise InputError(path, f"fold {fold} is not our patient-level split")
-
-
-def write_patient_predictions(pred_folder: Path, processed: Processed, cases: Sequence[Case], out: Path) -> list[str]:
-    """Turn nnU-Net's ``pred_folder/<case>.nii.gz`` of every test case into ``out/<patient>.npz`` (``pred`` (N, H, W)
-    uint8, ``index`` (N,) int64, the patient's test rows in manifest order); ``out`` is replaced atomically.
-    Returns the test patients, sorted.
-
-    Raises:
-        InputError: a missing or unreadable prediction, a shape that is not (slices of the case, H, W), or a
-            class id outside 0..4.
-    """
-    slice_shape = tuple(processed.labels.shape[1:])
-    test = [c for c in cases if c.split == "test"]
-    by_patient: dict[str, list[Case]] = {}
-    for c in test:
-        by_patient.setdefault(c.patient, []).append(c)
-    with atomic_folder(Path(out)) as tmp:
-        for patient, stacks in sorted(by_patient.items()):
-            rows = np.sort(np.concatenate([c.rows for c in stacks]))
-            pred = np.zeros((len(rows), *slice_shape), np.uint8)
-            position = {int(r): k for k, r in enumerate(rows)}
-            for c in stacks:
-                stack = _read_prediction(Path(pred_folder) / f"{c.case}{FILE_ENDING}", c, slice_shape)
-                pred[[position[int(r)] for r in c.rows]] = stack
-            np.savez(tmp / f"{patient}.npz", pred=pred, index=rows.astype(np.int64))
-    return sorted(by_patient)
-
-
-def _read_prediction(path: Path, case: Case, slice_shape: tuple[int, ...]) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(path, f"nnU-Net wrote no prediction for test case {case.case}")
-    try:
-        stack = read_stack(path)
-    except (OSError, nib.filebasedimages.ImageFileError) as e:
-        raise InputError(path, f"unreadable prediction ({e})") from None
-    want = (len(case.rows), *slice_shape)
-    if stack.shape != want:
-        raise InputError(path, f"prediction of case {case.case} has shape {stack.shape} (N, H, W), expected {want}")
-    if not np.issubdtype(stack.dtype, np.integer) and not np.all(stack == np.round(stack)):
-        raise InputError(path, f"prediction of case {case.case} holds non-integer values")
-    if stack.min() < 0 or stack.max() >= NUM_CLASSES:
-        raise InputError(path, f"prediction of case {case.case} has class ids outside 0..{NUM_CLASSES - 1}")
-    return stack.astype(np.uint8)
 
 
 def split_counts(cases: Sequence[Case]) -> Mapping[str, int]:

@@ -1,6 +1,6 @@
 """Run the nnU-Net v2 baseline end to end: export, plan and preprocess, train, predict, convert, record.
 
-    python -m plaque.baselines.nnunet --data data/processed --work WORK --predictions results/predictions/nnunet \\
+    python -m plaque.baselines.nnunet --data data/processed --out WORK --predictions results/predictions/nnunet \\
         --results results/stage2/nnunet [--params FILE] [--profile NAME] [--device cpu|cuda|auto]
 
 Data flow (every nnU-Net step is nnU-Net's own command-line tool, from this Python environment):
@@ -14,9 +14,11 @@ Data flow (every nnU-Net step is nnU-Net's own command-line tool, from this Pyth
 3. ``nnUNetv2_train ID 2d 0 -tr TRAINER -device D``, TRAINER = ``nnUNetTrainer`` for nnU-Net's own schedule
    (1000 x 250), else ``nnUNetTrainer_Plaque`` (`plaque.baselines.nnunet.trainer`); includes nnU-Net's final
    validation of the val cases (``validation/summary.json``). The log must report our split's case counts.
-4. ``nnUNetv2_predict -i imagesTs -f 0 -chk checkpoint_best.pth`` (the best EMA pseudo-Dice on validation,
-   like our methods' ``best.pt``; ``nnunet.checkpoint: final`` for nnU-Net's default) into ``WORK/predictions_ts``.
-5. ``PREDICTIONS/<patient>.npz`` (``pred``, ``index``), the format of `plaque.train.stage2.predict_test`.
+4. ``WORK/best.pt``: the model, self-contained (`plaque.baselines.nnunet.predictor.nnunet_record`): nnU-Net's plans,
+   ``dataset.json`` and the network weights of ``checkpoint_best.pth`` (the best EMA pseudo-Dice on validation,
+   like our methods' ``best.pt``; ``nnunet.checkpoint: final`` for nnU-Net's default).
+5. ``PREDICTIONS/<patient>.npz`` of the test patients, predicted from that record by nnU-Net's own predictor
+   through the inference layer (`plaque.inference.predict_split`), as every method predicts.
 6. ``RESULTS/metrics.json`` and DVCLive-style curves under ``RESULTS/live/plots/metrics/`` (``val/macro_dice`` is
    nnU-Net's per-epoch pseudo-Dice on validation patches, not our evaluator's Dice).
 
@@ -55,15 +57,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plaque.atomic import atomic_folder
+from plaque.atomic import atomic_folder, write_json_atomic
 from plaque.baselines.nnunet import export
+from plaque.baselines.nnunet.predictor import NnunetPredictor, nnunet_record
 from plaque.baselines.nnunet.settings import Settings, from_config
 from plaque.baselines.nnunet.trainer import SETTINGS_ENV, TRAINER_FOLDER
-from plaque.cli import add_config_options, run_cli
+from plaque.checkpoint import save_atomic
+from plaque.cli import add_config_options, add_device_option, resolve_device, run_cli
 from plaque.config import load_config
 from plaque.data.processed import Processed, load_processed
 from plaque.errors import InputError
-from plaque.train.cli import write_json_atomic
+from plaque.inference import predict_split
+from plaque.methods import method_config
 
 log = logging.getLogger("plaque.baselines.nnunet")
 
@@ -71,10 +76,13 @@ METHOD = "nnunet"
 CONFIGURATION = "2d"
 FOLD = 0
 MARKER = ".plaque-nnunet"
+BEST = "best.pt"
 SCHEDULE_FILE = "schedule.json"
 # nnU-Net output lines worth showing in our log (all of it goes to WORK/logs/<step>.log).
-_SHOWN = re.compile(r"(: (Epoch \d+|train_loss|val_loss|Pseudo dice|Epoch time|Yayy|Mean Validation Dice|This split)"
-                    r"|^(Fingerprint extraction|Experiment planning|Preprocessing)\.\.\.|Traceback|Error)")
+_SHOWN = re.compile(
+    r"(: (Epoch \d+|train_loss|val_loss|Pseudo dice|Epoch time|Yayy|Mean Validation Dice|This split)"
+    r"|^(Fingerprint extraction|Experiment planning|Preprocessing)\.\.\.|Traceback|Error)"
+)
 _SPLIT_LINE = re.compile(r"This split has (\d+) training and (\d+) validation cases")
 _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d+): (.*)$")
 _FOLDER_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")
@@ -84,12 +92,18 @@ _FOLDER_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_e
 def nnunet_env(work: Path, settings: Settings, device: str) -> dict[str, str]:
     """The environment of every nnU-Net process (see the module docstring)."""
     env = {k: v for k, v in os.environ.items() if k not in _FOLDER_VARS}  # never the user's own nnU-Net folders
-    env.update({
-        "nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
-        "nnUNet_results": str(work / "nnUNet_results"), "nnUNet_extTrainer": str(TRAINER_FOLDER),
-        SETTINGS_ENV: str(work / SCHEDULE_FILE), "nnUNet_wandb_enabled": "0", "MPLBACKEND": "Agg",
-        "PYTHONUNBUFFERED": "1",  # stream nnU-Net's prints into the log as they come
-    })
+    env.update(
+        {
+            "nnUNet_raw": str(work / "nnUNet_raw"),
+            "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+            "nnUNet_results": str(work / "nnUNet_results"),
+            "nnUNet_extTrainer": str(TRAINER_FOLDER),
+            SETTINGS_ENV: str(work / SCHEDULE_FILE),
+            "nnUNet_wandb_enabled": "0",
+            "MPLBACKEND": "Agg",
+            "PYTHONUNBUFFERED": "1",  # stream nnU-Net's prints into the log as they come
+        }
+    )
     if settings.processes != "auto":
         env["nnUNet_n_proc_DA"] = env["nnUNet_def_n_proc"] = str(settings.processes)
     if device == "cpu":
@@ -115,8 +129,12 @@ def run_tool(step: str, argv: Sequence[str], env: dict[str, str], log_file: Path
     log_file.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     t0 = time.perf_counter()
-    with open(log_file, "w") as f, subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                    env=env, text=True, bufsize=1) as proc:
+    with (
+        open(log_file, "w") as f,
+        subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             f.write(line)
@@ -136,10 +154,11 @@ def prepare_work(work: Path) -> None:
     work = Path(work)
     if work.exists():
         if not work.is_dir():
-            raise InputError(work, "--work exists and is not a folder")
+            raise InputError(work, "--out exists and is not a folder")
         if any(work.iterdir()) and not (work / MARKER).is_file():
-            raise InputError(work, f"--work is not empty and was not made by this command (no {MARKER}); "
-                                   "pass a new or empty folder")
+            raise InputError(
+                work, f"--out is not empty and was not made by this command (no {MARKER}); pass a new or empty folder"
+            )
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / MARKER).write_text("scratch folder of python -m plaque.baselines.nnunet; rebuilt on every run\n")
@@ -160,7 +179,9 @@ def load_nnunet_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise InputError(path, "nnU-Net wrote no such checkpoint") from None
     except pickle.UnpicklingError as e:
-        raise InputError(path, f"holds types beyond tensors and numpy scalars; not loaded ({str(e).splitlines()[0]})") from None
+        raise InputError(
+            path, f"holds types beyond tensors and numpy scalars; not loaded ({str(e).splitlines()[0]})"
+        ) from None
 
 
 def plan_summary(plans: dict[str, Any]) -> dict[str, Any]:
@@ -168,9 +189,13 @@ def plan_summary(plans: dict[str, Any]) -> dict[str, Any]:
     c = plans["configurations"][CONFIGURATION]
     arch = c["architecture"]["arch_kwargs"]
     return {
-        "patch_size": c["patch_size"], "batch_size": c["batch_size"], "spacing_mm": c["spacing"],
-        "network": c["architecture"]["network_class_name"].rsplit(".", 1)[-1], "stages": arch["n_stages"],
-        "features_per_stage": arch["features_per_stage"], "normalization": c["normalization_schemes"],
+        "patch_size": c["patch_size"],
+        "batch_size": c["batch_size"],
+        "spacing_mm": c["spacing"],
+        "network": c["architecture"]["network_class_name"].rsplit(".", 1)[-1],
+        "stages": arch["n_stages"],
+        "features_per_stage": arch["features_per_stage"],
+        "normalization": c["normalization_schemes"],
         "transpose_forward": plans["transpose_forward"],
     }
 
@@ -179,11 +204,13 @@ def count_parameters(plans: dict[str, Any], dataset: dict[str, Any]) -> int:
     """Trainable parameters of the network nnU-Net builds from ``plans`` (its architecture, our five classes)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
     manager = PlansManager(plans)
     config = manager.get_configuration(CONFIGURATION)
     heads = manager.get_label_manager(dataset).num_segmentation_heads
-    net = nnUNetTrainer.build_network_architecture(manager, config, len(dataset["channel_names"]), heads,
-                                                   enable_deep_supervision=True)
+    net = nnUNetTrainer.build_network_architecture(
+        manager, config, len(dataset["channel_names"]), heads, enable_deep_supervision=True
+    )
     return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
 
 
@@ -193,7 +220,8 @@ def write_curves(live: Path, logging_: dict[str, list]) -> None:
     curves = {
         "val/macro_dice": logging_.get("mean_fg_dice", []),  # nnU-Net's pseudo Dice on validation patches
         "val/ema_macro_dice": logging_.get("ema_fg_dice", []),  # its moving average (selects checkpoint_best)
-        "val/loss": logging_.get("val_losses", []), "train/loss": logging_.get("train_losses", []),
+        "val/loss": logging_.get("val_losses", []),
+        "train/loss": logging_.get("train_losses", []),
         "lr": logging_.get("lrs", []),
     }
     with atomic_folder(live) as tmp:
@@ -202,7 +230,8 @@ def write_curves(live: Path, logging_: dict[str, list]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             column = name.rsplit("/", 1)[-1]
             pd.DataFrame({"step": np.arange(1, len(values) + 1), column: [float(v) for v in values]}).to_csv(
-                path, sep="\t", index=False)
+                path, sep="\t", index=False
+            )
 
 
 def _split_counts_from_log(output: str) -> tuple[int, int] | None:
@@ -230,18 +259,16 @@ def _float(v: Any) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------- the run
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device", "cuda requested but no CUDA device is visible")
-    return device
-
-
-def run_nnunet(data: Path, work: Path, predictions: Path, results: Path, cfg: dict[str, Any],
-               settings: Settings, device: str = "auto") -> dict[str, Any]:
+def run_nnunet(
+    data: Path,
+    work: Path,
+    predictions: Path,
+    results: Path,
+    cfg: dict[str, Any],
+    settings: Settings,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """The whole baseline (module docstring); returns the metrics written to ``results/metrics.json``."""
-    device = resolve_device(device)
     t_start = time.perf_counter()
     processed = load_processed(data)
     window_hu, step_mm = _geometry(processed, cfg)
@@ -259,12 +286,24 @@ def run_nnunet(data: Path, work: Path, predictions: Path, results: Path, cfg: di
     splits = export.splits_for(cases)
     export.write_splits(pre, splits)
     timings["export_seconds"] = time.perf_counter() - t0
-    log.info("export: %s cases (%s) into %s in %.1f s", len(cases), export.split_counts(cases), raw,
-             timings["export_seconds"])
+    log.info(
+        "export: %s cases (%s) into %s in %.1f s",
+        len(cases),
+        export.split_counts(cases),
+        raw,
+        timings["export_seconds"],
+    )
 
     t0 = time.perf_counter()
-    plan_argv = [tool("nnUNetv2_plan_and_preprocess"), "-d", str(settings.dataset_id), "-c", CONFIGURATION,
-                 "--verify_dataset_integrity", "--no_pbar"]
+    plan_argv = [
+        tool("nnUNetv2_plan_and_preprocess"),
+        "-d",
+        str(settings.dataset_id),
+        "-c",
+        CONFIGURATION,
+        "--verify_dataset_integrity",
+        "--no_pbar",
+    ]
     if np_args:
         plan_argv += ["-np", *np_args, "-npfp", *np_args]
     run_tool("plan and preprocess", plan_argv, env, logs / "plan_and_preprocess.log")
@@ -272,53 +311,86 @@ def run_nnunet(data: Path, work: Path, predictions: Path, results: Path, cfg: di
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     summary = plan_summary(plans)
     if summary["transpose_forward"][0] != 0:
-        log.warning("nnU-Net's planner slices the stacks along axis %d, not along the centerline (the in-plane "
-                    "spacing exceeds step_mm): its 2D images are not our cross-sections", summary["transpose_forward"][0])
+        log.warning(
+            "nnU-Net's planner slices the stacks along axis %d, not along the centerline (the in-plane "
+            "spacing exceeds step_mm): its 2D images are not our cross-sections",
+            summary["transpose_forward"][0],
+        )
     timings["plan_seconds"] = time.perf_counter() - t0
     log.info("plan: patch %s, batch %s, %s stages", summary["patch_size"], summary["batch_size"], summary["stages"])
 
     t0 = time.perf_counter()
     (work / SCHEDULE_FILE).write_text(json.dumps(settings.schedule, indent=2))
-    output = run_tool("train", [tool("nnUNetv2_train"), str(settings.dataset_id), CONFIGURATION, str(FOLD),
-                                "-tr", settings.trainer, "-device", device], env, logs / "train.log")
+    output = run_tool(
+        "train",
+        [
+            tool("nnUNetv2_train"),
+            str(settings.dataset_id),
+            CONFIGURATION,
+            str(FOLD),
+            "-tr",
+            settings.trainer,
+            "-device",
+            device,
+        ],
+        env,
+        logs / "train.log",
+    )
     want = (len(splits[FOLD]["train"]), len(splits[FOLD]["val"]))
     if _split_counts_from_log(output) != want:
-        raise InputError(logs / "train.log", f"nnU-Net did not train on our split ({want[0]} training and "
-                                             f"{want[1]} validation cases)")
+        raise InputError(
+            logs / "train.log",
+            f"nnU-Net did not train on our split ({want[0]} training and {want[1]} validation cases)",
+        )
     timings["train_seconds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pred_nifti = work / "predictions_ts"
-    predict_argv = [tool("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred_nifti),
-                    "-d", str(settings.dataset_id), "-c", CONFIGURATION, "-f", str(FOLD), "-tr", settings.trainer,
-                    "-chk", settings.checkpoint_file, "-device", device, "--disable_progress_bar"]
-    if np_args:
-        predict_argv += ["-npp", *np_args, "-nps", *np_args]
-    if not settings.tta:
-        predict_argv.append("--disable_tta")
-    run_tool("predict", predict_argv, env, logs / "predict.log")
-    patients = export.write_patient_predictions(pred_nifti, processed, cases, predictions)
+    out = work / "nnUNet_results" / settings.dataset / f"{settings.trainer}__nnUNetPlans__{CONFIGURATION}"
+    record = nnunet_record(
+        method_config(cfg, METHOD),
+        processed.preprocess_settings(),
+        load_nnunet_checkpoint(out / f"fold_{FOLD}" / settings.checkpoint_file),
+        plans,
+        json.loads((out / "dataset.json").read_text()),
+        CONFIGURATION,
+        settings.tta,
+    )
+    save_atomic(record, work / BEST)
+    patients = predict_split(NnunetPredictor(record, torch.device(device)), processed, "test", predictions)
     timings["predict_seconds"] = time.perf_counter() - t0
-    log.info("predictions of %d test patient(s) in %s", len(patients), predictions)
+    log.info("predictions of %d test patient(s) in %s; the model in %s", len(patients), predictions, work / BEST)
 
     metrics = collect_metrics(work, settings, device, plans, summary, timings, results)
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json_atomic(Path(results) / "metrics.json", metrics)
-    log.info("nnunet done in %.0f s: best EMA pseudo-Dice %s, final validation Dice %s", metrics["total_seconds"],
-             metrics["best_ema_pseudo_dice"], metrics["final_validation_dice"])
+    log.info(
+        "nnunet done in %.0f s: best EMA pseudo-Dice %s, final validation Dice %s",
+        metrics["total_seconds"],
+        metrics["best_ema_pseudo_dice"],
+        metrics["final_validation_dice"],
+    )
     return metrics
 
 
-def collect_metrics(work: Path, settings: Settings, device: str, plans: dict[str, Any], summary: dict[str, Any],
-                    timings: dict[str, float], results: Path) -> dict[str, Any]:
+def collect_metrics(
+    work: Path,
+    settings: Settings,
+    device: str,
+    plans: dict[str, Any],
+    summary: dict[str, Any],
+    timings: dict[str, float],
+    results: Path,
+) -> dict[str, Any]:
     """metrics.json's content, from nnU-Net's final checkpoint and validation summary; writes the curves."""
     out = work / "nnUNet_results" / settings.dataset / f"{settings.trainer}__nnUNetPlans__{CONFIGURATION}"
     fold = out / f"fold_{FOLD}"
     final = load_nnunet_checkpoint(fold / "checkpoint_final.pth")
     logged = final["logging"]
     ema = [float(v) for v in logged.get("ema_fg_dice", [])]
-    epoch_seconds = sum(float(b) - float(a) for a, b in zip(logged.get("epoch_start_timestamps", []),
-                                                            logged.get("epoch_end_timestamps", [])))
+    epoch_seconds = sum(
+        float(b) - float(a)
+        for a, b in zip(logged.get("epoch_start_timestamps", []), logged.get("epoch_end_timestamps", []))
+    )
     best_epoch = int(np.argmax(ema)) + 1 if ema else None
     write_curves(Path(results) / "live", logged)
     val_summary = fold / "validation" / "summary.json"
@@ -326,23 +398,35 @@ def collect_metrics(work: Path, settings: Settings, device: str, plans: dict[str
     dataset = json.loads((out / "dataset.json").read_text())
     names = {str(v): k for k, v in dataset["labels"].items()}
     return {
-        "method": METHOD, "trainer": settings.trainer, "configuration": CONFIGURATION, "fold": FOLD,
-        "epochs_run": int(final["current_epoch"]), "epochs": settings.epochs,
+        "method": METHOD,
+        "trainer": settings.trainer,
+        "configuration": CONFIGURATION,
+        "fold": FOLD,
+        "epochs_run": int(final["current_epoch"]),
+        "epochs": settings.epochs,
         "iterations_per_epoch": settings.iterations_per_epoch,
         "val_iterations_per_epoch": settings.val_iterations_per_epoch,
-        "monitor": "ema_pseudo_dice", "best_ema_pseudo_dice": _float(final.get("_best_ema")), "best_epoch": best_epoch,
+        "monitor": "ema_pseudo_dice",
+        "best_ema_pseudo_dice": _float(final.get("_best_ema")),
+        "best_epoch": best_epoch,
         "pseudo_dice_note": "nnU-Net's pseudo Dice: foreground mean over classes 1..4 on validation patches, "
-                            "not our evaluator's Dice",
+        "not our evaluator's Dice",
         "final_validation_dice": _float(final_val.get("foreground_mean", {}).get("Dice")),
-        "final_validation_dice_per_class": {names.get(k, k): _float(v.get("Dice"))
-                                            for k, v in final_val.get("mean", {}).items()},
-        "predicted_with": settings.checkpoint_file, "tta": settings.tta,
-        "backbone": f"nnU-Net {CONFIGURATION} {summary.get('network', 'U-Net')}", "backbone_weights": "none",
+        "final_validation_dice_per_class": {
+            names.get(k, k): _float(v.get("Dice")) for k, v in final_val.get("mean", {}).items()
+        },
+        "predicted_with": settings.checkpoint_file,
+        "tta": settings.tta,
+        "backbone": f"nnU-Net {CONFIGURATION} {summary.get('network', 'U-Net')}",
+        "backbone_weights": "none",
         "trainable_parameters": count_parameters(plans, dataset),
         **{k: round(v, 1) for k, v in timings.items()},
         "epoch_seconds": round(epoch_seconds, 1),
         "final_validation_seconds": final_validation_seconds((work / "logs" / "train.log").read_text()),
-        "device": device, "plan": summary, "dataset": settings.dataset, "settings": settings.as_dict(),
+        "device": device,
+        "plan": summary,
+        "dataset": settings.dataset,
+        "settings": settings.as_dict(),
     }
 
 
@@ -362,17 +446,24 @@ def main(argv: list[str] | None = None) -> int:
     """Command line; prints ``error: <where>: <problem>`` and returns 2 on bad input or a failed nnU-Net step."""
     parser = argparse.ArgumentParser(prog="python -m plaque.baselines.nnunet", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="preprocessed slices (data/processed)")
-    parser.add_argument("--work", type=Path, required=True, help="nnU-Net's folders (scratch, rebuilt every run)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model folder: best.pt and nnU-Net's own folders (scratch, rebuilt every run)",
+    )
     parser.add_argument("--predictions", type=Path, required=True, help="test predictions (results/predictions/nnunet)")
     parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/stage2/nnunet)")
     add_config_options(parser)
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
-                        help="nnU-Net's device (default: auto = cuda when visible, else cpu)")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
     def run() -> None:
         cfg = load_config(args.params, args.profile)
-        run_nnunet(args.data, args.work, args.predictions, args.results, cfg, from_config(cfg), args.device)
+        device = resolve_device(args.device)
+        if device.index not in (None, 0):
+            raise InputError("--device", "nnU-Net's command line takes cpu or cuda (the first visible GPU)")
+        run_nnunet(args.data, args.out, args.predictions, args.results, cfg, from_config(cfg), device.type)
 
     return run_cli(run)

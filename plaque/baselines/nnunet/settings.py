@@ -12,6 +12,8 @@ from plaque.baselines.nnunet.export import dataset_folder_name
 NNUNET_TRAINER = "nnUNetTrainer"
 # nnU-Net's own schedule (nnUNetTrainer.__init__): with exactly this, the stock trainer is used.
 NNUNET_SCHEDULE = {"epochs": 1000, "iterations_per_epoch": 250, "val_iterations_per_epoch": 50}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated ``nnunet`` settings.
@@ -43,6 +45,7 @@ class Settings:
     def trainer(self) -> str:
         """nnU-Net's stock trainer for its own schedule, else ours (`plaque.baselines.nnunet.trainer`)."""
         from plaque.baselines.nnunet.trainer import TRAINER_NAME
+
         return NNUNET_TRAINER if self.schedule == NNUNET_SCHEDULE else TRAINER_NAME
 
     @property

@@ -41,8 +41,10 @@ def read_schedule(path: str | os.PathLike[str] | None = None) -> dict[str, int]:
     if path is None:
         path = os.environ.get(SETTINGS_ENV)
         if not path:
-            raise RuntimeError(f"{TRAINER_NAME} needs ${SETTINGS_ENV}: the JSON file with its schedule "
-                               f"({', '.join(SCHEDULE_KEYS)}); run it through `python -m plaque.baselines.nnunet`")
+            raise RuntimeError(
+                f"{TRAINER_NAME} needs ${SETTINGS_ENV}: the JSON file with its schedule "
+                f"({', '.join(SCHEDULE_KEYS)}); run it through `python -m plaque.baselines.nnunet`"
+            )
     settings: Any = json.loads(Path(path).read_text())
     schedule = {}
     for key in SCHEDULE_KEYS:
@@ -57,15 +59,18 @@ class nnUNetTrainer_Plaque(nnUNetTrainer):  # nnU-Net's naming convention for tr
     """nnU-Net's trainer with ``num_epochs``, ``num_iterations_per_epoch`` and ``num_val_iterations_per_epoch``
     from `read_schedule`."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = _CUDA) -> None:
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
+    ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         schedule = read_schedule()
         self.num_epochs = schedule["epochs"]
         self.num_iterations_per_epoch = schedule["iterations_per_epoch"]
         self.num_val_iterations_per_epoch = schedule["val_iterations_per_epoch"]
-        self.print_to_log_file(f"{TRAINER_NAME}: {self.num_epochs} epochs x {self.num_iterations_per_epoch} "
-                               f"iterations (validation {self.num_val_iterations_per_epoch} iterations per epoch)")
+        self.print_to_log_file(
+            f"{TRAINER_NAME}: {self.num_epochs} epochs x {self.num_iterations_per_epoch} "
+            f"iterations (validation {self.num_val_iterations_per_epoch} iterations per epoch)"
+        )
         draw = self.logger.plot_progress_png
 
         def plot_progress_png(output_folder: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 from plaque.data.phantom.centerline import PathModel, segment_length
 from plaque.data.phantom.plaques import END_GAP_MM, Plaque, place_plaques, sample_plaque, uniform as _u
 

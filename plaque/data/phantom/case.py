@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from plaque.classes import CLASS_NAMES, NUM_CLASSES
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 from plaque.data.phantom.anatomy import PatientSpec, sample_spec
 from plaque.data.phantom.centerline import build_centerline
 from plaque.data.phantom.render import apply_psf, correlated_noise, render_ellipsoid

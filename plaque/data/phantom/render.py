@@ -21,7 +21,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 PSF_TRUNCATE = 3.0

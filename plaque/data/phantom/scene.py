@@ -25,7 +25,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from plaque.classes import BACKGROUND, CALCIFIED, LUMEN, NONCALCIFIED, WALL
-from plaque.data.geometry import Geometry
+from plaque.io.geometry import Geometry
 from plaque.data.phantom.anatomy import PatientSpec, Plaque
 from plaque.data.phantom.centerline import Centerline
 from plaque.data.phantom.render import half_diagonal, ramp, smooth_field, subsample_offsets

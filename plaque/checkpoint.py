@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from plaque.classes import CLASS_NAMES
 from plaque.errors import InputError
 
 
@@ -71,8 +73,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         needs = re.findall(r"GLOBAL (\S+)", str(e))
         if needs:
             raise InputError(
-                path, f"holds {needs[0]}, which needs pickle to load; refusing "
-                "(only weights_only checkpoints are accepted)",
+                path,
+                f"holds {needs[0]}, which needs pickle to load; refusing (only weights_only checkpoints are accepted)",
             ) from None
         raise InputError(path, "not a readable checkpoint (corrupt, truncated or not written by torch.save)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
@@ -81,6 +83,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     if not isinstance(obj, dict):
         raise InputError(path, f"expected a dict of tensors, got {type(obj).__name__}")
     return obj
+
+
+def model_record(method: str, cfg: dict[str, Any], preprocess: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """What a trained model's ``best.pt`` carries besides its weights, so that it can be used on its own:
+    ``method``, the resolved configuration ``config``, the class map ``classes`` (id → name), the
+    cross-section settings ``preprocess`` of its training data, and ``more``."""
+    return {"method": method, "config": cfg, "classes": dict(enumerate(CLASS_NAMES)), "preprocess": preprocess, **more}
+
+
+def load_state_strictly(module: nn.Module, state: Any, path: Path, what: str) -> None:
+    """``module.load_state_dict(state)``, strictly; a missing state or a mismatch is an `InputError` naming ``path``.
+
+    Args:
+        what: what the file was expected to be (``"a Stage-1 best.pt"``), for the message.
+    """
+    if not isinstance(state, dict):
+        raise InputError(path, f"holds no 'model' state dict; expected {what}")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(e)
+        raise InputError(path, f"does not fit the configured model ({first}); expected {what}") from None
 
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
@@ -96,10 +121,17 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if cuda else None,
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss_next": gauss_next},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
     }
 
 
@@ -109,7 +141,8 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
     if state["cuda"] is not None and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))

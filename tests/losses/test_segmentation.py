@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plaque.seg_losses import DiceMeter, SegLoss, dice_scores, macro_dice, soft_dice_loss
+from plaque.losses.segmentation import DiceMeter, SegLoss, dice_scores, macro_dice, soft_dice_loss
 
 
 def labels() -> torch.Tensor:
@@ -69,11 +69,11 @@ def test_dice_scores_empty_rule_and_known_values() -> None:
     pred = torch.tensor([[[0, 1, 3, 2], [0, 0, 2, 1]]])
     scores = dice_scores(pred, target)
     assert scores.dtype == torch.float64 and scores.shape == (5,)
-    assert scores[0].item() == pytest.approx(1.0)                       # 3 of 3
-    assert scores[1].item() == pytest.approx(2 * 1 / (2 + 2))          # 1 overlap, 2 predicted, 2 true
+    assert scores[0].item() == pytest.approx(1.0)  # 3 of 3
+    assert scores[1].item() == pytest.approx(2 * 1 / (2 + 2))  # 1 overlap, 2 predicted, 2 true
     assert scores[2].item() == pytest.approx(2 * 2 / (2 + 3))
-    assert scores[3].item() == 0.0                                     # predicted, absent from target
-    assert math.isnan(scores[4].item())                                # absent from both
+    assert scores[3].item() == 0.0  # predicted, absent from target
+    assert math.isnan(scores[4].item())  # absent from both
     assert macro_dice(scores) == pytest.approx((0.5 + 0.8 + 0.0) / 3)  # classes 1..4, NaN ignored
     only_bg = dice_scores(torch.zeros(1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2, dtype=torch.int64))
     assert math.isnan(macro_dice(only_bg)) and only_bg[0].item() == 1.0
@@ -89,8 +89,8 @@ def test_streamed_dice_equals_one_shot() -> None:
     meter = DiceMeter()
     per_batch = []
     for i in range(0, 10, 3):
-        meter.update(pred[i:i + 3], target[i:i + 3])
-        per_batch.append(dice_scores(pred[i:i + 3], target[i:i + 3]))
+        meter.update(pred[i : i + 3], target[i : i + 3])
+        per_batch.append(dice_scores(pred[i : i + 3], target[i : i + 3]))
     one_shot = dice_scores(pred, target)
     torch.testing.assert_close(meter.scores(), one_shot, atol=0, rtol=0)
     assert not torch.allclose(torch.stack(per_batch).nanmean(0), one_shot)  # a mean of batch Dice differs

@@ -35,8 +35,7 @@ from torch import Tensor
 from plaque.classes import FOREGROUND, NUM_CLASSES
 
 
-def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0,
-                   classes: Sequence[int] = FOREGROUND) -> Tensor:
+def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0, classes: Sequence[int] = FOREGROUND) -> Tensor:
     """Batch soft Dice loss ``1 − mean D_c`` over ``classes`` present in ``target``.
 
     Args:
@@ -96,8 +95,9 @@ class DiceMeter:
         both = torch.cat([p, t])
         if both.numel() and (int(both.min()) < 0 or int(both.max()) >= c):
             raise ValueError(f"label values must lie in 0..{c - 1}")
-        batch = torch.stack([torch.bincount(p[p == t], minlength=c), torch.bincount(p, minlength=c),
-                             torch.bincount(t, minlength=c)])
+        batch = torch.stack(
+            [torch.bincount(p[p == t], minlength=c), torch.bincount(p, minlength=c), torch.bincount(t, minlength=c)]
+        )
         self.counts += batch.cpu()
 
     def scores(self) -> Tensor:

@@ -13,20 +13,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from plaque.config import load_config
-from plaque.losses import (
-    PrototypeProbe,
+from plaque.losses.perceptual import Perceptual
+from plaque.losses.prior import (
     Stage1Loss,
-    dice_counts,
-    dice_from_counts,
     labels_to_latent,
-    probe_dice,
     sample_hard_cells,
     sample_hard_classes,
     supcon_loss,
 )
 from plaque.models.vq import VQAutoencoder
-from plaque.perceptual import Perceptual
-from tests.gloo import run_on_ranks
 
 
 class FakePerceptual(nn.Module):
@@ -65,13 +60,14 @@ def phantom_batch(n: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tens
 
 # labels_to_latent -------------------------------------------------------------------------------
 
+
 def test_labels_to_latent_takes_the_rarest_class_per_cell() -> None:
     labels = torch.zeros(1, 8, 8, dtype=torch.int64)
-    labels[0, 0, 3] = 1                   # top-left: background + one wall pixel -> wall
-    labels[0, :4, 4:] = 2                 # top-right: lumen + wall -> wall
+    labels[0, 0, 3] = 1  # top-left: background + one wall pixel -> wall
+    labels[0, :4, 4:] = 2  # top-right: lumen + wall -> wall
     labels[0, 3, 7] = 1
-    labels[0, 4:, :4] = 2                 # bottom-left: lumen only -> lumen
-    labels[0, 4:, 4:] = 3                 # bottom-right: calcified + wall + non-calcified -> non-calcified
+    labels[0, 4:, :4] = 2  # bottom-left: lumen only -> lumen
+    labels[0, 4:, 4:] = 3  # bottom-right: calcified + wall + non-calcified -> non-calcified
     labels[0, 7, 7] = 4
     labels[0, 4, 4] = 1
     assert labels_to_latent(labels, 4).tolist() == [[[1, 1], [2, 4]]]
@@ -97,6 +93,7 @@ def test_labels_to_latent_rejects_bad_input() -> None:
 
 # sampling ---------------------------------------------------------------------------------------
 
+
 def cell_embed(labels: torch.Tensor) -> torch.Tensor:
     """Embeddings (B, 2, h, w) whose first channel is the cell's flat index, second its class."""
     b, h, w = labels.shape
@@ -105,18 +102,18 @@ def cell_embed(labels: torch.Tensor) -> torch.Tensor:
 
 def test_sampler_counts_and_replacement() -> None:
     labels = torch.zeros(2, 4, 4, dtype=torch.int64)
-    labels.view(-1)[:10] = 1              # 10 wall cells
-    labels.view(-1)[20] = 3               # a single calcified cell; no non-calcified
+    labels.view(-1)[:10] = 1  # 10 wall cells
+    labels.view(-1)[20] = 3  # a single calcified cell; no non-calcified
     g = torch.Generator().manual_seed(0)
     feats, targets = sample_hard_classes(cell_embed(labels), labels, [1, 3, 4], 5, g)
     assert feats.shape == (10, 2) and targets.dtype == torch.int64
     assert targets.tolist() == [1] * 5 + [3] * 5
-    assert torch.equal(feats[:, 1].long(), targets)     # each vector is a cell of its class
+    assert torch.equal(feats[:, 1].long(), targets)  # each vector is a cell of its class
     wall = feats[:5, 0].long()
-    assert wall.unique().numel() == 5 and int(wall.max()) < 10      # without replacement
-    assert feats[5:, 0].long().tolist() == [20] * 5                  # with replacement from one cell
+    assert wall.unique().numel() == 5 and int(wall.max()) < 10  # without replacement
+    assert feats[5:, 0].long().tolist() == [20] * 5  # with replacement from one cell
     cells, _ = sample_hard_cells(labels, [1], 20, torch.Generator().manual_seed(0))
-    assert cells.numel() == 20 and cells.unique().numel() <= 10     # more than there are: replacement
+    assert cells.numel() == 20 and cells.unique().numel() <= 10  # more than there are: replacement
 
 
 def test_sampler_absent_classes_and_determinism() -> None:
@@ -132,6 +129,7 @@ def test_sampler_absent_classes_and_determinism() -> None:
 
 
 # supcon -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("tau", [0.1, 1.0])
 def test_supcon_known_value(tau: float) -> None:
@@ -158,17 +156,20 @@ def test_supcon_counts_equal_the_expanded_sample_set() -> None:
     weighted = supcon_loss(feats, targets, 0.1, counts)
     expanded = supcon_loss(feats.repeat_interleave(counts, 0), targets.repeat_interleave(counts), 0.1)
     torch.testing.assert_close(weighted, expanded)
-    g1, = torch.autograd.grad(weighted, feats)
-    g2, = torch.autograd.grad(expanded, feats)
+    (g1,) = torch.autograd.grad(weighted, feats)
+    (g2,) = torch.autograd.grad(expanded, feats)
     torch.testing.assert_close(g1, g2)
 
 
-@pytest.mark.parametrize("feats,targets", [
-    (torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)),            # empty
-    (F.normalize(torch.randn(5, 4), dim=1), torch.full((5,), 3)),      # one class
-    (F.normalize(torch.randn(1, 4), dim=1), torch.tensor([1])),        # one pixel
-    (F.normalize(torch.randn(2, 4), dim=1), torch.tensor([1, 3])),     # no anchor has a positive
-])
+@pytest.mark.parametrize(
+    "feats,targets",
+    [
+        (torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)),  # empty
+        (F.normalize(torch.randn(5, 4), dim=1), torch.full((5,), 3)),  # one class
+        (F.normalize(torch.randn(1, 4), dim=1), torch.tensor([1])),  # one pixel
+        (F.normalize(torch.randn(2, 4), dim=1), torch.tensor([1, 3])),  # no anchor has a positive
+    ],
+)
 def test_supcon_degenerate_batches_give_a_connected_zero(feats: torch.Tensor, targets: torch.Tensor) -> None:
     feats = feats.clone().requires_grad_()
     loss = supcon_loss(feats, targets, 0.1)
@@ -185,6 +186,7 @@ def test_supcon_is_stable_at_tiny_temperature() -> None:
 
 
 # Stage1Loss -------------------------------------------------------------------------------------
+
 
 def tiny_model() -> VQAutoencoder:
     torch.manual_seed(0)
@@ -213,8 +215,9 @@ def test_stage1_loss_contrastive_term_is_supcon_of_the_samples() -> None:
     with torch.no_grad():
         out = tiny_model().eval()(x)
     _, parts = criterion(out, x, labels, torch.Generator().manual_seed(5))
-    feats, targets = sample_hard_classes(out.embed, labels_to_latent(labels, 4), cfg["contrastive"]["hard_classes"],
-                                         64, torch.Generator().manual_seed(5))
+    feats, targets = sample_hard_classes(
+        out.embed, labels_to_latent(labels, 4), cfg["contrastive"]["hard_classes"], 64, torch.Generator().manual_seed(5)
+    )
     assert parts["contrastive"] == pytest.approx(float(supcon_loss(feats, targets, 0.1)), rel=1e-5)
 
 
@@ -245,72 +248,3 @@ def test_short_training_lowers_the_loss(tmp_path: Path, monkeypatch: pytest.Monk
     assert mean("total", slice(-5, None)) < 0.95 * mean("total", slice(5))
     assert mean("l1", slice(-5, None)) < 0.5 * mean("l1", slice(5))
     assert mean("contrastive", slice(-5, None)) < mean("contrastive", slice(5))
-
-
-# probe ------------------------------------------------------------------------------------------
-
-def separable(labels: torch.Tensor, dim: int = 8) -> torch.Tensor:
-    """Embeddings (B, dim, h, w): the one-hot of each cell's class plus small noise."""
-    noise = 0.05 * torch.randn(*labels.shape, dim, generator=torch.Generator().manual_seed(0))
-    return F.normalize(F.one_hot(labels, dim).float() + noise, dim=-1).permute(0, 3, 1, 2)
-
-
-def test_probe_state_round_trips() -> None:
-    probe = PrototypeProbe(8)
-    labels = torch.randint(0, 5, (2, 4, 4))
-    probe.update(separable(labels), labels)
-    restored = PrototypeProbe(8)
-    restored.load_state_dict(probe.state_dict())
-    assert torch.equal(restored.prototypes(), probe.prototypes())
-    assert restored.counts.tolist() == torch.bincount(labels.view(-1), minlength=5).double().tolist()
-
-
-def test_probe_momentum_forgets_old_embeddings() -> None:
-    wall = torch.ones(1, 2, 2, dtype=torch.long)
-    first, second = F.normalize(torch.randn(1, 8, 2, 2), dim=1), F.normalize(torch.randn(1, 8, 2, 2), dim=1)
-    keep, decay = PrototypeProbe(8, momentum=1.0), PrototypeProbe(8, momentum=0.0)
-    for probe in (keep, decay):
-        probe.update(first, wall)
-        probe.update(second, wall)
-    newest = F.normalize(second.permute(0, 2, 3, 1).reshape(-1, 8).double().sum(0), dim=0).float()
-    assert torch.allclose(decay.prototypes()[1], newest, atol=1e-6)  # momentum 0: only the last batch
-    assert float(keep.counts[1]) == 8 and float(decay.counts[1]) == 4
-
-
-def test_probe_dice_of_separable_embeddings_is_one() -> None:
-    _, labels = phantom_batch(4)
-    latent = labels_to_latent(labels, 4)
-    probe = PrototypeProbe(8)
-    probe.update(separable(latent), latent)
-    per_class, macro = probe_dice(separable(latent), latent, probe.prototypes())
-    assert per_class == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0} and macro == 1.0
-
-
-def test_probe_skips_classes_without_prototype_and_streams() -> None:
-    _, labels = phantom_batch(4)
-    latent = labels_to_latent(labels, 4)
-    probe = PrototypeProbe(8)
-    probe.update(separable(latent[::2]), latent[::2])          # slices 0, 2: no calcified plaque
-    protos = probe.prototypes()
-    assert float(protos[3].abs().sum()) == 0
-    embed = separable(latent)
-    per_class, macro = probe_dice(embed, latent, protos)
-    assert set(per_class) == {1, 2, 4}  # calcified cells are scored only as false positives of others
-    assert macro == pytest.approx(sum(per_class.values()) / len(per_class))
-    parts = [dice_counts(embed[i:i + 1], latent[i:i + 1], protos) for i in range(4)]
-    summed = [sum(p[k] for p in parts) for k in range(3)]
-    streamed = dice_from_counts(*summed, protos)
-    assert streamed[0] == pytest.approx(per_class) and streamed[1] == pytest.approx(macro)
-
-
-def _probe_on_rank(rank: int) -> dict[str, torch.Tensor]:
-    labels = torch.full((1, 2, 2), rank + 1)  # rank 0 sees wall only, rank 1 lumen only
-    probe = PrototypeProbe(8)
-    probe.update(separable(labels), labels)
-    return probe.state_dict()
-
-
-def test_probe_state_is_summed_over_ranks(tmp_path: Path) -> None:
-    a, b = run_on_ranks(_probe_on_rank, tmp_path)
-    assert a["counts"].tolist() == b["counts"].tolist() == [0, 4, 4, 0, 0]
-    assert torch.equal(a["sums"], b["sums"])

@@ -69,8 +69,11 @@ def verify_checkpoint(path: Path) -> None:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     if not digest.hexdigest().startswith(match.group(1)):
-        raise InputError(path, f"SHA-256 {digest.hexdigest()[:16]}… does not start with {match.group(1)} "
-                               "(corrupted or wrong file); delete it or replace it with torchvision's file")
+        raise InputError(
+            path,
+            f"SHA-256 {digest.hexdigest()[:16]}… does not start with {match.group(1)} "
+            "(corrupted or wrong file); delete it or replace it with torchvision's file",
+        )
 
 
 def load_trunk_state(net: str, path: Path) -> dict[str, Tensor]:
@@ -112,8 +115,10 @@ class Perceptual(nn.Module):
             self.lpips.net.load_state_dict({k: trunk[v] for k, v in keys.items()})
             self.backbone = "pretrained"
         else:
-            msg = (f"LPIPS trunk weights not found at {path}: using a RANDOMLY INITIALISED {net} trunk, so the "
-                   f"perceptual loss is not the paper's LPIPS. Put torchvision's {path.name} there to fix this.")
+            msg = (
+                f"LPIPS trunk weights not found at {path}: using a RANDOMLY INITIALISED {net} trunk, so the "
+                f"perceptual loss is not the paper's LPIPS. Put torchvision's {path.name} there to fix this."
+            )
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
             self.backbone = "random"

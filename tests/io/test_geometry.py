@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from plaque.data.geometry import LPS_TO_RAS, Geometry
+from plaque.io.geometry import LPS_TO_RAS, Geometry
 
 
 def oblique() -> Geometry:
     a = np.deg2rad(25.0)
     row = np.array([np.cos(a), np.sin(a), 0.0])
     col = np.array([-np.sin(a) * np.cos(0.3), np.cos(a) * np.cos(0.3), np.sin(0.3)])
-    return Geometry(shape=(7, 11, 13), origin=np.array([-40.0, 12.5, 300.0]), row_dir=row, col_dir=col,
-                    slice_dir=np.cross(row, col), spacing=(0.4, 0.35, 0.3))
+    return Geometry(
+        shape=(7, 11, 13),
+        origin=np.array([-40.0, 12.5, 300.0]),
+        row_dir=row,
+        col_dir=col,
+        slice_dir=np.cross(row, col),
+        spacing=(0.4, 0.35, 0.3),
+    )
 
 
 def test_index_world_round_trip() -> None:

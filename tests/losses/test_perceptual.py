@@ -11,9 +11,9 @@ import pytest
 import torch
 import torchvision
 
-from plaque import perceptual
 from plaque.errors import InputError
-from plaque.perceptual import Perceptual, backbone_path
+from plaque.losses import perceptual
+from plaque.losses.perceptual import Perceptual, backbone_path
 
 
 @pytest.fixture

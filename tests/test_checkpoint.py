@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
 import pytest
 import torch
 
+from plaque import checkpoint
+from plaque.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from plaque.errors import InputError
-from plaque.train import checkpoint
-from plaque.train.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 
 
 class Opaque:
@@ -38,7 +39,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         save_atomic({"epoch": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on where the lambda lives
         save_atomic({"epoch": 3, "f": lambda: 0}, path)  # not picklable: fails inside torch.save
     back = load_checkpoint(path)
     assert back["epoch"] == 1 and torch.equal(back["w"], torch.ones(3))

@@ -41,7 +41,7 @@ class Geometry:
     spacing: tuple[float, float, float]
 
     @classmethod
-    def axial(cls, shape: tuple[int, int, int], origin: np.ndarray, spacing: tuple[float, float, float]) -> "Geometry":
+    def axial(cls, shape: tuple[int, int, int], origin: np.ndarray, spacing: tuple[float, float, float]) -> Geometry:
         """An axial grid: rows along +P (y), columns along +L (x), slices along +S (z)."""
         return cls(
             shape=tuple(int(s) for s in shape),
@@ -84,10 +84,12 @@ class Geometry:
         """ImagePositionPatient ``(3,)`` of slice ``k``."""
         return self.origin + self.slice_dir * self.spacing[0] * k
 
-    def matches(self, other: "Geometry", tol_mm: float = 1e-3) -> bool:
+    def matches(self, other: Geometry, tol_mm: float = 1e-3) -> bool:
         """True when both grids have the same shape and place every voxel within ``tol_mm``."""
         if tuple(self.shape) != tuple(other.shape):
             return False
-        corners = np.array([[k, j, i] for k in (0, self.shape[0] - 1) for j in (0, self.shape[1] - 1)
-                            for i in (0, self.shape[2] - 1)], dtype=np.float64)
+        corners = np.array(
+            [[k, j, i] for k in (0, self.shape[0] - 1) for j in (0, self.shape[1] - 1) for i in (0, self.shape[2] - 1)],
+            dtype=np.float64,
+        )
         return bool(np.abs(self.index_to_world(corners) - other.index_to_world(corners)).max() <= tol_mm)

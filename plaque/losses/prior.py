@@ -1,14 +1,10 @@
-"""Stage-1 losses: label alignment to the latent grid, hard-class sampling, SupCon, the combined loss, and a probe.
+"""Stage-1 losses: label alignment to the latent grid, hard-class sampling, SupCon, the combined loss.
 
 The Stage-1 objective (appendix 1.3) is
 ``λ1·L1(recon, x) + λp·LPIPS(recon, x) + λc·commit + λcon·SupCon``.
 The supervised contrastive term works on the projection-head embeddings at
 latent resolution: labels are aligned to that grid by ``labels_to_latent``, and
 ``sample_hard_classes`` draws N embeddings per hard class present in the batch.
-
-``PrototypeProbe`` and ``probe_dice`` give the early-stopping score
-(``stage1.monitor: probe_dice``): class-mean prototypes of the training
-embeddings, then nearest-prototype segmentation of validation embeddings.
 """
 
 from __future__ import annotations
@@ -17,14 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from plaque.classes import BACKGROUND, CALCIFIED, FOREGROUND, LUMEN, NONCALCIFIED, NUM_CLASSES, WALL
+from plaque.classes import BACKGROUND, CALCIFIED, LUMEN, NONCALCIFIED, NUM_CLASSES, WALL
+from plaque.losses.perceptual import Perceptual
 from plaque.models.vq import VQOutput
-from plaque.perceptual import Perceptual
 
 # Classes by increasing priority when a latent cell covers several (rarest wins).
 LATENT_PRIORITY: tuple[int, ...] = (BACKGROUND, LUMEN, WALL, CALCIFIED, NONCALCIFIED)
@@ -50,8 +45,9 @@ def labels_to_latent(labels: Tensor, factor: int) -> Tensor:
     return torch.tensor(LATENT_PRIORITY, device=labels.device)[cells]
 
 
-def sample_hard_cells(labels: Tensor, classes: Sequence[int], n: int,
-                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_hard_cells(
+    labels: Tensor, classes: Sequence[int], n: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Draw exactly ``n`` cells of each class of ``classes`` present in ``labels`` (B, h, w) int64 (any shape).
 
     Without replacement when the class has at least ``n`` cells, with
@@ -81,8 +77,9 @@ def sample_hard_cells(labels: Tensor, classes: Sequence[int], n: int,
     return torch.cat(cells), torch.cat(targets)
 
 
-def sample_hard_classes(embed: Tensor, labels: Tensor, classes: Sequence[int], n: int,
-                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_hard_classes(
+    embed: Tensor, labels: Tensor, classes: Sequence[int], n: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Embedding vectors of the cells drawn by ``sample_hard_cells``.
 
     Args:
@@ -150,8 +147,12 @@ class Stage1Loss(nn.Module):
     def __init__(self, cfg: dict[str, Any], perceptual: nn.Module | None = None) -> None:
         super().__init__()
         loss = cfg["loss"]
-        self.weights = {"l1": loss["l1"], "perceptual": loss["perceptual"], "commit": loss["commit"],
-                        "contrastive": loss["contrastive"]}
+        self.weights = {
+            "l1": loss["l1"],
+            "perceptual": loss["perceptual"],
+            "commit": loss["commit"],
+            "contrastive": loss["contrastive"],
+        }
         self.temperature = loss["temperature"]
         self.samples_per_class = cfg["contrastive"]["samples_per_class"]
         self.hard_classes = tuple(cfg["contrastive"]["hard_classes"])
@@ -162,8 +163,9 @@ class Stage1Loss(nn.Module):
         """The LPIPS trunk in use: ``pretrained`` or ``random``."""
         return self.perceptual.backbone
 
-    def forward(self, out: VQOutput, x: Tensor, labels: Tensor,
-                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def forward(
+        self, out: VQOutput, x: Tensor, labels: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
         """Total loss (scalar) and its unweighted components plus ``total`` as floats.
 
         Args:
@@ -186,81 +188,3 @@ class Stage1Loss(nn.Module):
         total = sum(self.weights[k] * v for k, v in parts.items())
         values = torch.stack([v.detach().float() for v in (*parts.values(), total)]).tolist()
         return total, dict(zip([*parts, "total"], values))
-
-
-class PrototypeProbe(nn.Module):
-    """Exponentially decayed per-class sums of unit-normalised embeddings; prototypes are their normalised means.
-
-    Each training batch first decays the running sums by ``momentum`` (1.0 keeps everything), so the
-    prototypes follow the current embedding without any epoch hook. Buffers ``sums`` (C, E) and
-    ``counts`` (C,) make it checkpointable through ``state_dict()``; under ``torch.distributed`` each
-    batch's contribution is all-reduced, so every rank holds the same state.
-    """
-
-    def __init__(self, embed_dim: int, num_classes: int = NUM_CLASSES, momentum: float = 1.0) -> None:
-        super().__init__()
-        self.momentum = momentum
-        self.register_buffer("sums", torch.zeros(num_classes, embed_dim, dtype=torch.float64))
-        self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.float64))
-
-    @torch.no_grad()
-    def update(self, embed: Tensor, labels_latent: Tensor) -> None:
-        """Add embeddings (B, E, h, w) of cells labelled (B, h, w) int64 (see ``labels_to_latent``)."""
-        feats = F.normalize(embed.detach().double(), dim=1).permute(0, 2, 3, 1).reshape(-1, embed.shape[1])
-        flat = labels_latent.reshape(-1).to(self.sums.device)
-        sums = torch.zeros_like(self.sums).index_add_(0, flat, feats.to(self.sums.device))
-        counts = torch.bincount(flat, minlength=self.counts.numel()).to(self.counts.dtype)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(sums)
-            dist.all_reduce(counts)
-        self.sums.mul_(self.momentum).add_(sums)
-        self.counts.mul_(self.momentum).add_(counts)
-
-    def prototypes(self) -> Tensor:
-        """Unit prototypes (C, E) float32; rows of zeros mark classes not seen yet."""
-        protos = F.normalize(self.sums, dim=1) * (self.counts > 0)[:, None]
-        return protos.float()
-
-
-def dice_counts(embed: Tensor, labels_latent: Tensor, prototypes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Nearest-prototype (cosine) prediction and its per-class (intersection, predicted, true) cell counts (C,).
-
-    Args:
-        embed: (B, E, h, w) embeddings.
-        labels_latent: (B, h, w) int64 true classes at latent resolution.
-        prototypes: (C, E) from ``PrototypeProbe.prototypes``; zero rows are never predicted.
-    """
-    c = prototypes.shape[0]
-    protos = prototypes.to(embed.device, embed.dtype)
-    sims = torch.einsum("behw,ce->bchw", F.normalize(embed, dim=1), protos)
-    valid = protos.norm(dim=1) > 0
-    pred = sims.masked_fill(~valid[None, :, None, None], float("-inf")).argmax(1).reshape(-1)
-    true = labels_latent.reshape(-1).to(embed.device)
-    inter = torch.bincount(pred[pred == true], minlength=c)
-    return inter, torch.bincount(pred, minlength=c), torch.bincount(true, minlength=c)
-
-
-def dice_from_counts(inter: Tensor, pred: Tensor, true: Tensor, prototypes: Tensor) -> tuple[dict[int, float], float]:
-    """Per-class Dice over foreground classes 1..4 and their macro mean (NaN when none is scored).
-
-    A class is skipped when it has no prototype yet, or when it is neither
-    present nor predicted (Dice 0/0).
-    """
-    valid = (prototypes.norm(dim=1) > 0).cpu()
-    inter, pred, true = inter.double().cpu(), pred.double().cpu(), true.double().cpu()
-    per_class = {c: float(2 * inter[c] / (pred[c] + true[c]))
-                 for c in FOREGROUND if bool(valid[c]) and pred[c] + true[c] > 0}
-    macro = sum(per_class.values()) / len(per_class) if per_class else float("nan")
-    return per_class, macro
-
-
-def probe_dice(embed: Tensor, labels_latent: Tensor, prototypes: Tensor) -> tuple[dict[int, float], float]:
-    """Probe score of embeddings (B, E, h, w) against labels (B, h, w): (per-class Dice, macro Dice over 1..4).
-
-    Scored at latent resolution against ``labels_to_latent`` labels, so it
-    measures how well the embedding separates classes, not segmentation
-    quality at pixel level. To stream over a validation set, sum the
-    ``dice_counts`` of its batches and call ``dice_from_counts``; neither runs
-    a collective, so they are safe on rank 0 alone.
-    """
-    return dice_from_counts(*dice_counts(embed, labels_latent, prototypes), prototypes)

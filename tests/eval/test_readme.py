@@ -1,0 +1,65 @@
+"""The README's results section: replaced between its markers only, and ``make readme``'s command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plaque.errors import InputError
+from plaque.eval.readme import README_END, README_START, main, update_readme
+
+README = f"""# Project
+
+Intro text with a \\backslash and $dollar.
+
+## Results
+
+{README_START}
+| old | table |
+{README_END}
+
+## After
+
+Kept as it is.
+"""
+
+
+def test_update_readme_replaces_only_the_marked_section_and_is_idempotent(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    table = "| method | Dice |\n|---|---|\n| Ours | **0.9** \\1 \\g<0> |\n"  # regex replacement syntax stays literal
+    update_readme(readme, table)
+    text = readme.read_text()
+    before, rest = text.split(README_START)
+    inside, after = rest.split(README_END)
+    assert before == README.split(README_START)[0] and after == README.split(README_END)[1]
+    assert table.rstrip() in inside and "old" not in inside
+    assert text.count(README_START) == 1 and text.count(README_END) == 1
+    update_readme(readme, table)
+    assert readme.read_text() == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["# Project\n\nno markers\n", f"{README_START}\nonly the start\n", f"{README_END}\nreversed\n{README_START}\n"],
+)
+def test_update_readme_without_markers_raises_and_leaves_the_file(tmp_path: Path, text: str) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    with pytest.raises(InputError, match="markers"):
+        update_readme(readme, "| table |\n")
+    assert readme.read_text() == text
+
+
+def test_command_line_copies_the_table_and_names_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme, table = tmp_path / "README.md", tmp_path / "summary.md"
+    readme.write_text(README)
+    assert main(["--table", str(table), "--readme", str(readme)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {table}: not found (run the pipeline first: dvc repro)"
+    assert readme.read_text() == README
+    table.write_text("| method | Dice |\n|---|---|\n| Ours | 0.8 |\n")
+    assert main(["--table", str(table), "--readme", str(readme)]) == 0
+    assert "| Ours | 0.8 |" in readme.read_text() and "| old | table |" not in readme.read_text()
