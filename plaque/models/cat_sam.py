@@ -29,8 +29,9 @@ width, g = S / patch the embedding grid and D = 256:
    SAM; ``embedding_maskfeature`` (two 3×3 convolutions), ``embedding_encoder`` (F → 4g) and
    ``compress_vit_feat`` (E → 4g) are HQ-SAM's, trained.
 4. Multi-class head (our adaptation). HQ-SAM and CAT-SAM output one mask, the dot product of the
-   HQ feature with ``hf_mlp(t')`` (t' = the token after SAM's two-way transformer). Here a 1×1
-   convolution gives C class logits, conditioned on the same token t that drives the prompt bridge:
+   HQ feature with ``hf_mlp(t')`` (t' = the token after SAM's two-way transformer). Here a per-pixel
+   linear map gives C class logits (`plaque.models.decoders.ClassMap`, the map of our multi-class head,
+   so that both heads train alike), conditioned on the same token t that drives the prompt bridge:
    ``hf_mlp`` (HQ-SAM's 3-layer MLP, D → D → D/8) turns t into a per-channel bias of H::
 
        logits = classifier(GELU(H + hf_mlp(t)))        (B, C, 4g, 4g)
@@ -64,7 +65,7 @@ from torch import Tensor
 
 from plaque.classes import NUM_CLASSES
 from plaque.models.attention import use_sdpa_attention
-from plaque.models.decoders import output_upscaling
+from plaque.models.decoders import ClassMap, output_upscaling
 from plaque.models.resize import resize_bilinear
 from plaque.models.sam import OUT_CHANNELS as EMBED_DIM
 from plaque.models.sam import PIXEL_MEAN, PIXEL_STD, sam_input
@@ -151,7 +152,7 @@ class CatSamSegmenter(nn.Module):
             nn.ConvTranspose2d(embed_dim, embed_dim // 8, kernel_size=2, stride=2))
         # Multi-class head conditioned on the token (our adaptation).
         self.hf_mlp = MLP(embed_dim, embed_dim, embed_dim // 8, 3)
-        self.classifier = nn.Conv2d(embed_dim // 8, num_classes, kernel_size=1)
+        self.classifier = ClassMap(embed_dim // 8, num_classes, embed_dim=embed_dim)
 
     def sam_mask_decoder_part(self) -> nn.Module:
         """The module holding SAM's mask-decoder ``output_upscaling``, loaded from a SAM checkpoint."""

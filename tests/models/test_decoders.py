@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plaque.models.decoders import ClassTokenDecoder, MultiClassHead
+from plaque.models.decoders import ClassMap, ClassTokenDecoder, MultiClassHead
 from plaque.models.resize import resize_bilinear
 
 
@@ -65,3 +65,32 @@ def test_resize_bilinear() -> None:
 def test_rejects_width_not_multiple_of_8() -> None:
     with pytest.raises(ValueError, match="multiple of 8"):
         MultiClassHead(embed_dim=20)
+
+
+def test_class_map_is_a_one_by_one_convolution_in_function() -> None:
+    torch.manual_seed(0)
+    cmap = ClassMap(32, 5, embed_dim=64)
+    features = torch.randn(2, 32, 6, 7)
+    conv = torch.nn.functional.conv2d(features, cmap.weights()[:, :, None, None], cmap.bias)
+    torch.testing.assert_close(cmap(features), conv)
+
+
+def test_class_map_sharpens_faster_than_a_plain_convolution_at_the_papers_learning_rate() -> None:
+    """Why the head generates its weights: AdamW at lr 1e-4 moves each weight ~1e-4 a step, so a plain 1x1
+    convolution on 32 channels grows its logit margin slowly; the same map made from wide class embeddings
+    grows it several times faster on the same data."""
+    torch.manual_seed(0)
+    features = torch.randn(64, 32, 4, 4)
+    target = (features[:, 0] + features[:, 1] > 0).long()  # two classes, separable per pixel
+    margins = {}
+    for name, head in {"conv": torch.nn.Conv2d(32, 2, 1), "class_map": ClassMap(32, 2)}.items():
+        optimizer = torch.optim.AdamW(head.parameters(), lr=1e-4, weight_decay=1e-4)
+        for _ in range(200):
+            loss = torch.nn.functional.cross_entropy(head(features), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            logits = head(features)
+        margins[name] = float((logits.gather(1, target[:, None]) - logits.gather(1, 1 - target[:, None])).mean())
+    assert margins["class_map"] > 3 * margins["conv"] > 0

@@ -92,7 +92,7 @@ def test_prior_frozen_and_bit_identical_after_a_training_step() -> None:
 
     for key, value in model.prior.state_dict().items():
         assert torch.equal(value, prior_state[key]), key
-    for name in ("adapter.weight", "faa.q_proj.weight", "decoder.classifier.weight", "image_encoder.pos_embed"):
+    for name in ("adapter.weight", "faa.q_proj.weight", "decoder.classifier.class_embed.weight", "image_encoder.pos_embed"):
         assert not torch.equal(dict(model.named_parameters())[name], trainable[name]), name
 
 
