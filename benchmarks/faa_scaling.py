@@ -16,7 +16,7 @@ the (B, heads, N, N) matrix; ``sdpa`` is the model's fused path. Per point, in a
   and inputs left out), exact in any process;
 - time: median forward + backward seconds after warm-up.
 
-Autocast as in training (`plaque.train.stage2.autocast`).
+Autocast as in training (`plaque.precision.device_autocast`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from benchmarks.common import (
 from benchmarks.steps import STEPS, WARMUP, interleaved_medians
 from plaque.models.faa import FAA
 from plaque.models.sam import OUT_CHANNELS as EMBED_DIM
-from plaque.train.stage2 import autocast
+from plaque.precision import device_autocast
 
 HEADS = 4
 GRID_STEP = 16
@@ -109,7 +109,7 @@ def _tokens(grid: int, batch: int, device: torch.device) -> tuple[Tensor, Tensor
 
 def _forward_backward(block: FAA, f_sam: Tensor, f_vq: Tensor, device: torch.device) -> None:
     """Forward under training autocast, backward of the output's sum, gradients dropped."""
-    with autocast(device):
+    with device_autocast(device):
         out = block(f_sam, f_vq)
     out.float().sum().backward()
     block.zero_grad(set_to_none=True)
@@ -128,7 +128,7 @@ def saved_for_backward(block: FAA, f_sam: Tensor, f_vq: Tensor, device: torch.de
             storages[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(device):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), device_autocast(device):
         block(f_sam, f_vq)
     return sum(storages.values())
 

@@ -12,7 +12,7 @@ Cases, each with random relative-position tables (SAM initialises them to zero):
 - ``vit_h global``: a ViT-H-wide global block (1280 wide, 16 heads; head width 80).
 
 Per case and implementation: forward + backward under training autocast (bf16 on CUDA,
-`plaque.train.stage2.autocast`), median of ``steps`` passes after one warm-up pass
+`plaque.precision.device_autocast`), median of ``steps`` passes after one warm-up pass
 (`benchmarks.steps.interleaved_medians`); on CUDA the peak of ``max_memory_allocated`` during a first
 pass over what was allocated before it (inputs and block, `benchmarks.common.peak_bytes`). ``error``: the relative L2 error of the output under autocast against SAM's attention in
 float64. ``flash``: whether the fused path runs with only the flash kernel allowed.
@@ -35,7 +35,7 @@ from benchmarks.common import current_bytes, format_table, gib, peak_bytes, rese
 from benchmarks.steps import interleaved_medians
 from plaque.atomic import write_json_atomic
 from plaque.models.attention import SdpaAttention
-from plaque.train.stage2 import autocast
+from plaque.precision import device_autocast
 
 WINDOW = 14  # SAM's window side
 DEFAULT_JSON = Path("results/bench/sam_attention.json")
@@ -86,7 +86,7 @@ def sam_block(case: Case, device: torch.device) -> Attention:
 
 def fwd_bwd(block: torch.nn.Module, x: torch.Tensor, device: torch.device) -> None:
     """One forward (training autocast) and backward of the output's mean square."""
-    with autocast(device):
+    with device_autocast(device):
         out = block(x)
     out.float().square().mean().backward()
 
@@ -94,7 +94,7 @@ def fwd_bwd(block: torch.nn.Module, x: torch.Tensor, device: torch.device) -> No
 def flash_runs(block: SdpaAttention, x: torch.Tensor, device: torch.device) -> bool:
     """Whether ``block`` runs (forward, autocast) with the flash kernel as the only SDPA backend."""
     try:
-        with torch.no_grad(), sdpa_kernel(SDPBackend.FLASH_ATTENTION), autocast(device):
+        with torch.no_grad(), sdpa_kernel(SDPBackend.FLASH_ATTENTION), device_autocast(device):
             block(x)
     except RuntimeError:
         return False
@@ -110,7 +110,7 @@ def measure(case: Case, device: torch.device, steps: int) -> list[Figures]:
         exact = copy.deepcopy(sam).double()(x.double())
     out = []
     for impl, block in (("sam", sam), ("sdpa", fused)):
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), device_autocast(device):
             low = block(x)
         error = ((low.double() - exact).norm() / exact.norm()).item()
         inputs = x.clone().requires_grad_(True)

@@ -4,7 +4,7 @@ Models are built by `plaque.models.build.build_model` with ``pretrained=False``:
 the profile without reading SAM or Stage-1 weights (weights do not change speed). Inputs are random
 slices (B, 1, s, s) in [0, 1], s = ``preprocess.size``, with random labels 0..4.
 
-- Training step: forward (autocast as in training, `plaque.train.stage2.Stage2Step`), loss,
+- Training step: forward (autocast as in training, `plaque.precision.device_autocast`), loss,
   backward, AdamW step. Inference: eval mode, ``torch.no_grad()``, the same autocast.
 - Time: the models of all methods live in this process and take their steps in turn (A, B, C, A,
   B, C, ...), so a change in the machine's load hits every method alike; the first ``warmup``
@@ -31,10 +31,10 @@ from torch import Tensor
 
 from benchmarks.common import current_bytes, memory_kind, peak_bytes, reset_peak, run_isolated
 from plaque.classes import NUM_CLASSES
-from plaque.inference import autocast
 from plaque.losses.segmentation import SegLoss
 from plaque.methods import stage2_methods
 from plaque.models.build import build_model
+from plaque.precision import device_autocast
 from plaque.train.distributed import DistInfo
 from plaque.train.stage2 import Stage2Step
 
@@ -128,8 +128,9 @@ def build_run(cfg: dict[str, Any], method: str, device: torch.device) -> Run:
 
 
 def train_step(run: Run, batch: tuple[Tensor, Tensor], info: DistInfo) -> None:
-    """One training step: forward and loss, backward, AdamW."""
-    total, _ = run.step(run.model, batch, info)
+    """One training step: forward and loss (under the device's automatic precision, as training), backward, AdamW."""
+    with device_autocast(info.device):
+        total, _ = run.step(run.model, batch, info)
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
     run.optimizer.step()
@@ -137,7 +138,7 @@ def train_step(run: Run, batch: tuple[Tensor, Tensor], info: DistInfo) -> None:
 
 def infer_step(model: torch.nn.Module, x: Tensor, device: torch.device) -> None:
     """One inference forward pass (the model must be in eval mode)."""
-    with torch.no_grad(), autocast(device):
+    with torch.no_grad(), device_autocast(device):
         model(x)
 
 

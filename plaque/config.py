@@ -24,6 +24,7 @@ import yaml
 from plaque.errors import InputError
 from plaque.methods import METHODS, PRIOR_VARIANTS
 from plaque.paths import repo_root
+from plaque.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,9 @@ SCHEMA: dict[str, Any] = {
         "nproc_per_node": WordOrInt("auto"),
         "samples_per_epoch": WordOrInt("all"),
         "plaque_share": Num(0.0, 0.99),
+        "accumulate": POS_INT,
+        "precision": Choice(PRECISIONS),
+        "compile": Flag(),
         "num_workers": Num(0, 64, integer=True),
     },
     "stage1": {
@@ -249,9 +253,9 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-# Keys a profile may override: cohort size, cross-section field of view and size, input
-# size, backbone (and how it is tuned, since a randomly initialised stand-in cannot be
-# meaningfully LoRA-tuned), epoch budget, validation cadence and process counts.
+# Keys a profile may override: cohort size, cross-section field of view, size and spacing, input
+# size, backbone (its weights, and how it is tuned, which a weak stand-in for SAM decides by
+# measurement), epoch budgets, validation cadence and sampling, and process counts.
 # Nothing that changes the paper's method.
 PROFILE_KEYS: frozenset[str] = frozenset(
     {
@@ -260,6 +264,7 @@ PROFILE_KEYS: frozenset[str] = frozenset(
         "phantom.processes",
         "preprocess.crop_px",
         "preprocess.size",
+        "preprocess.step_mm",
         "preprocess.processes",
         "stage2.backbone",
         "stage2.input_size",
@@ -280,6 +285,9 @@ PROFILE_KEYS: frozenset[str] = frozenset(
         "train.val_stride",
         "train.samples_per_epoch",
         "train.nproc_per_node",
+        "train.accumulate",
+        "train.precision",
+        "train.compile",
         "train.num_workers",
     }
 )

@@ -16,7 +16,6 @@ write them here; the evaluator only reads them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ from plaque.checkpoint import load_checkpoint
 from plaque.data.processed import Processed
 from plaque.errors import InputError
 from plaque.methods import get_method, import_object
+from plaque.precision import device_autocast
 
 PREDICT_BATCH = 32
 
@@ -44,19 +44,15 @@ class Predictor(Protocol):
         ...
 
 
-def autocast(device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA; a no-op (fp32) on the CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 @torch.no_grad()
 def predict_batches(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """Class maps ``(N, s, s)`` uint8 of a network mapping (B, 1, s, s) to logits (B, C, s, s), in batches of
-    `PREDICT_BATCH`; ``model`` must be on ``device`` and in eval mode."""
+    `PREDICT_BATCH` under the device's automatic precision (`plaque.precision`: bf16 or fp16 on a GPU, fp32 on
+    the CPU); ``model`` must be on ``device`` and in eval mode."""
     preds = []
     for start in range(0, len(images), PREDICT_BATCH):
         x = torch.from_numpy(np.asarray(images[start : start + PREDICT_BATCH], dtype=np.float32))[:, None].to(device)
-        with autocast(device):
+        with device_autocast(device):
             logits = model(x)
         preds.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
     if not preds:

@@ -13,6 +13,8 @@ means one entry here, its module, and its section in ``params.yaml``:
 - ``predictor``: ``"module:function"`` that turns its ``best.pt`` into a predictor of slices
   (`plaque.inference`), the one way every method predicts.
 - ``params``: the ``params.yaml`` sections its stage reads (its DVC stage depends on exactly these).
+- ``claim``: what comparing ours with it tests (a baseline, or the ablated part of the method), for the
+  results' table of the paper's claims; ``None`` for ours.
 - for our trainer: ``fusion`` (``faa``: the paper's FAA; ``add``: the prior added after the adapter;
   ``none``: no prior), ``prior`` (the Stage-1 variant it reads, a key of `PRIOR_VARIANTS`), and
   ``decoder`` / ``sam_tuning`` (``None`` takes ``stage2.decoder`` / ``stage2.sam_tuning``).
@@ -39,6 +41,7 @@ SEGMENTER = "plaque.models.segmenter:build_segmenter"
 CAT_SAM = "plaque.models.cat_sam:build_cat_sam"
 TORCH_PREDICTOR = "plaque.inference:segmenter_predictor"
 STAGE2_PARAMS = ("train", "augment", "stage2")
+BASELINE = "ours vs a baseline"
 FUSIONS = ("faa", "add", "none")
 
 
@@ -57,6 +60,7 @@ class Method:
     sam_tuning: str | None = None
     figure: int | None = None
     params: tuple[str, ...] = STAGE2_PARAMS
+    claim: str | None = None
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -105,8 +109,8 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         _ours(name="ours", label="Ours", figure=0),
-        Method("cat_sam", "CAT-SAM", model=CAT_SAM, decoder="hq", sam_tuning="frozen", figure=1),
-        Method("sam_lora", "SAM+LoRA", decoder="class_tokens", sam_tuning="lora", figure=2),
+        Method("cat_sam", "CAT-SAM", model=CAT_SAM, decoder="hq", sam_tuning="frozen", figure=1, claim=BASELINE),
+        Method("sam_lora", "SAM+LoRA", decoder="class_tokens", sam_tuning="lora", figure=2, claim=BASELINE),
         Method(
             "nnunet",
             "nnU-Net",
@@ -115,11 +119,22 @@ METHODS: dict[str, Method] = {
             predictor="plaque.baselines.nnunet.predictor:nnunet_predictor",
             figure=3,
             params=("nnunet",),
+            claim=BASELINE,
         ),
-        _ours(name="ours_additive", label="Ours, additive fusion", fusion="add"),
-        _ours(name="ours_class_tokens", label="Ours, class-token decoder", decoder="class_tokens"),
-        _ours(name="ours_no_contrastive", label="Ours, prior without contrastive loss", prior="no_contrastive"),
-        Method("no_prior", "Ours without prior"),
+        _ours(name="ours_additive", label="Ours, additive fusion", fusion="add", claim="FAA vs additive fusion"),
+        _ours(
+            name="ours_head",
+            label="Ours, multi-class head",
+            decoder="head",
+            claim="class-token decoder vs multi-class head",
+        ),
+        _ours(
+            name="ours_no_contrastive",
+            label="Ours, prior without contrastive loss",
+            prior="no_contrastive",
+            claim="contrastive vs plain discrete prior",
+        ),
+        Method("no_prior", "Ours without prior", claim="prior and FAA vs no prior"),
     )
 }
 

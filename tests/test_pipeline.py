@@ -51,7 +51,7 @@ def test_each_stage_depends_on_the_code_it_loads_and_no_other(written: str) -> N
             "plaque/classes.py",
         )
     }
-    assert loading["plaque/models/faa.py"] == ["stage2-ours", "stage2-ours_class_tokens", "stage2-ours_no_contrastive"]
+    assert loading["plaque/models/faa.py"] == ["stage2-ours", "stage2-ours_head", "stage2-ours_no_contrastive"]
     assert loading["plaque/models/cat_sam.py"] == ["stage2-cat_sam"]
     assert loading["plaque/baselines/nnunet/run.py"] == ["nnunet"]
     assert (

@@ -27,8 +27,9 @@ def rotate(image: torch.Tensor, labels: torch.Tensor, degrees: float) -> tuple[t
     grid = F.affine_grid(theta[None], [1, 1, *image.shape[-2:]], align_corners=False)
     fill = image.min()
     rotated = F.grid_sample(image[None] - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    lab = F.grid_sample(labels[None, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros",
-                        align_corners=False)[0, 0]
+    lab = F.grid_sample(
+        labels[None, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )[0, 0]
     return rotated + fill, lab.round().to(labels.dtype)
 
 
@@ -51,11 +52,15 @@ class SliceDataset(Dataset):
             nearly the same image, so a stride cuts the cost of a validation pass with little loss.
     """
 
-    def __init__(self, folder: Path, split: str, rotation_p: float = 0.0, rotation_max_deg: float = 0.0,
-                 stride: int = 1) -> None:
+    def __init__(
+        self, folder: Path, split: str, rotation_p: float = 0.0, rotation_max_deg: float = 0.0, stride: int = 1
+    ) -> None:
         if split not in TRAINING_SPLITS:
-            raise InputError("split", f"{split!r}: training code may only read {list(TRAINING_SPLITS)}; "
-                                      "test slices are for the evaluator alone")
+            raise InputError(
+                "split",
+                f"{split!r}: training code may only read {list(TRAINING_SPLITS)}; "
+                "test slices are for the evaluator alone",
+            )
         if stride < 1:
             raise InputError("stride", f"expected a positive integer, got {stride!r}")
         data = load_processed(folder)

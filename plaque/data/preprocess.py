@@ -21,17 +21,17 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from plaque.atomic import atomic_folder
-from plaque.classes import CALCIFIED, CLASS_NAMES, NONCALCIFIED, NUM_CLASSES
+from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED, NUM_CLASSES
 from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
 from plaque.data import slicing
@@ -40,6 +40,7 @@ from plaque.data.pseudonym import pseudonym, pseudonym_key
 from plaque.data.splits import split_patients
 from plaque.errors import InputError
 from plaque.io.patient import DICOM_DIR, Patient, check_unique, list_patients, load_patient
+from plaque.progress import progress
 
 AXIAL_VESSEL = "axial"  # manifest `vessel` of axial crops (patients without centerlines)
 TEST_ONLY = {"test": 1.0}  # preprocess.split for a cohort that is only predicted (every patient a test patient)
@@ -81,6 +82,8 @@ class Summary:
     Attributes:
         patients_per_split, slices_per_split: counts per split name.
         strata_per_split: split -> plaque stratum (`plaque_stratum`) -> patients.
+        patients_with_class: split -> foreground class name -> patients whose slices hold that class (the
+            statistical power of each split for each class).
         skipped_patients: reason (``no_foreground``, ``no_slices_in_volume``) -> count.
         skipped_sections: cross-sections dropped because their crop left the volume.
         axial_fallback_patients: patients without centerlines, stored as axial crops.
@@ -91,6 +94,7 @@ class Summary:
 
     patients_per_split: dict[str, int]
     strata_per_split: dict[str, dict[str, int]]
+    patients_with_class: dict[str, dict[str, int]]
     slices_per_split: dict[str, int]
     skipped_patients: dict[str, int]
     skipped_sections: int
@@ -116,26 +120,41 @@ def slice_patient(folder: Path, cfg: dict[str, Any]) -> PatientSlices:
     patient = load_patient(folder, cfg["label_map"])
     header = dataclasses.replace(patient, hu=np.zeros((0, 0, 0), np.float32), labels=np.zeros((0, 0, 0), np.uint8))
     crop, size = cfg["crop_px"], cfg["size"]
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = [(  # an empty start part
-        np.zeros((0, crop, crop), np.float32), np.zeros((0, crop, crop), np.uint8), np.zeros(0, dtype=object),
-        np.zeros(0, np.int64), np.zeros((0, 3)))]
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = [
+        (  # an empty start part
+            np.zeros((0, crop, crop), np.float32),
+            np.zeros((0, crop, crop), np.uint8),
+            np.zeros(0, dtype=object),
+            np.zeros(0, np.int64),
+            np.zeros((0, 3)),
+        )
+    ]
     skipped, spacing = 0, slicing.native_spacing(patient.geometry)
     has_fg = bool(patient.labels.any())
     if has_fg and patient.centerlines:
         for name in sorted(patient.centerlines):
             line = patient.centerlines[name]
             img, lab, spacing, kept = slicing.cross_sections(
-                patient.hu, patient.labels, patient.geometry, line, crop, cfg["step_mm"])
+                patient.hu, patient.labels, patient.geometry, line, crop, cfg["step_mm"]
+            )
             centers = slicing.resample_centerline(line, cfg["step_mm"])
             skipped += len(centers) - len(kept)
             parts.append((img, lab, np.full(len(kept), name, dtype=object), kept, centers[kept]))
     elif has_fg:
         img, lab, spacing, kji = slicing.axial_crops(patient.hu, patient.labels, patient.geometry, crop)
-        parts.append((img, lab, np.full(len(kji), AXIAL_VESSEL, dtype=object), kji[:, 0].astype(np.int64),
-                      patient.geometry.index_to_world(kji)))
+        parts.append(
+            (
+                img,
+                lab,
+                np.full(len(kji), AXIAL_VESSEL, dtype=object),
+                kji[:, 0].astype(np.int64),
+                patient.geometry.index_to_world(kji),
+            )
+        )
     images, vessels, positions, centers_mm = (np.concatenate([p[i] for p in parts]) for i in (0, 2, 3, 4))
-    images, labels = slicing.resize(slicing.window(images, cfg["window_hu"]),
-                                    np.concatenate([p[1] for p in parts]), size)
+    images, labels = slicing.resize(
+        slicing.window(images, cfg["window_hu"]), np.concatenate([p[1] for p in parts]), size
+    )
     return PatientSlices(
         header=header,
         images=images,
@@ -161,9 +180,9 @@ def _run_all(folders: list[Path], cfg: dict[str, Any], processes: int) -> list[P
     """`_slice_or_error` for every folder, in order; in a process pool when ``processes > 1``."""
     bar = dict(total=len(folders), desc="preprocess", unit="patient")
     if processes <= 1 or len(folders) == 1:
-        return [r for r in tqdm((_slice_or_error(f, cfg) for f in folders), **bar)]
+        return [r for r in progress((_slice_or_error(f, cfg) for f in folders), **bar)]
     with ProcessPoolExecutor(max_workers=min(processes, len(folders))) as pool:
-        return list(tqdm(pool.map(_slice_or_error, folders, [cfg] * len(folders)), **bar))
+        return list(progress(pool.map(_slice_or_error, folders, [cfg] * len(folders)), **bar))
 
 
 def _first_error(results: Iterable[PatientSlices | tuple[str, str]]) -> None:
@@ -188,10 +207,18 @@ def _manifest(kept: list[tuple[str, str, PatientSlices]]) -> pd.DataFrame:
     frames = []
     for name, split, s in kept:
         counts = np.stack([(s.labels == c).sum(axis=(1, 2)) for c in range(NUM_CLASSES)], axis=1)
-        frame = pd.DataFrame({"patient": name, "split": split, "vessel": s.vessels.astype(str),
-                              "slice": s.positions.astype(np.int64), "spacing_mm": s.spacing_mm,
-                              "center_x": s.centers_mm[:, 0], "center_y": s.centers_mm[:, 1],
-                              "center_z": s.centers_mm[:, 2]})
+        frame = pd.DataFrame(
+            {
+                "patient": name,
+                "split": split,
+                "vessel": s.vessels.astype(str),
+                "slice": s.positions.astype(np.int64),
+                "spacing_mm": s.spacing_mm,
+                "center_x": s.centers_mm[:, 0],
+                "center_y": s.centers_mm[:, 1],
+                "center_z": s.centers_mm[:, 2],
+            }
+        )
         for c in range(NUM_CLASSES):
             frame[f"count_{c}"] = counts[:, c].astype(np.int64)
         frames.append(frame)
@@ -208,8 +235,8 @@ def _write(out: Path, kept: list[tuple[str, str, PatientSlices]], manifest: pd.D
         labels = np.lib.format.open_memmap(tmp / LABELS_FILE, mode="w+", dtype=np.uint8, shape=shape)
         row = 0
         for _, _, s in kept:
-            images[row:row + len(s.images)] = s.images
-            labels[row:row + len(s.labels)] = s.labels
+            images[row : row + len(s.images)] = s.images
+            labels[row : row + len(s.labels)] = s.labels
             row += len(s.images)
         images.flush()
         labels.flush()
@@ -221,8 +248,12 @@ def _write(out: Path, kept: list[tuple[str, str, PatientSlices]], manifest: pd.D
 def plaque_stratum(labels: np.ndarray) -> str:
     """The split stratum of a patient's slices ``(N, H, W)``: which plaque classes it holds."""
     present = np.isin([CALCIFIED, NONCALCIFIED], labels)
-    return {(False, False): "no_plaque", (True, False): "calcified", (False, True): "non_calcified",
-            (True, True): "mixed"}[(bool(present[0]), bool(present[1]))]
+    return {
+        (False, False): "no_plaque",
+        (True, False): "calcified",
+        (False, True): "non_calcified",
+        (True, True): "mixed",
+    }[(bool(present[0]), bool(present[1]))]
 
 
 def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Summary:
@@ -257,8 +288,9 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
     for s in slices:
         ident = s.header.patient_id or s.header.study_uid
         if not ident:
-            raise InputError(s.header.folder / DICOM_DIR, "neither PatientID nor StudyInstanceUID is set: "
-                                                          "cannot derive a pseudonym")
+            raise InputError(
+                s.header.folder / DICOM_DIR, "neither PatientID nor StudyInstanceUID is set: cannot derive a pseudonym"
+            )
         names.append(pseudonym(ident, key))
     skipped = {"no_foreground": 0, "no_slices_in_volume": 0}
     usable = []
@@ -279,8 +311,19 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
     pixels = manifest[[f"count_{c}" for c in range(NUM_CLASSES)]].to_numpy().sum(axis=0)
     summary = Summary(
         patients_per_split={split: sum(1 for _, sp, _ in kept if sp == split) for split in order},
-        strata_per_split={split: {k: sum(1 for n, sp, _ in kept if sp == split and strata[n] == k)
-                                  for k in sorted(set(strata.values()))} for split in order},
+        strata_per_split={
+            split: {
+                k: sum(1 for n, sp, _ in kept if sp == split and strata[n] == k) for k in sorted(set(strata.values()))
+            }
+            for split in order
+        },
+        patients_with_class={
+            split: {
+                CLASS_NAMES[c]: sum(1 for _, sp, sl in kept if sp == split and bool((sl.labels == c).any()))
+                for c in FOREGROUND
+            }
+            for split in order
+        },
         slices_per_split={split: int((manifest["split"] == split).sum()) for split in order},
         skipped_patients=skipped,
         skipped_sections=sum(s.skipped_sections for s in slices),
@@ -293,8 +336,12 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
         pseudonym_key=key_source,
     )
     _write(out, kept, manifest, summary)
-    log.info("wrote %d slices of %d patient(s): %s", len(manifest), len(kept),
-             ", ".join(f"{k} {v}" for k, v in summary.slices_per_split.items()))
+    log.info(
+        "wrote %d slices of %d patient(s): %s",
+        len(manifest),
+        len(kept),
+        ", ".join(f"{k} {v}" for k, v in summary.slices_per_split.items()),
+    )
     return summary
 
 

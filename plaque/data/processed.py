@@ -19,7 +19,15 @@ MANIFEST_FILE = "manifest.csv"
 SUMMARY_FILE = "summary.json"
 PREPROCESS_KEYS = ("window_hu", "crop_px", "step_mm", "size")
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "index", "patient", "split", "vessel", "slice", "spacing_mm", "center_x", "center_y", "center_z",
+    "index",
+    "patient",
+    "split",
+    "vessel",
+    "slice",
+    "spacing_mm",
+    "center_x",
+    "center_y",
+    "center_z",
     *(f"count_{c}" for c in range(NUM_CLASSES)),
 )
 

@@ -29,6 +29,9 @@ def pseudonym_key(salt: str) -> tuple[str, str]:
     key = os.environ.get(KEY_ENV)
     if key:
         return key, "env"
-    log.warning("%s is not set: pseudonyms are keyed with preprocess.pseudonym_salt from params; "
-                "set the variable to a secret for real patient data", KEY_ENV)
+    log.warning(
+        "%s is not set: pseudonyms are keyed with preprocess.pseudonym_salt from params; "
+        "set the variable to a secret for real patient data",
+        KEY_ENV,
+    )
     return salt, "params"

@@ -109,8 +109,11 @@ def cross_sections(
     c_idx = geometry.world_to_index(centers)
     u_idx, v_idx = (u @ to_index.T) * spacing, (v @ to_index.T) * spacing  # index step per pixel
     half = (crop_px - 1) / 2.0
-    corners = c_idx[:, None, None, :] + np.array([-half, half])[None, :, None, None] * v_idx[:, None, None, :] \
+    corners = (
+        c_idx[:, None, None, :]
+        + np.array([-half, half])[None, :, None, None] * v_idx[:, None, None, :]
         + np.array([-half, half])[None, None, :, None] * u_idx[:, None, None, :]
+    )
     corners = corners.reshape(len(centers), 4, 3)
     upper = np.asarray(geometry.shape, dtype=np.float64) - 0.5
     inside = np.all((corners >= -0.5) & (corners <= upper), axis=(1, 2))  # a plane is convex: corners suffice
@@ -121,14 +124,16 @@ def cross_sections(
     hu32 = np.asarray(hu, dtype=np.float32)
     chunk = max(1, CHUNK_PIXELS // (crop_px * crop_px))
     for start in range(0, len(kept), chunk):
-        sel = kept[start:start + chunk]
-        coords = (c_idx[sel].T[:, :, None, None]
-                  + v_idx[sel].T[:, :, None, None] * offs[None, None, :, None]
-                  + u_idx[sel].T[:, :, None, None] * offs[None, None, None, :])
+        sel = kept[start : start + chunk]
+        coords = (
+            c_idx[sel].T[:, :, None, None]
+            + v_idx[sel].T[:, :, None, None] * offs[None, None, :, None]
+            + u_idx[sel].T[:, :, None, None] * offs[None, None, None, :]
+        )
         flat = coords.reshape(3, -1)
         shape = (len(sel), crop_px, crop_px)
-        images[start:start + len(sel)] = ndimage.map_coordinates(hu32, flat, order=1, mode="nearest").reshape(shape)
-        labs[start:start + len(sel)] = ndimage.map_coordinates(labels, flat, order=0, mode="nearest").reshape(shape)
+        images[start : start + len(sel)] = ndimage.map_coordinates(hu32, flat, order=1, mode="nearest").reshape(shape)
+        labs[start : start + len(sel)] = ndimage.map_coordinates(labels, flat, order=0, mode="nearest").reshape(shape)
     return images, labs, spacing, kept
 
 
@@ -166,8 +171,11 @@ def axial_crops(
     rows = r0[:, None] + np.arange(crop_px)[None, :]
     cols = c0[:, None] + np.arange(crop_px)[None, :]
     outside = ((rows < 0) | (rows >= hu.shape[1]))[:, :, None] | ((cols < 0) | (cols >= hu.shape[2]))[:, None, :]
-    idx = (k[:, None, None], np.clip(rows, 0, hu.shape[1] - 1)[:, :, None],
-           np.clip(cols, 0, hu.shape[2] - 1)[:, None, :])
+    idx = (
+        k[:, None, None],
+        np.clip(rows, 0, hu.shape[1] - 1)[:, :, None],
+        np.clip(cols, 0, hu.shape[2] - 1)[:, None, :],
+    )
     images = np.where(outside, np.float32(hu.min()), hu[idx].astype(np.float32))
     labs = np.where(outside, np.uint8(0), labels[idx]).astype(np.uint8)
     half = (crop_px - 1) / 2.0

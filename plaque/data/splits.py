@@ -18,8 +18,11 @@ def split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
     """
     active = [name for name, f in fractions.items() if f > 0]
     if n < len(active):
-        raise InputError("preprocess.split", f"{n} patient(s) with foreground cannot fill the "
-                         f"{len(active)} non-empty splits {active}; need at least {len(active)}")
+        raise InputError(
+            "preprocess.split",
+            f"{n} patient(s) with foreground cannot fill the "
+            f"{len(active)} non-empty splits {active}; need at least {len(active)}",
+        )
     exact = {name: n * fractions[name] for name in fractions}
     counts = {name: int(np.floor(x)) for name, x in exact.items()}
     by_remainder = sorted(fractions, key=lambda name: (-(exact[name] - counts[name]), list(fractions).index(name)))
@@ -46,8 +49,9 @@ def _interleave(counts: dict[str, int]) -> list[str]:
     return sequence
 
 
-def split_patients(ids: list[str], fractions: dict[str, float], seed: int,
-                   strata: dict[str, str] | None = None) -> dict[str, str]:
+def split_patients(
+    ids: list[str], fractions: dict[str, float], seed: int, strata: dict[str, str] | None = None
+) -> dict[str, str]:
     """Assign each patient id to a split, stratified so that rare kinds of patient reach every split.
 
     Split sizes come from `split_counts`. Patients are ordered by stratum (rarest first), then by
@@ -70,6 +74,8 @@ def split_patients(ids: list[str], fractions: dict[str, float], seed: int,
         raise InputError("patients", "duplicate patient ids cannot be split")
     stratum = strata or dict.fromkeys(ids, "")
     size = {k: sum(1 for pid in ids if stratum[pid] == k) for k in set(stratum[pid] for pid in ids)}
-    order = sorted(ids, key=lambda pid: (size[stratum[pid]], stratum[pid],
-                                         hashlib.sha256(f"{seed}:{pid}".encode("utf-8")).hexdigest()))
+    order = sorted(
+        ids,
+        key=lambda pid: (size[stratum[pid]], stratum[pid], hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest()),
+    )
     return dict(zip(order, _interleave(split_counts(len(ids), fractions))))

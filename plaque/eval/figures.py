@@ -433,39 +433,47 @@ def read_dvclive_curve(live_dir: Path, name: str) -> pd.DataFrame:
     return frame
 
 
-def training_curves(curves: Mapping[str, pd.DataFrame], metric: str) -> Figure:
-    """One line per method of ``metric`` against ``step``.
+def training_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]], metrics: Sequence[str]) -> Figure:
+    """One panel per metric of ``metrics`` (e.g. the training loss and the validation macro Dice), one line per
+    method, against the epoch (DVCLive's ``step``), so that a reader sees whether each run had converged.
 
     Args:
-        curves: method -> DataFrame with a ``step`` column and a column named ``metric`` or its last
-            path part (``val/macro_dice`` -> ``macro_dice``, as DVCLive writes it); rows in any order.
-        metric: the metric name, also the y-axis label.
+        curves: method -> metric -> DataFrame with a ``step`` column and a column named after the metric or its
+            last path part (``val/macro_dice`` -> ``macro_dice``, as DVCLive writes it); rows in any order. A
+            method without a metric has no line in that panel.
+        metrics: the metric names, also the panels' y-axis labels.
 
     Returns:
-        A one-axes figure with one ``Line2D`` per method, labelled with the method, sorted by step.
+        A figure with one axes per metric and one ``Line2D`` per method that has it, labelled with the
+        method, sorted by epoch.
     """
     if not curves:
         raise ValueError("curves is empty")
-    fig = _new_figure(5.0, 3.4)
-    ax = fig.add_subplot()
-    for (method, frame), colour in zip(curves.items(), _method_colours(len(curves))):
-        column = _metric_column(frame, metric)
-        if "step" not in frame.columns or column is None:
-            raise ValueError(f"{method!r}: expected columns 'step' and {metric!r}, found {list(frame.columns)}")
-        data = frame[["step", column]].sort_values("step", kind="stable")
-        ax.plot(
-            data["step"].to_numpy(),
-            data[column].to_numpy(dtype=float),
-            color=colour,
-            label=method,
-            linewidth=1.2,
-            marker="o" if len(data) <= 30 else None,
-            markersize=3,
-        )
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.grid(linewidth=0.3, alpha=0.6)
-    ax.legend(fontsize=8, frameon=False)
+    fig = _new_figure(4.6 * len(metrics), 3.4)
+    colours = dict(zip(curves, _method_colours(len(curves))))
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        for method, frames in curves.items():
+            if metric not in frames:
+                continue
+            frame = frames[metric]
+            column = _metric_column(frame, metric)
+            if "step" not in frame.columns or column is None:
+                raise ValueError(f"{method!r}: expected columns 'step' and {metric!r}, found {list(frame.columns)}")
+            data = frame[["step", column]].sort_values("step", kind="stable")
+            ax.plot(
+                data["step"].to_numpy(),
+                data[column].to_numpy(dtype=float),
+                color=colours[method],
+                label=method,
+                linewidth=1.2,
+                marker="o" if len(data) <= 30 else None,
+                markersize=3,
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(linewidth=0.3, alpha=0.6)
+    fig.axes[-1].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 

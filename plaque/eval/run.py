@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from plaque.atomic import atomic_folder
-from plaque.classes import CLASS_NAMES
+from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.data.processed import Processed, load_processed
 from plaque.errors import InputError
 from plaque.eval import figures
@@ -52,7 +52,7 @@ from plaque.eval.report import (
 from plaque.methods import figure_methods, method_label, order_methods
 
 log = logging.getLogger("plaque.eval")
-CURVE = "val/macro_dice"
+CURVES = ("train/loss", "val/macro_dice")  # what the training-curves figure shows, per epoch
 
 
 def score_method(
@@ -144,9 +144,9 @@ def build_figures(
     for m in all_scores:
         live = runs / m / "live" if runs is not None else None
         if live is not None and live.is_dir():
-            curves[method_label(m)] = figures.read_dvclive_curve(live, CURVE)
+            curves[method_label(m)] = {c: figures.read_dvclive_curve(live, c) for c in CURVES}
     if curves:
-        out["training_curves"] = figures.training_curves(curves, CURVE)
+        out["training_curves"] = figures.training_curves(curves, CURVES)
     return out
 
 
@@ -160,13 +160,17 @@ def run_context(runs: Path | None, methods: Sequence[str], processed: Processed,
             run = json.loads(path.read_text())
             record[m] = {k: run.get(k) for k in RUN_FIELDS}
     test = processed.manifest[processed.manifest["split"] == "test"]
+    per_patient = test.groupby("patient")[[f"count_{c}" for c in FOREGROUND]].sum() > 0
+    with_class = {CLASS_NAMES[c]: int(per_patient[f"count_{c}"].sum()) for c in FOREGROUND}
     return {
         "profile": cfg["profile"],
         "runs": record,
         "backbone_weights": {m: r["backbone_weights"] or "unknown" for m, r in record.items()},
         "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"],
         "patients": int(test["patient"].nunique()),
-        "cohort": f"{test['patient'].nunique()} test patients, {len(test)} cross-sections",
+        "patients_with_class": with_class,
+        "cohort": f"{test['patient'].nunique()} test patients ({with_class['calcified']} with calcified, "
+        f"{with_class['non_calcified']} with non-calcified plaque), {len(test)} cross-sections",
     }
 
 

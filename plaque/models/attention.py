@@ -97,11 +97,12 @@ class SdpaAttention(nn.Module):
         if self.use_rel_pos:
             q, k = self.fold_rel_pos(q, k, (h, w))
             width = -(-q.shape[-1] // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE
-            out = F.scaled_dot_product_attention(_pad_channels(q, width), _pad_channels(k, width),
-                                                 _pad_channels(v, width), scale=1.0)[..., :hd]
+            out = F.scaled_dot_product_attention(
+                _pad_channels(q, width), _pad_channels(k, width), _pad_channels(v, width), scale=1.0
+            )[..., :hd]
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        out = out[:, :, total - h * w:].transpose(1, 2).reshape(b, h, w, c)  # (B, h, w, C)
+        out = out[:, :, total - h * w :].transpose(1, 2).reshape(b, h, w, c)  # (B, h, w, C)
         return self.proj(out)
 
 

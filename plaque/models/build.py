@@ -22,8 +22,13 @@ from plaque.checkpoint import load_checkpoint, load_state_strictly
 from plaque.errors import InputError
 from plaque.methods import get_method, import_object, method_stage2
 from plaque.models.lora import configure_tuning
-from plaque.models.sam import (build_image_encoder, load_sam_image_encoder, load_sam_mask_decoder, resolve_weights,
-                               weights_source)
+from plaque.models.sam import (
+    build_image_encoder,
+    load_sam_image_encoder,
+    load_sam_mask_decoder,
+    resolve_weights,
+    weights_source,
+)
 
 if TYPE_CHECKING:
     from plaque.models.vq import VQAutoencoder
@@ -43,8 +48,9 @@ def load_prior(cfg_stage1: dict[str, Any], path: Path | None) -> VQAutoencoder:
     return freeze(prior)  # type: ignore[return-value]
 
 
-def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None = None, *,
-                pretrained: bool = True) -> tuple[nn.Module, str]:
+def build_model(
+    cfg: dict[str, Any], method: str, prior_path: Path | None = None, *, pretrained: bool = True
+) -> tuple[nn.Module, str]:
     """The network of ``method`` and what its image encoder starts from (`weights_source`, or ``"random"``).
 
     With SAM weights and a decoder that shares SAM's mask-decoder layout (the class-token decoder,
@@ -70,9 +76,13 @@ def build_model(cfg: dict[str, Any], method: str, prior_path: Path | None = None
     if weights is not None:
         load_sam_image_encoder(encoder, weights, input_size=s2["input_size"], patch_size=s2["patch_size"])
     elif pretrained and s2["sam_tuning"] != "full":
-        log.warning("stage2.sam_tuning is %s on a RANDOMLY INITIALISED encoder: its random weights stay as they are "
-                    "(%s), so results are not those of %s on a pretrained SAM", s2["sam_tuning"],
-                    "only the LoRA updates train" if s2["sam_tuning"] == "lora" else "nothing in it trains", method)
+        log.warning(
+            "stage2.sam_tuning is %s on a RANDOMLY INITIALISED encoder: its random weights stay as they are "
+            "(%s), so results are not those of %s on a pretrained SAM",
+            s2["sam_tuning"],
+            "only the LoRA updates train" if s2["sam_tuning"] == "lora" else "nothing in it trains",
+            method,
+        )
     configure_tuning(encoder, s2["sam_tuning"], s2["lora_rank"])
     model = import_object(spec.model)(s2, encoder, prior, fusion=spec.fusion)
     part = model.sam_mask_decoder_part()
@@ -90,8 +100,10 @@ def load_trained(checkpoint: Path) -> nn.Module:
     """
     ckpt = load_checkpoint(checkpoint)
     if not {"method", "config", "model"} <= set(ckpt):
-        raise InputError(checkpoint, "is not a trained Stage-2 model (no method, config and model); "
-                                     "retrain it with this version of plaque")
+        raise InputError(
+            checkpoint,
+            "is not a trained Stage-2 model (no method, config and model); retrain it with this version of plaque",
+        )
     model, _ = build_model(ckpt["config"], ckpt["method"], pretrained=False)
     load_state_strictly(model, ckpt["model"], checkpoint, f"a {ckpt['method']} best.pt")
     return model.eval()

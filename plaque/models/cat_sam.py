@@ -86,8 +86,12 @@ class EncoderFeatures(NamedTuple):
     early: Tensor
 
 
-def prompt_block(block: Block, x: Tensor, prompt: Tensor | None,
-                 attention: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None) -> Tensor:
+def prompt_block(
+    block: Block,
+    x: Tensor,
+    prompt: Tensor | None,
+    attention: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None,
+) -> Tensor:
     """SAM's ``Block.forward`` on x (B, g, g, W) with ``prompt`` (W,) or ``None`` passed to the block's
     attention (an `SdpaAttention`), or to ``attention(block.attn, windows, prompt)`` when given."""
     shortcut = x
@@ -114,8 +118,14 @@ class CatSamSegmenter(nn.Module):
     See the module docstring for each step.
     """
 
-    def __init__(self, *, image_encoder: ImageEncoderViT, input_size: int, num_classes: int = NUM_CLASSES,
-                 embed_dim: int = EMBED_DIM) -> None:
+    def __init__(
+        self,
+        *,
+        image_encoder: ImageEncoderViT,
+        input_size: int,
+        num_classes: int = NUM_CLASSES,
+        embed_dim: int = EMBED_DIM,
+    ) -> None:
         """
         Args:
             image_encoder: SAM image encoder, (B, 3, S, S) → (B, ``embed_dim``, g, g), frozen here (its
@@ -142,14 +152,23 @@ class CatSamSegmenter(nn.Module):
         # SAM's mask-decoder upscaling (frozen) and HQ-SAM's feature parts.
         self.output_upscaling = output_upscaling(embed_dim, nn.GELU).requires_grad_(False)
         self.embedding_maskfeature = nn.Sequential(
-            nn.Conv2d(embed_dim // 8, embed_dim // 4, 3, padding=1), LayerNorm2d(embed_dim // 4), nn.GELU(),
-            nn.Conv2d(embed_dim // 4, embed_dim // 8, 3, padding=1))
+            nn.Conv2d(embed_dim // 8, embed_dim // 4, 3, padding=1),
+            LayerNorm2d(embed_dim // 4),
+            nn.GELU(),
+            nn.Conv2d(embed_dim // 4, embed_dim // 8, 3, padding=1),
+        )
         self.embedding_encoder = nn.Sequential(
-            nn.ConvTranspose2d(embed_dim, embed_dim // 4, kernel_size=2, stride=2), LayerNorm2d(embed_dim // 4),
-            nn.GELU(), nn.ConvTranspose2d(embed_dim // 4, embed_dim // 8, kernel_size=2, stride=2))
+            nn.ConvTranspose2d(embed_dim, embed_dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(embed_dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(embed_dim // 4, embed_dim // 8, kernel_size=2, stride=2),
+        )
         self.compress_vit_feat = nn.Sequential(
-            nn.ConvTranspose2d(width, embed_dim, kernel_size=2, stride=2), LayerNorm2d(embed_dim), nn.GELU(),
-            nn.ConvTranspose2d(embed_dim, embed_dim // 8, kernel_size=2, stride=2))
+            nn.ConvTranspose2d(width, embed_dim, kernel_size=2, stride=2),
+            LayerNorm2d(embed_dim),
+            nn.GELU(),
+            nn.ConvTranspose2d(embed_dim, embed_dim // 8, kernel_size=2, stride=2),
+        )
         # Multi-class head conditioned on the token (our adaptation).
         self.hf_mlp = MLP(embed_dim, embed_dim, embed_dim // 8, 3)
         self.classifier = ClassMap(embed_dim // 8, num_classes, embed_dim=embed_dim)
@@ -221,8 +240,9 @@ class CatSamSegmenter(nn.Module):
         return resize_bilinear(logits, (x.shape[-2], x.shape[-1]))
 
 
-def build_cat_sam(cfg_stage2: dict[str, Any], image_encoder: ImageEncoderViT, prior: nn.Module | None = None, *,
-                  fusion: str = "none") -> CatSamSegmenter:
+def build_cat_sam(
+    cfg_stage2: dict[str, Any], image_encoder: ImageEncoderViT, prior: nn.Module | None = None, *, fusion: str = "none"
+) -> CatSamSegmenter:
     """The CAT-SAM segmenter on ``image_encoder`` (built for ``cfg_stage2["input_size"]``, frozen here).
 
     The builder of the registry's ``cat_sam`` (`plaque.methods`): CAT-SAM reads no prior.

@@ -111,8 +111,16 @@ class ClassTokenDecoder(nn.Module):
     Defaults are SAM's mask decoder: width 256, depth 2, 8 heads, MLP width 2048.
     """
 
-    def __init__(self, *, embed_dim: int = 256, num_classes: int = NUM_CLASSES, depth: int = 2,
-                 num_heads: int = 8, mlp_dim: int = 2048, activation: type[nn.Module] = nn.GELU) -> None:
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 256,
+        num_classes: int = NUM_CLASSES,
+        depth: int = 2,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
+        activation: type[nn.Module] = nn.GELU,
+    ) -> None:
         """
         Args:
             embed_dim: channels D of the fused embedding and of the transformer (a multiple of 8).
@@ -126,8 +134,7 @@ class ClassTokenDecoder(nn.Module):
         self.num_classes = num_classes
         self.class_tokens = nn.Embedding(num_classes, embed_dim)
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
-        self.transformer = TwoWayTransformer(depth=depth, embedding_dim=embed_dim, num_heads=num_heads,
-                                             mlp_dim=mlp_dim)
+        self.transformer = TwoWayTransformer(depth=depth, embedding_dim=embed_dim, num_heads=num_heads, mlp_dim=mlp_dim)
         self.output_upscaling = output_upscaling(embed_dim, activation)
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(embed_dim, embed_dim, embed_dim // 8, 3) for _ in range(num_classes)
@@ -140,7 +147,8 @@ class ClassTokenDecoder(nn.Module):
         tokens = self.class_tokens.weight.unsqueeze(0).expand(b, -1, -1)  # (B, C, D)
         tokens_out, image_out = self.transformer(embedding, pe, tokens)  # (B, C, D), (B, g·g, D)
         upscaled = self.output_upscaling(image_out.transpose(1, 2).reshape(b, d, h, w))  # (B, D/8, 4g, 4g)
-        hyper = torch.stack([mlp(tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-                            dim=1)  # (B, C, D/8)
+        hyper = torch.stack(
+            [mlp(tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )  # (B, C, D/8)
         logits = torch.einsum("bcd,bdhw->bchw", hyper, upscaled)
         return resize_bilinear(logits, output_size)

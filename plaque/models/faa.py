@@ -54,8 +54,10 @@ class FAA(nn.Module):
         self.proj_drop = nn.Dropout(dropout)
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_ratio * dim), nn.GELU(),
-            nn.Linear(ffn_ratio * dim, dim), nn.Dropout(dropout),
+            nn.Linear(dim, ffn_ratio * dim),
+            nn.GELU(),
+            nn.Linear(ffn_ratio * dim, dim),
+            nn.Dropout(dropout),
         )
 
     def _heads(self, x: Tensor) -> Tensor:

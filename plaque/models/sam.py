@@ -133,20 +133,22 @@ def build_image_encoder(backbone: str, *, input_size: int, patch_size: int) -> I
     """
     spec = _spec(backbone)
     embedding_size(input_size, patch_size)
-    return use_sdpa_attention(ImageEncoderViT(
-        img_size=input_size,
-        patch_size=patch_size,
-        embed_dim=spec.width,
-        depth=spec.depth,
-        num_heads=spec.heads,
-        mlp_ratio=4.0,
-        out_chans=OUT_CHANNELS,
-        qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True,
-        window_size=spec.window,
-        global_attn_indexes=spec.global_blocks,
-    ))
+    return use_sdpa_attention(
+        ImageEncoderViT(
+            img_size=input_size,
+            patch_size=patch_size,
+            embed_dim=spec.width,
+            depth=spec.depth,
+            num_heads=spec.heads,
+            mlp_ratio=4.0,
+            out_chans=OUT_CHANNELS,
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=spec.window,
+            global_attn_indexes=spec.global_blocks,
+        )
+    )
 
 
 def _warn_random(message: str) -> None:
@@ -177,8 +179,11 @@ def _find_checkpoint(path: Path, backbone: str) -> Path:
         return path
     found = sorted(f for f in path.glob(f"sam_{backbone}_*.pth") if _HASHED_NAME.match(f.name))
     if len(found) > 1:
-        raise InputError(path, f"holds {len(found)} {backbone} checkpoints ({', '.join(f.name for f in found)}); "
-                               "keep one or point stage2.weights at a file")
+        raise InputError(
+            path,
+            f"holds {len(found)} {backbone} checkpoints ({', '.join(f.name for f in found)}); "
+            "keep one or point stage2.weights at a file",
+        )
     return found[0] if found else path
 
 
@@ -202,8 +207,9 @@ def resolve_weights(cfg_stage2: dict[str, Any], *, root: Path | None = None) -> 
     path = _find_checkpoint(path, backbone)
     named = _HASHED_NAME.match(path.name)
     if named is not None and named.group(1) != backbone:
-        raise InputError("stage2.weights", f"{path.name} is a {named.group(1)} checkpoint but stage2.backbone is "
-                                           f"{backbone}")
+        raise InputError(
+            "stage2.weights", f"{path.name} is a {named.group(1)} checkpoint but stage2.backbone is {backbone}"
+        )
     if path.is_file():
         return path
     if backbone in OFFICIAL_FILES:
@@ -211,8 +217,10 @@ def resolve_weights(cfg_stage2: dict[str, Any], *, root: Path | None = None) -> 
     else:
         how = f"{backbone} has no official weights: pretrain it with the foundation stage (dvc repro foundation)"
     if cfg_stage2["allow_random_weights"]:
-        _warn_random(f"SAM {backbone} weights not found at {path}: the image encoder is RANDOMLY INITIALISED "
-                     f"(stage2.allow_random_weights), so results are not those of a pretrained SAM; {how}")
+        _warn_random(
+            f"SAM {backbone} weights not found at {path}: the image encoder is RANDOMLY INITIALISED "
+            f"(stage2.allow_random_weights), so results are not those of a pretrained SAM; {how}"
+        )
         return None
     raise InputError(path, f"SAM {backbone} weights not found; {how} (or set stage2.weights to where they are)")
 
@@ -270,8 +278,11 @@ def load_sam_state(path: Path, *, map_location: str | torch.device = "cpu") -> d
     if named is not None:
         digest = _sha256(path)
         if not digest.startswith(named.group(2)):
-            raise InputError(path, f"SHA-256 {digest[:16]}… does not start with {named.group(2)} as its name says "
-                                   "(corrupted or wrong file); download it again")
+            raise InputError(
+                path,
+                f"SHA-256 {digest[:16]}… does not start with {named.group(2)} as its name says "
+                "(corrupted or wrong file); download it again",
+            )
     else:
         log.warning("%s: no SHA-256 prefix in the file name (sam_vit_<x>_<hex>.pth); integrity not verified", path)
     state = load_checkpoint(path, map_location)
@@ -318,8 +329,11 @@ def _fit(key: str, value: Tensor, target: Tensor, path: Path) -> Tensor:
         return resize_rel_pos(value, want[0])
     if key == "patch_embed.proj.weight" and len(have) == 4 and have[:2] == want[:2] and want[2] == want[3]:
         return resize_patch_kernel(value, want[2])
-    raise InputError(path, f"{IMAGE_ENCODER_PREFIX}{key} has shape {have} but the encoder needs {want} "
-                           "(a checkpoint of another backbone?)")
+    raise InputError(
+        path,
+        f"{IMAGE_ENCODER_PREFIX}{key} has shape {have} but the encoder needs {want} "
+        "(a checkpoint of another backbone?)",
+    )
 
 
 def load_sam_image_encoder(
@@ -344,18 +358,24 @@ def load_sam_image_encoder(
     if encoder.pos_embed is None or tuple(encoder.pos_embed.shape[1:3]) != (grid, grid):
         raise ValueError(f"encoder is not built for input {input_size}, patch {patch_size} (grid {grid})")
     path = Path(path)
-    state = {k.removeprefix(IMAGE_ENCODER_PREFIX): v
-             for k, v in load_sam_state(path, map_location=map_location).items() if k.startswith(IMAGE_ENCODER_PREFIX)}
+    state = {
+        k.removeprefix(IMAGE_ENCODER_PREFIX): v
+        for k, v in load_sam_state(path, map_location=map_location).items()
+        if k.startswith(IMAGE_ENCODER_PREFIX)
+    }
     if not state:
         raise InputError(path, f"holds no '{IMAGE_ENCODER_PREFIX}*' keys; expected an official SAM checkpoint")
     own = encoder.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise InputError(path, f"does not fit the {len(encoder.blocks)}-block encoder: "
-                               f"missing {[IMAGE_ENCODER_PREFIX + k for k in missing[:5]]}"
-                               f"{' …' if len(missing) > 5 else ''}, "
-                               f"unexpected {[IMAGE_ENCODER_PREFIX + k for k in unexpected[:5]]}"
-                               f"{' …' if len(unexpected) > 5 else ''}")
+        raise InputError(
+            path,
+            f"does not fit the {len(encoder.blocks)}-block encoder: "
+            f"missing {[IMAGE_ENCODER_PREFIX + k for k in missing[:5]]}"
+            f"{' …' if len(missing) > 5 else ''}, "
+            f"unexpected {[IMAGE_ENCODER_PREFIX + k for k in unexpected[:5]]}"
+            f"{' …' if len(unexpected) > 5 else ''}",
+        )
     encoder.load_state_dict({k: _fit(k, v, own[k], path) for k, v in state.items()})
 
 
@@ -373,8 +393,9 @@ def load_sam_mask_decoder(decoder: nn.Module, path: Path, *, map_location: str |
     """
     state = load_sam_state(Path(path), map_location=map_location)
     if not any(k.startswith(MASK_DECODER_PREFIX) for k in state):
-        log.info("%s holds no %s* keys (an encoder-only checkpoint): the decoder starts fresh", path,
-                 MASK_DECODER_PREFIX)
+        log.info(
+            "%s holds no %s* keys (an encoder-only checkpoint): the decoder starts fresh", path, MASK_DECODER_PREFIX
+        )
         return []
     own = decoder.state_dict()
     picked = {}

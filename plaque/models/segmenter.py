@@ -53,9 +53,19 @@ if TYPE_CHECKING:
 class PriorSegmenter(nn.Module):
     """(B, 1, s, s) slices → (B, C, s, s) logits; see the module docstring for each step."""
 
-    def __init__(self, *, image_encoder: nn.Module, decoder: nn.Module, prior: VQAutoencoder | None,
-                 input_size: int, fusion: str = "faa", adapter_kernel: int = 1, faa_heads: int = 4,
-                 faa_dropout: float = 0.1, embed_dim: int = EMBED_DIM) -> None:
+    def __init__(
+        self,
+        *,
+        image_encoder: nn.Module,
+        decoder: nn.Module,
+        prior: VQAutoencoder | None,
+        input_size: int,
+        fusion: str = "faa",
+        adapter_kernel: int = 1,
+        faa_heads: int = 4,
+        faa_dropout: float = 0.1,
+        embed_dim: int = EMBED_DIM,
+    ) -> None:
         """
         Args:
             image_encoder: SAM image encoder, (B, 3, S, S) → (B, ``embed_dim``, g, g).
@@ -85,6 +95,7 @@ class PriorSegmenter(nn.Module):
             self.adapter = nn.Conv2d(prior.quantizer.dim, embed_dim, adapter_kernel, padding=adapter_kernel // 2)
         if fusion == "faa":
             from plaque.models.faa import FAA  # here, so that a model without FAA never loads its module
+
             self.faa = FAA(embed_dim, heads=faa_heads, dropout=faa_dropout)
 
     def train(self, mode: bool = True) -> PriorSegmenter:
@@ -139,8 +150,9 @@ def build_decoder(name: str, *, embed_dim: int = EMBED_DIM, num_classes: int = N
     raise ValueError(f"unknown decoder {name!r}; choose 'head' or 'class_tokens'")
 
 
-def build_segmenter(cfg: dict[str, Any], image_encoder: nn.Module, prior: VQAutoencoder | None, *,
-                    fusion: str | None = None) -> PriorSegmenter:
+def build_segmenter(
+    cfg: dict[str, Any], image_encoder: nn.Module, prior: VQAutoencoder | None, *, fusion: str | None = None
+) -> PriorSegmenter:
     """Build the segmenter from the resolved ``stage2`` section of params.yaml.
 
     Args:
@@ -153,7 +165,12 @@ def build_segmenter(cfg: dict[str, Any], image_encoder: nn.Module, prior: VQAuto
     if fusion is None:
         fusion = "faa" if prior is not None else "none"
     return PriorSegmenter(
-        image_encoder=image_encoder, decoder=build_decoder(cfg["decoder"]), prior=prior,
-        input_size=cfg["input_size"], fusion=fusion, adapter_kernel=cfg["prior"]["adapter_kernel"],
-        faa_heads=cfg["faa"]["heads"], faa_dropout=cfg["faa"]["dropout"],
+        image_encoder=image_encoder,
+        decoder=build_decoder(cfg["decoder"]),
+        prior=prior,
+        input_size=cfg["input_size"],
+        fusion=fusion,
+        adapter_kernel=cfg["prior"]["adapter_kernel"],
+        faa_heads=cfg["faa"]["heads"],
+        faa_dropout=cfg["faa"]["dropout"],
     )

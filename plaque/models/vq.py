@@ -80,8 +80,12 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            _norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
-            _norm(cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1),
+            _norm(cin),
+            nn.SiLU(),
+            nn.Conv2d(cin, cout, 3, padding=1),
+            _norm(cout),
+            nn.SiLU(),
+            nn.Conv2d(cout, cout, 3, padding=1),
         )
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
@@ -163,8 +167,15 @@ class EMAQuantizer(nn.Module):
     Updates happen only in training mode, during ``forward``.
     """
 
-    def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, reseed_dead: bool = True,
-                 dead_after: int = 100, eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        decay: float = 0.99,
+        reseed_dead: bool = True,
+        dead_after: int = 100,
+        eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         self.codebook_size, self.dim = codebook_size, dim
         self.decay, self.reseed_dead, self.dead_after, self.eps = decay, reseed_dead, dead_after, eps
@@ -179,8 +190,7 @@ class EMAQuantizer(nn.Module):
         """Index (N,) int64 of the nearest code (L2) for each row of ``flat`` (N, d); float32 even under autocast."""
         with torch.autocast(flat.device.type, enabled=False):
             flat = flat.float()
-            dist2 = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t()
-                     + self.codebook.pow(2).sum(1)[None])
+            dist2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t() + self.codebook.pow(2).sum(1)[None]
         return dist2.argmin(1)
 
     def lookup(self, indices: Tensor) -> Tensor:
@@ -250,10 +260,19 @@ class EMAQuantizer(nn.Module):
 class VQAutoencoder(nn.Module):
     """Encoder → EMA vector quantizer → decoder, with a contrastive projection head on ``z_q``."""
 
-    def __init__(self, *, codebook_size: int = 1024, latent_dim: int = 32, downsample: int = 4,
-                 channels: list[int] | tuple[int, ...] = (64, 128), res_blocks: int = 1,
-                 ema_decay: float = 0.99, reseed_dead: bool = True, dead_after: int = 100,
-                 embed_dim: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        codebook_size: int = 1024,
+        latent_dim: int = 32,
+        downsample: int = 4,
+        channels: list[int] | tuple[int, ...] = (64, 128),
+        res_blocks: int = 1,
+        ema_decay: float = 0.99,
+        reseed_dead: bool = True,
+        dead_after: int = 100,
+        embed_dim: int = 64,
+    ) -> None:
         super().__init__()
         channels = list(channels)
         steps = downsample_steps(downsample, len(channels))
@@ -297,10 +316,15 @@ class VQAutoencoder(nn.Module):
 def build_vq(cfg: dict[str, Any]) -> VQAutoencoder:
     """Build the model from the resolved ``stage1`` section of params.yaml."""
     return VQAutoencoder(
-        codebook_size=cfg["codebook_size"], latent_dim=cfg["latent_dim"], downsample=cfg["downsample"],
-        channels=cfg["channels"], res_blocks=cfg["res_blocks"],
-        ema_decay=cfg["codebook"]["ema_decay"], reseed_dead=cfg["codebook"]["reseed_dead"],
-        dead_after=cfg["codebook"]["dead_after"], embed_dim=cfg["contrastive"]["embed_dim"],
+        codebook_size=cfg["codebook_size"],
+        latent_dim=cfg["latent_dim"],
+        downsample=cfg["downsample"],
+        channels=cfg["channels"],
+        res_blocks=cfg["res_blocks"],
+        ema_decay=cfg["codebook"]["ema_decay"],
+        reseed_dead=cfg["codebook"]["reseed_dead"],
+        dead_after=cfg["codebook"]["dead_after"],
+        embed_dim=cfg["contrastive"]["embed_dim"],
     )
 
 

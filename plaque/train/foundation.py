@@ -5,10 +5,10 @@
 
 SAM's official checkpoints exist for ViT-B/L/H only. A backbone without them (the demo's ``vit_tiny``)
 gets a stand-in pretrained the way SAM's own encoder began: self-supervised masked-image modelling,
-here SimMIM (`plaque.models.mim`), on the slices of a phantom cohort of its own (``foundation.seed``,
+here SimMIM with the loss on every pixel (`plaque.models.mim` says why), on the slices of a phantom cohort of its own (``foundation.seed``,
 never the evaluation cohort's). Trains with AdamW through the shared trainer (``foundation`` section:
-batch, epochs, samples per epoch, learning rate, mask ratio and block), selects on the validation
-split's masked L1, and writes the encoder of the best epoch in SAM's checkpoint layout
+batch, epochs, samples per epoch, learning rate, mask ratio and block), keeps its last epoch (as
+SimMIM does) and reports its validation L1, and writes the encoder of the best epoch in SAM's checkpoint layout
 (``image_encoder.*`` keys only) as ``OUT/sam_<backbone>_<sha256 prefix>.pth``, which
 `plaque.models.sam.load_sam_image_encoder` verifies and loads exactly like an official checkpoint.
 Also writes ``RESULTS/metrics.json`` and DVCLive curves under ``RESULTS/live``.
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from plaque.atomic import write_json_atomic
 from plaque.checkpoint import load_checkpoint
 from plaque.data.dataset import SliceDataset
-from plaque.models.mim import MaskedImageModel, block_mask, masked_l1
+from plaque.models.mim import MaskedImageModel, block_mask, masked_l1, mim_loss
 from plaque.models.sam import (
     PIXEL_MEAN,
     PIXEL_STD,
@@ -50,7 +50,7 @@ VAL_MASK_SEED = 0  # validation masks are fixed, so the validation loss is compa
 
 
 class MimBatch:
-    """SAM inputs and masks of a batch of slices (B, 1, s, s) for one `MaskedImageModel`."""
+    """SAM inputs and masks of a batch of slices (B, 1, s, s) for one `MaskedImageModel`, and its losses."""
 
     def __init__(self, model: MaskedImageModel, input_size: int, ratio: float, block: int) -> None:
         self.input_size, self.ratio, self.block = input_size, ratio, block
@@ -59,15 +59,17 @@ class MimBatch:
         self.mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
 
-    def loss(self, model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Masked L1 of ``model`` on slices ``x`` (B, 1, s, s), with fresh block masks."""
+    def losses(self, model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(the pretraining loss over all pixels, the L1 over the hidden pixels alone) of ``model`` on slices
+        ``x`` (B, 1, s, s), with fresh block masks drawn from ``generator``."""
         inputs = sam_input(x, self.input_size, self.mean.to(x.device), self.std.to(x.device))
         mask = block_mask(len(x), self.grid, self.block, self.ratio, generator).to(x.device)
-        return masked_l1(model(inputs, mask), inputs[:, :1], mask, self.patch)
+        pred, target = model(inputs, mask), inputs[:, :1]
+        return mim_loss(pred, target), masked_l1(pred, target, mask, self.patch)
 
 
 class FoundationStep:
-    """One training step: SimMIM's masked L1 on fresh masks (drawn from torch's global generator)."""
+    """One training step: the pretraining loss on fresh masks (drawn from torch's global generator)."""
 
     def __init__(self, batch: MimBatch) -> None:
         self.batch = batch
@@ -75,23 +77,25 @@ class FoundationStep:
     def __call__(
         self, model: nn.Module, batch: tuple[Tensor, Tensor], info: DistInfo
     ) -> tuple[Tensor, dict[str, float]]:
-        loss = self.batch.loss(model, batch[0])
-        return loss, {}
+        loss, hidden = self.batch.losses(model, batch[0])
+        return loss, {"masked_l1": float(hidden)}
 
 
 class FoundationValidation:
-    """Validation: the masked L1 over the whole split, with masks drawn from a fixed seed."""
+    """Validation over the whole split, masks drawn from a fixed seed: the pretraining loss (``val_loss``) and
+    the L1 of the hidden pixels alone (``masked_l1``, how well the encoder inpaints)."""
 
     def __init__(self, batch: MimBatch) -> None:
         self.batch = batch
 
     def __call__(self, model: nn.Module, loader: DataLoader, info: DistInfo) -> dict[str, float]:
         generator = torch.Generator().manual_seed(VAL_MASK_SEED)
-        total = 0.0
+        totals = torch.zeros(2, dtype=torch.float64)
         for x, _ in loader:
             x = to_device(x, info.device)
-            total += float(self.batch.loss(model, x, generator)) * len(x)
-        return {MONITOR: total / len(loader.dataset)}  # type: ignore[arg-type]
+            totals += torch.tensor([float(v) for v in self.batch.losses(model, x, generator)]) * len(x)
+        loss, hidden = (totals / len(loader.dataset)).tolist()  # type: ignore[arg-type]
+        return {MONITOR: loss, "masked_l1": hidden}
 
 
 def train_foundation(
@@ -109,7 +113,7 @@ def train_foundation(
     val_set = SliceDataset(data, "val", stride=cfg["train"]["val_stride"])
     fit_cfg = FitConfig(
         max_epochs=fd["epochs"],
-        val_every=1,
+        val_every=fd["epochs"],  # SimMIM keeps its last epoch: one validation, at the end, reports it
         patience=fd["epochs"],
         batch_size_per_gpu=fd["batch_size"],
         seed=fd["seed"],
@@ -142,7 +146,8 @@ def train_foundation(
             "input_size": s2["input_size"],
             "patch_size": s2["patch_size"],
             "cohort_seed": fd["seed"],
-            "val_masked_l1": result.best_score,
+            "val_loss": result.best_score,
+            "val_masked_l1": result.best_metrics.get("masked_l1"),
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "train_slices": len(train_set),
@@ -152,7 +157,7 @@ def train_foundation(
             results / "metrics.json",
             {**record, "checkpoint": path.name, "train_seconds": round(seconds, 1), "device": info.device.type},
         )
-        log.info("foundation done: %s, best masked L1 %.4f at epoch %s", path, result.best_score, result.best_epoch)
+        log.info("foundation done: %s, best validation L1 %.4f at epoch %s", path, result.best_score, result.best_epoch)
     return result
 
 

@@ -6,8 +6,8 @@
 
 Trains the network of ``--method`` (`plaque.models.build.build_model`: the SAM image encoder from the
 ``stage2`` section, the frozen Stage-1 prior read from ``--prior``, the method's fusion, decoder and SAM
-tuning from the registry `plaque.methods`) with AdamW on ``λce · CE + λdice · soft Dice`` (bf16 autocast
-on CUDA, fp32 on the CPU) through the shared trainer, selecting on the validation macro Dice (classes
+tuning from the registry `plaque.methods`) with AdamW on ``λce · CE + λdice · soft Dice`` (``train.precision``:
+bf16 or fp16 autocast on a GPU, fp32 on the CPU) through the shared trainer, selecting on the validation macro Dice (classes
 1..4, hard Dice over the validation cross-sections). Writes ``OUT/best.pt`` (self-contained: weights,
 method, resolved configuration, class map and cross-section settings, `plaque.checkpoint.model_record`)
 and ``OUT/last.pt``, ``RESULTS/metrics.json`` (best validation Dice, trainable parameters, train and
@@ -37,7 +37,7 @@ from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.data.dataset import SliceDataset
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
-from plaque.inference import SegmenterPredictor, autocast, predict_split
+from plaque.inference import SegmenterPredictor, predict_split
 from plaque.losses.segmentation import DiceMeter, SegLoss, macro_dice
 from plaque.methods import METHODS, get_method, method_config, method_stage2
 from plaque.models.build import build_model
@@ -60,9 +60,7 @@ class Stage2Step:
         self, model: nn.Module, batch: tuple[Tensor, Tensor], info: DistInfo
     ) -> tuple[Tensor, dict[str, float]]:
         x, labels = batch
-        with autocast(info.device):
-            logits = model(x)
-        return self.loss(logits, labels)
+        return self.loss(model(x), labels)
 
 
 class Stage2Validation:
@@ -76,8 +74,7 @@ class Stage2Validation:
         total = 0.0
         for batch in loader:
             x, labels = to_device(batch, info.device)
-            with autocast(info.device):
-                logits = model(x)
+            logits = model(x)
             loss, _ = self.loss(logits, labels)
             total += float(loss) * len(x)
             meter.update(logits.argmax(dim=1), labels)

@@ -28,6 +28,7 @@ import math
 import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -38,10 +39,11 @@ from dvclive import Live
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from plaque.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from plaque.errors import InputError
+from plaque.precision import autocast, grad_scaler, resolve_precision
+from plaque.progress import progress
 from plaque.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, gather_object
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,17 @@ class Stateful(Protocol):
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How to train. The first seven fields are `params.yaml`'s ``train`` section (see `from_params`).
+    """How to train. The first seven fields and the last four are `params.yaml`'s ``train`` section (see
+    `from_params`).
 
     ``samples_per_epoch`` is ``"all"`` (every training item once per epoch, the paper's protocol)
     or N: each epoch trains on N items drawn afresh (`EpochSampler`), ``rare_share`` of them from the
     items `fit`'s ``rare`` marks (params' ``train.plaque_share``: slices with plaque).
+
+    ``accumulate`` micro-batches of ``batch_size_per_gpu`` make one optimizer step (the effective batch is
+    their product with the number of processes; DDP synchronises gradients on the last micro-batch only).
+    ``precision`` is `plaque.precision`'s (``auto``, ``bf16``, ``fp16`` with a gradient scaler, ``fp32``).
+    ``compile`` runs the training forward through ``torch.compile``.
 
     Attributes:
         monitor: key of ``validate()``'s result used for model selection and early stopping.
@@ -94,9 +102,12 @@ class FitConfig:
     resume: bool = True
     find_unused_parameters: bool = False
     rare_share: float = 0.0
+    accumulate: int = 1
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("max_epochs", "val_every", "patience", "batch_size_per_gpu"):
+        for key in ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "accumulate"):
             if getattr(self, key) < 1:
                 raise InputError(f"train.{key}", f"expected a positive integer, got {getattr(self, key)!r}")
         if self.samples_per_epoch != "all" and (
@@ -116,7 +127,18 @@ class FitConfig:
     @classmethod
     def from_params(cls, train: Mapping[str, Any], **rest: Any) -> FitConfig:
         """Build from the resolved ``train`` section (``nproc_per_node`` is the launcher's) plus the other fields."""
-        keys = ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "seed", "num_workers", "samples_per_epoch")
+        keys = (
+            "max_epochs",
+            "val_every",
+            "patience",
+            "batch_size_per_gpu",
+            "seed",
+            "num_workers",
+            "samples_per_epoch",
+            "accumulate",
+            "precision",
+            "compile",
+        )
         return cls(**{k: train[k] for k in keys}, rare_share=train["plaque_share"], **rest)
 
 
@@ -279,9 +301,11 @@ def fit(
         model: moved to ``info.device``; ``optimizer`` must hold its parameters. Seed before building it
             (`seed_everything`): DDP copies rank 0's initial weights to the other ranks.
         step: ``step(model, batch, info) -> (loss, scalars)`` for one training batch already on
-            ``info.device``; ``model`` is the DDP wrapper when ``world_size > 1``. ``loss`` is a 0-d
+            ``info.device``, run under the precision's autocast; ``model`` is the DDP wrapper when
+            ``world_size > 1`` (compiled when ``cfg.compile``). ``loss`` is a 0-d
             tensor; ``scalars`` (floats or 0-d tensors, the same keys on every call and rank) are logged
-            as ``train/<key>``. The trainer runs ``zero_grad``, ``backward`` and ``optimizer.step``.
+            as ``train/<key>``. The trainer runs ``zero_grad``, ``backward`` (scaled, divided by the accumulation
+            group) and ``optimizer.step``.
         validate: ``validate(model, loader, info) -> metrics`` on rank 0 only, over the whole
             ``val_set``, with the unwrapped model in eval mode under `torch.no_grad`; the batches
             come from the loader as stored (move them with `to_device`). ``metrics`` must hold ``cfg.monitor``.
@@ -304,9 +328,15 @@ def fit(
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise InputError(name, "the dataset is empty")
     last_path, best_path = cfg.out_dir / LAST, cfg.out_dir / BEST
-    effective_batch = cfg.batch_size_per_gpu * info.world_size
+    effective_batch = cfg.batch_size_per_gpu * info.world_size * cfg.accumulate
+    precision = resolve_precision(cfg.precision, info.device)
+    scaler = grad_scaler(info.device, precision)
     run_config = {
-        **{k: getattr(cfg, k) for k in ("batch_size_per_gpu", "val_every", "patience", "seed", "monitor", "mode")},
+        **{
+            k: getattr(cfg, k)
+            for k in ("batch_size_per_gpu", "val_every", "patience", "seed", "monitor", "mode", "accumulate", "compile")
+        },
+        "precision": precision,
         "world_size": info.world_size,
         "scheduler": scheduler is not None,
         "extra_state": extra_state is not None,
@@ -325,17 +355,22 @@ def fit(
         if extra_state is not None:
             extra_state.load_state_dict(ckpt["extra"])
         stopper.load_state_dict(ckpt["early_stopping"])
+        scaler.load_state_dict(ckpt["scaler"])
         history = ckpt["history"]
     elif info.is_main:  # a fresh run must never be mistaken for the continuation of an older one
         last_path.unlink(missing_ok=True)
         best_path.unlink(missing_ok=True)
 
     cuda = info.device.type == "cuda"
-    train_model: nn.Module = model
+    ddp: DistributedDataParallel | None = None
     if info.world_size > 1:
-        train_model = DistributedDataParallel(
+        ddp = DistributedDataParallel(
             model, device_ids=[info.device.index] if cuda else None, find_unused_parameters=cfg.find_unused_parameters
         )
+    train_model: nn.Module = ddp if ddp is not None else model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    run = _Steps(train_model, ddp, optimizer, scaler, step, precision, cfg.accumulate)
     sampler = EpochSampler(
         train_set,
         samples=cfg.samples_per_epoch,
@@ -360,10 +395,13 @@ def fit(
     )
     if info.is_main:
         log.info(
-            "world size %d x batch %d per process = effective batch %d; %s",
+            "world size %d x batch %d per process x %d accumulated = effective batch %d; precision %s%s; %s",
             info.world_size,
             cfg.batch_size_per_gpu,
+            cfg.accumulate,
             effective_batch,
+            precision,
+            ", compiled" if cfg.compile else "",
             f"resuming after epoch {len(history)}" if ckpt is not None else "starting afresh",
         )
     if ckpt is not None:
@@ -375,12 +413,12 @@ def fit(
     while epoch < cfg.max_epochs and not stopper.stopped:
         epoch += 1
         sampler.set_epoch(epoch)
-        entry = _train_epoch(train_model, optimizer, train_loader, step, epoch, info)
+        entry = _train_epoch(run, train_loader, epoch, info)
         entry["lr"] = float(optimizer.param_groups[0]["lr"])
         if scheduler is not None:
             scheduler.step()
         if epoch % cfg.val_every == 0 or epoch == cfg.max_epochs:
-            metrics = _validate_on_main(validate, model, val_loader, info, cfg.monitor)
+            metrics = _validate_on_main(validate, model, val_loader, info, cfg.monitor, precision)
             entry.update({f"val/{k}": v for k, v in metrics.items()})
             if stopper.update(metrics[cfg.monitor], epoch) and info.is_main:
                 save_atomic(
@@ -409,6 +447,7 @@ def fit(
                     "extra": extra_state.state_dict() if extra_state is not None else None,
                     "rng": rngs,
                     "early_stopping": stopper.state_dict(),
+                    "scaler": scaler.state_dict(),
                     "history": history,
                     "config": run_config,
                     "effective_batch_size": effective_batch,
@@ -474,40 +513,67 @@ def _resume_point(path: Path, resume: bool, run_config: dict[str, Any], info: Di
     return ckpt
 
 
-def _train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, step: StepFn, epoch: int, info: DistInfo
-) -> dict[str, float]:
-    """One pass over this rank's shard; returns ``{"epoch", "train/<key>": mean over steps and ranks}``."""
-    model.train()
+@dataclass
+class _Steps:
+    """What one optimizer step needs: the model that runs forward (DDP-wrapped and compiled as asked), the DDP
+    wrapper (for ``no_sync``), optimizer, gradient scaler, the caller's step, precision and accumulation."""
+
+    model: nn.Module
+    ddp: DistributedDataParallel | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    step: StepFn
+    precision: str
+    accumulate: int
+
+
+def _train_epoch(run: _Steps, loader: DataLoader, epoch: int, info: DistInfo) -> dict[str, float]:
+    """One pass over this rank's shard, an optimizer step every ``run.accumulate`` micro-batches (and after the
+    last one); returns ``{"epoch", "train/<key>": mean over micro-batches and ranks}``.
+
+    Each micro-batch's loss is divided by the size of its group, so a group's gradient is the mean over its
+    samples, as one batch of their number would give.
+    """
+    run.model.train()
     sums: dict[str, float] = {}
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not info.is_main, leave=False, dynamic_ncols=True)
+    total = len(loader)
+    bar = progress(loader, desc=f"epoch {epoch}", disable=not info.is_main, leave=False, dynamic_ncols=True)
+    run.optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar, start=1):
-        loss, scalars = step(model, to_device(batch, info.device), info)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"epoch {epoch}, step {i}/{len(loader)}: the loss is {value}; stopping before this update"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        first = (i - 1) // run.accumulate * run.accumulate  # micro-batches before this one's group
+        group = min(run.accumulate, total - first)
+        last = i == first + group
+        sync = run.ddp.no_sync() if run.ddp is not None and not last else nullcontext()
+        with sync:
+            with autocast(info.device, run.precision):
+                loss, scalars = run.step(run.model, to_device(batch, info.device), info)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"epoch {epoch}, step {i}/{total}: the loss is {value}; stopping before this update"
+                )
+            run.scaler.scale(loss / group).backward()
+        if last:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
         for key, v in {"loss": value, **scalars}.items():
             sums[key] = sums.get(key, 0.0) + float(v.detach() if isinstance(v, Tensor) else v)
         bar.set_postfix(loss=f"{value:.4g}", refresh=False)
     keys = sorted(sums)
-    *totals, steps = all_reduce_sum([sums[k] for k in keys] + [float(len(loader))], info)
+    *totals, steps = all_reduce_sum([sums[k] for k in keys] + [float(total)], info)
     return {"epoch": epoch, **{f"train/{k}": t / steps for k, t in zip(keys, totals)}}
 
 
 def _validate_on_main(
-    validate: ValidateFn, model: nn.Module, loader: DataLoader | None, info: DistInfo, monitor: str
+    validate: ValidateFn, model: nn.Module, loader: DataLoader | None, info: DistInfo, monitor: str, precision: str
 ) -> dict[str, float]:
-    """Rank 0 validates the unwrapped model; every rank receives its metrics."""
+    """Rank 0 validates the unwrapped model under the training precision; every rank receives its metrics."""
     metrics: dict[str, float] | None = None
     if info.is_main:
         assert loader is not None
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(info.device, precision):
             metrics = {k: float(v) for k, v in validate(model, loader, info).items()}
         if monitor not in metrics:
             raise ValueError(f"validate() returned {sorted(metrics)}, without the monitored {monitor!r}")

@@ -14,11 +14,11 @@ from scipy import ndimage
 
 from plaque.classes import CALCIFIED, LUMEN, NONCALCIFIED, WALL
 from plaque.config import load_config
-from plaque.io.geometry import Geometry
 from plaque.data.phantom import CASE_MIX, generate_case, generate_cohort, sample_spec
 from plaque.data.phantom import case as case_module
 from plaque.data.phantom.__main__ import main
 from plaque.data.phantom.render import apply_psf, correlated_noise, render_ellipsoid
+from plaque.io.geometry import Geometry
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 SEED = 11
@@ -111,8 +111,9 @@ def test_non_calcified_plaque_is_close_to_wall_and_fat(cfg: dict) -> None:
 def test_calcium_blooming_from_psf() -> None:
     g = Geometry.axial((40, 40, 40), np.zeros(3), (0.4, 0.4, 0.4))
     background = np.full(g.shape, -80.0, np.float32)
-    flat, delta, inside = render_ellipsoid(g, background, np.array([8.0, 8.0, 8.0]), np.full(3, 0.8), np.eye(3),
-                                           1000.0, factor=3)
+    flat, delta, inside = render_ellipsoid(
+        g, background, np.array([8.0, 8.0, 8.0]), np.full(3, 0.8), np.eye(3), 1000.0, factor=3
+    )
     obj = background.copy()
     obj.ravel()[flat] += delta
     assert obj.max() <= 1000.0 + 1e-3 and obj.max() > 500
@@ -121,7 +122,7 @@ def test_calcium_blooming_from_psf() -> None:
     assert 1.5 <= ratio <= 5.0
     assert blurred.max() < 1000.0
     # Area integration preserves the mean attenuation (partial volume, no painted halo).
-    assert abs((obj - background).sum() * 0.064 - 1080.0 * (4 / 3) * np.pi * 0.8 ** 3) < 0.05 * 1080 * 2.145
+    assert abs((obj - background).sum() * 0.064 - 1080.0 * (4 / 3) * np.pi * 0.8**3) < 0.05 * 1080 * 2.145
 
 
 def test_correlated_noise_sd_and_correlation(cfg: dict) -> None:
@@ -192,8 +193,16 @@ def test_identifying_tags_look_real(cfg: dict) -> None:
         assert t["PatientID"].isdigit() and 7 <= len(t["PatientID"]) <= 8
         assert len(t["PatientBirthDate"]) == 8 and t["PatientSex"] in ("M", "F")
         assert t["StudyDescription"] == "CCTA" and t["KVP"] in ("80", "100", "120")
-        for key in ("AccessionNumber", "InstitutionName", "ReferringPhysicianName", "StudyDate", "StudyTime",
-                    "ConvolutionKernel", "Manufacturer", "SliceThickness"):
+        for key in (
+            "AccessionNumber",
+            "InstitutionName",
+            "ReferringPhysicianName",
+            "StudyDate",
+            "StudyTime",
+            "ConvolutionKernel",
+            "Manufacturer",
+            "SliceThickness",
+        ):
             assert t[key]
     assert tags[0]["PatientID"] != tags[1]["PatientID"]
 
@@ -219,8 +228,9 @@ def test_cohort_raw_layout_round_trip(tmp_path: Path, cfg: dict) -> None:
         assert str(dss[0].PatientName) == c.tags["PatientName"] and dss[0].PatientID == c.tags["PatientID"]
         assert len({d.SeriesInstanceUID for d in dss}) == 1
         for k in (0, len(dss) - 1):
-            np.testing.assert_allclose([float(v) for v in dss[k].ImagePositionPatient],
-                                       c.geometry.slice_position(k), atol=1e-3)
+            np.testing.assert_allclose(
+                [float(v) for v in dss[k].ImagePositionPatient], c.geometry.slice_position(k), atol=1e-3
+            )
         np.testing.assert_allclose([float(v) for v in dss[0].PixelSpacing], c.geometry.spacing[1:], atol=1e-6)
         img = nib.load(str(folder / "label.nii.gz"))
         np.testing.assert_allclose(img.affine, c.geometry.nifti_affine, atol=1e-5)
@@ -234,6 +244,7 @@ def _fail_on_index_one(real):
         if index == 1:
             raise RuntimeError("boom")
         return real(index, seed, cfg, **kw)
+
     return generate
 
 
@@ -258,8 +269,9 @@ def test_cohort_is_atomic(tmp_path: Path, cfg: dict, monkeypatch: pytest.MonkeyP
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    assert main(["--out", str(out), "--params", str(PARAMS), "--profile", "smoke", "--patients", "1",
-                 "--seed", "4"]) == 0
+    assert (
+        main(["--out", str(out), "--params", str(PARAMS), "--profile", "smoke", "--patients", "1", "--seed", "4"]) == 0
+    )
     assert (out / "case_000" / "label.nii.gz").exists()
     assert main(["--out", str(out), "--params", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")

@@ -15,13 +15,13 @@ import pytest
 import yaml
 
 from plaque.config import load_config
-from plaque.io.geometry import Geometry
 from plaque.data.phantom import generate_cohort
 from plaque.data.preprocess import main, preprocess
 from plaque.data.processed import load_processed
 from plaque.data.pseudonym import KEY_ENV, pseudonym, pseudonym_key
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
+from plaque.io.geometry import Geometry
 from plaque.io.labels import write_centerlines, write_labels
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE
 
@@ -59,8 +59,11 @@ def folder_name(n: int) -> str:
 def tube_axis(n: int) -> tuple[Geometry, np.ndarray, np.ndarray]:
     """Patient ``n``'s grid and the two LPS mm end points of its straight, tilted vessel."""
     geom = Geometry.axial(SHAPE, origin=np.array([-8.0 + n, 4.0, -6.0]), spacing=(0.5, 0.4, 0.4))
-    return geom, geom.index_to_world(np.array([2.0, 14.0 + n % 3, 16.0])), \
-        geom.index_to_world(np.array([21.0, 24.0, 22.0 - n % 2]))
+    return (
+        geom,
+        geom.index_to_world(np.array([2.0, 14.0 + n % 3, 16.0])),
+        geom.index_to_world(np.array([21.0, 24.0, 22.0 - n % 2])),
+    )
 
 
 def write_patient(folder: Path, n: int, *, centerline: bool = True, foreground: bool = True) -> None:
@@ -140,13 +143,19 @@ def test_outputs_are_consistent(run: tuple[Path, Any, str]) -> None:
     for split, rows in data.manifest.groupby("split"):  # each patient's stratum matches its slices
         has_calcified = rows.groupby("patient")["count_3"].sum() > 0
         assert strata[split].get("calcified", 0) == int(has_calcified.sum())
+        for c, name in ((1, "vessel_wall"), (3, "calcified"), (4, "non_calcified")):  # the power of each split
+            assert on_disk["patients_with_class"][split][name] == int(
+                (rows.groupby("patient")[f"count_{c}"].sum() > 0).sum()
+            )
     assert on_disk["skipped_patients"] == {"no_foreground": 1, "no_slices_in_volume": 0}
     assert on_disk["axial_fallback_patients"] == 1 and on_disk["pseudonym_key"] == "params"
     assert on_disk["skipped_sections"] == summary.skipped_sections >= 0
     assert abs(sum(on_disk["class_fractions"].values()) - 1.0) < 1e-9
     # cross-section centres lie on the vessel axis, one step_mm apart along it
-    rows = data.manifest[(data.manifest["patient"] == pseudonym(tags(0)["PatientID"], CFG["pseudonym_salt"]))
-                         & (data.manifest["vessel"] == "LAD")]
+    rows = data.manifest[
+        (data.manifest["patient"] == pseudonym(tags(0)["PatientID"], CFG["pseudonym_salt"]))
+        & (data.manifest["vessel"] == "LAD")
+    ]
     _, a, b = tube_axis(0)
     centers = rows[["center_x", "center_y", "center_z"]].to_numpy()
     along = (centers - a) @ (b - a) / np.linalg.norm(b - a)
@@ -224,8 +233,9 @@ def test_bad_patient_among_good_ones_writes_nothing(raw: Path, tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "raw"]
 
 
-def test_failure_while_writing_leaves_no_temp_folder(raw: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_writing_leaves_no_temp_folder(
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     existing = tmp_path / "out"
     existing.mkdir()
     (existing / "keep.txt").write_text("keep")
@@ -251,8 +261,18 @@ def test_duplicate_patient_is_an_error(raw: Path, tmp_path: Path) -> None:
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--raw", str(tmp_path / "missing"), "--out", str(tmp_path / "out"),
-                 "--params", str(REPO / "params.yaml"), "--profile", "smoke"])
+    code = main(
+        [
+            "--raw",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "out"),
+            "--params",
+            str(REPO / "params.yaml"),
+            "--profile",
+            "smoke",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"error: {tmp_path / 'missing'}: raw data folder does not exist"]
     assert not (tmp_path / "out").exists()
@@ -262,8 +282,18 @@ def test_cli_runs_with_a_params_file(raw: Path, tmp_path: Path, capsys: pytest.C
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["preprocess"].update(crop_px=16, size=16, step_mm=2.0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    code = main(["--raw", str(raw), "--out", str(tmp_path / "out"), "--params", str(tmp_path / "params.yaml"),
-                 "--profile", "smoke"])
+    code = main(
+        [
+            "--raw",
+            str(raw),
+            "--out",
+            str(tmp_path / "out"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--profile",
+            "smoke",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     data = load_processed(tmp_path / "out")
     assert data.images.shape[1:] == (16, 16) and np.allclose(data.manifest["spacing_mm"], 0.4)
@@ -281,8 +311,9 @@ def test_load_processed_rejects_inconsistent_folders(run: tuple[Path, Any, str],
         load_processed(broken)
 
 
-def test_pseudonym_is_stable_keyed_and_not_the_id(monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_pseudonym_is_stable_keyed_and_not_the_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     pid = "MRN-ZQ000177"
     p = pseudonym(pid, "key-a")
     assert p == pseudonym(pid, "key-a") and p != pseudonym(pid, "key-b") and p != pseudonym("MRN-ZQ000178", "key-a")
@@ -309,8 +340,10 @@ def test_phantom_cohort_end_to_end(tmp_path: Path) -> None:
     for folder in raw.iterdir():
         if folder.is_dir():
             ds = pydicom.dcmread(next((folder / DICOM_DIR).iterdir()))
-            secrets |= {str(ds.get(tag, "")) for tag in ("PatientName", "PatientID", "PatientBirthDate",
-                                                         "AccessionNumber", "InstitutionName")}
+            secrets |= {
+                str(ds.get(tag, ""))
+                for tag in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName")
+            }
     secrets.discard("")
     for path in out.iterdir():
         blob = path.read_bytes().lower()

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from plaque.io.geometry import Geometry
 from plaque.data.slicing import (
     axial_crops,
     cross_sections,
@@ -15,13 +14,15 @@ from plaque.data.slicing import (
     transport_frames,
     window,
 )
+from plaque.io.geometry import Geometry
 
 LUMEN_MM, WALL_MM = 1.6, 2.4
 HU = {0: -80.0, 1: 60.0, 2: 400.0, 3: 900.0}
 
 
-def tube(geometry: Geometry, centerline: np.ndarray,
-         marker_dir: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def tube(
+    geometry: Geometry, centerline: np.ndarray, marker_dir: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """HU and labels of a lumen (2) in a wall ring (1) around a densely sampled centerline.
 
     With ``marker_dir``, the wall on that side of the centerline is calcified (3): an eccentric plaque.

@@ -23,8 +23,10 @@ def test_deterministic_and_independent_of_input_order() -> None:
     assert split_patients(IDS, FRACTIONS, seed=1) != first  # the seed matters
 
 
-@pytest.mark.parametrize("n, expected", [(21, (13, 4, 4)), (20, (12, 4, 4)), (10, (6, 2, 2)), (3, (1, 1, 1)),
-                                         (4, (2, 1, 1)), (16, (10, 3, 3))])
+@pytest.mark.parametrize(
+    "n, expected",
+    [(21, (13, 4, 4)), (20, (12, 4, 4)), (10, (6, 2, 2)), (3, (1, 1, 1)), (4, (2, 1, 1)), (16, (10, 3, 3))],
+)
 def test_fractions_are_respected_and_no_split_is_empty(n: int, expected: tuple[int, int, int]) -> None:
     assignment = split_patients(IDS[:n] if n <= len(IDS) else [f"id{i}" for i in range(n)], FRACTIONS, seed=3)
     sizes = tuple(sum(1 for s in assignment.values() if s == name) for name in FRACTIONS)

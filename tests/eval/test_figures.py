@@ -247,12 +247,20 @@ def test_read_dvclive_curve_and_plot(tmp_path: Path) -> None:
     a = read_dvclive_curve(tmp_path / "a", "val/macro_dice")
     b = read_dvclive_curve(tmp_path / "b", "val/macro_dice")
     assert a["macro_dice"].tolist() == [0.1, 0.4, 0.5]
-    fig = training_curves({"Ours": a, "nnU-Net": b}, "val/macro_dice")
-    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    _write_tsv(tmp_path / "a", "train/loss", "step\tloss\n0\t2.0\n1\t1.0\n2\t0.8\n")
+    loss = read_dvclive_curve(tmp_path / "a", "train/loss")
+    fig = training_curves(
+        {"Ours": {"train/loss": loss, "val/macro_dice": a}, "nnU-Net": {"val/macro_dice": b}},
+        ["train/loss", "val/macro_dice"],
+    )
+    assert [ax.get_ylabel() for ax in fig.axes] == ["train/loss", "val/macro_dice"]
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["Ours"]  # nnU-Net has no loss curve here
+    lines = {line.get_label(): line for line in fig.axes[1].get_lines()}
     assert list(lines) == ["Ours", "nnU-Net"]
-    np.testing.assert_array_equal(lines["nnU-Net"].get_xdata(), [0, 1, 2])  # sorted by step
+    np.testing.assert_array_equal(lines["nnU-Net"].get_xdata(), [0, 1, 2])  # sorted by epoch
     np.testing.assert_allclose(lines["nnU-Net"].get_ydata(), [0.2, 0.25, 0.3])
-    assert fig.axes[0].get_ylabel() == "val/macro_dice"
+    assert lines["Ours"].get_color() == fig.axes[0].get_lines()[0].get_color()  # one colour per method
 
 
 def test_read_dvclive_curve_names_the_missing_or_bad_file(tmp_path: Path) -> None:
@@ -269,7 +277,7 @@ def test_read_dvclive_curve_names_the_missing_or_bad_file(tmp_path: Path) -> Non
 
 def test_training_curves_rejects_frame_without_metric() -> None:
     with pytest.raises(ValueError, match="Ours"):
-        training_curves({"Ours": pd.DataFrame({"step": [0], "loss": [1.0]})}, "val/macro_dice")
+        training_curves({"Ours": {"val/macro_dice": pd.DataFrame({"step": [0], "loss": [1.0]})}}, ["val/macro_dice"])
 
 
 # ---------------------------------------------------------------------------------- save_figure

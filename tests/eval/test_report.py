@@ -210,8 +210,12 @@ CONTEXT = {"profile": "smoke", "bootstrap_resamples": 400, "patients": 4, "cohor
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
-    """Method label → its cells (vessel wall, lumen, calcified, non-calcified, macro Dice)."""
-    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    """Method label → its cells (vessel wall, lumen, calcified, non-calcified, macro Dice) of the first table."""
+    lines = []
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            break
+        lines += [line] if line.startswith("| ") else []
     assert lines[0] == "| method | vessel wall | lumen | calcified | non-calcified | macro Dice |"
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}
 
@@ -249,8 +253,8 @@ def test_summary_markdown_bolds_the_best_per_column_and_shows_missing_as_na() ->
     assert "Profile `smoke`" in markdown and "4 test patients, 8 cross-sections" in markdown
     assert "mean over 4 patients" in markdown
     lines = markdown.splitlines()
-    assert any(line.startswith("Ours − SAM+LoRA, macro Dice: +") for line in lines)
-    assert any(line.startswith("Ours − nnU-Net, macro Dice: +") and "p < 1/400" in line for line in lines)
+    assert any(line.startswith("| SAM+LoRA | ours vs a baseline | +") for line in lines)  # the claims table
+    assert any(line.startswith("| nnU-Net | ours vs a baseline | +") and "p < 1/400" in line for line in lines)
 
 
 def test_summary_markdown_warns_about_a_random_backbone() -> None:
@@ -290,3 +294,24 @@ def test_summary_markdown_says_every_sam_based_method_beside_one_without_encoder
     markdown = summary_markdown(summary(metrics, comparison, {**CONTEXT, "backbone_weights": weights}))
     (warning,) = [line for line in markdown.splitlines() if "randomly initialised" in line]
     assert "of Ours; SAM+LoRA was" in warning, "labels listed with semicolons (labels hold commas)"
+
+
+def test_the_claims_table_tests_each_comparison_on_wall_and_non_calcified() -> None:
+    metrics, comparison = three_methods()
+    markdown = summary_markdown(summary(metrics, comparison, CONTEXT))
+    claims = markdown[markdown.index("The paper's claims, tested") :].splitlines()
+    header = next(line for line in claims if line.startswith("| Ours vs"))
+    assert header == "| Ours vs | tests | macro Dice | vessel wall | non-calcified | calcified |"
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+        for line in claims
+        if line.startswith("| ") and not line.startswith(("| Ours vs", "|---"))
+    }
+    assert list(rows) == ["SAM+LoRA", "nnU-Net"]
+    lora = rows["SAM+LoRA"]
+    assert lora[0] == "ours vs a baseline"
+    d = comparison["sam_lora"]["dice_vessel_wall"]
+    verdict = "higher" if d["low"] > 0 else "lower" if d["high"] < 0 else "not separable"
+    assert lora[2].startswith(f"{d['ours_minus_method']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+    assert lora[2].endswith(verdict)
+    assert rows["nnU-Net"][3] == "n/a"  # nnU-Net's non-calcified Dice is excluded for every patient

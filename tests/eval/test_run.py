@@ -82,7 +82,11 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
     assert summ["ours_vs"]["sam_lora"]["macro_dice"]["ours_minus_method"] == pytest.approx(
         1.0 - lora["macro_dice"]["mean"]
     )
-    assert summ["patients"] == 3 and summ["cohort"] == "3 test patients, 9 cross-sections"
+    assert (
+        summ["patients"] == 3
+        and summ["cohort"] == "3 test patients (3 with calcified, 2 with non-calcified plaque), 9 cross-sections"
+    )
+    assert summ["patients_with_class"] == {"vessel_wall": 3, "lumen": 3, "calcified": 3, "non_calcified": 2}
     assert summ["backbone_weights"] == {"ours": "random", "sam_lora": "pretrained"}
     assert summ["runs"]["ours"] == {
         "backbone": "vit_tiny",

@@ -29,10 +29,20 @@ def sam_attention(dim: int, heads: int, size: tuple[int, int], seed: int = 0) ->
 def plain_sam_encoder(backbone: str, *, input_size: int, patch_size: int) -> ImageEncoderViT:
     """``backbone`` as `segment_anything` builds it, with its own attention (the reference)."""
     spec = encoder_spec(backbone)
-    return ImageEncoderViT(img_size=input_size, patch_size=patch_size, embed_dim=spec["width"], depth=spec["depth"],
-                           num_heads=spec["heads"], mlp_ratio=4.0, out_chans=256, qkv_bias=True,
-                           norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=spec["window"],
-                           global_attn_indexes=spec["global_blocks"])
+    return ImageEncoderViT(
+        img_size=input_size,
+        patch_size=patch_size,
+        embed_dim=spec["width"],
+        depth=spec["depth"],
+        num_heads=spec["heads"],
+        mlp_ratio=4.0,
+        out_chans=256,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=spec["window"],
+        global_attn_indexes=spec["global_blocks"],
+    )
 
 
 def reference_attention(attn: Attention, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
@@ -42,8 +52,9 @@ def reference_attention(attn: Attention, x: torch.Tensor, prompt: torch.Tensor) 
     qkv = attn.qkv(tokens).reshape(b, h * w + 1, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.reshape(3, b * attn.num_heads, h * w + 1, -1).unbind(0)
     logits = (q * attn.scale) @ k.transpose(-2, -1)
-    image = add_decomposed_rel_pos(logits[:, 1:, 1:].contiguous(), q[:, 1:].contiguous(), attn.rel_pos_h,
-                                   attn.rel_pos_w, (h, w), (h, w))
+    image = add_decomposed_rel_pos(
+        logits[:, 1:, 1:].contiguous(), q[:, 1:].contiguous(), attn.rel_pos_h, attn.rel_pos_w, (h, w), (h, w)
+    )
     logits = torch.cat([logits[:, :1], torch.cat([logits[:, 1:, :1], image], dim=2)], dim=1)
     out = (logits.softmax(dim=-1) @ v)[:, 1:]
     return attn.proj(out.view(b, attn.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
@@ -51,13 +62,13 @@ def reference_attention(attn: Attention, x: torch.Tensor, prompt: torch.Tensor) 
 
 # (width, heads, grid, batch): vit_tiny's global grid and windows, ViT-B's window, a ViT-H-like head
 # width of 80, a non-square grid.
-CASES = [(192, 3, (16, 16), 2), (192, 3, (8, 8), 5), (768, 12, (14, 14), 2), (160, 2, (7, 7), 3),
-         (128, 2, (6, 10), 2)]
+CASES = [(192, 3, (16, 16), 2), (192, 3, (8, 8), 5), (768, 12, (14, 14), 2), (160, 2, (7, 7), 3), (128, 2, (6, 10), 2)]
 
 
 @pytest.mark.parametrize("width,heads,size,batch", CASES)
-def test_same_function_and_gradients_as_sams_attention(width: int, heads: int, size: tuple[int, int],
-                                                       batch: int) -> None:
+def test_same_function_and_gradients_as_sams_attention(
+    width: int, heads: int, size: tuple[int, int], batch: int
+) -> None:
     reference = sam_attention(width, heads, size)
     ours = SdpaAttention(copy.deepcopy(reference))
     x = torch.randn(batch, *size, width)

@@ -12,21 +12,28 @@ import torch.nn as nn
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import window_partition
 
+from plaque.checkpoint import model_record, save_atomic
 from plaque.classes import NUM_CLASSES
 from plaque.config import load_config
+from plaque.losses.segmentation import SegLoss
+from plaque.models.build import build_model, load_trained
 from plaque.models.cat_sam import CatSamSegmenter, build_cat_sam, prompt_block
 from plaque.models.decoders import output_upscaling
 from plaque.models.sam import build_image_encoder
-from plaque.losses.segmentation import SegLoss
-from plaque.checkpoint import model_record, save_atomic
-from plaque.models.build import build_model, load_trained
 from tests.models.test_attention import plain_sam_encoder, reference_attention
 from tests.models.test_sam import sam_layout, save_named
 
 pytestmark = pytest.mark.filterwarnings("ignore:stage2.backbone is vit_tiny")
 SAM_PREFIXES = ("image_encoder.", "output_upscaling.")
-TRAINABLE_PARTS = {"hq_token", "hq_token_proj", "embedding_maskfeature", "embedding_encoder", "compress_vit_feat",
-                   "hf_mlp", "classifier"}
+TRAINABLE_PARTS = {
+    "hq_token",
+    "hq_token_proj",
+    "embedding_maskfeature",
+    "embedding_encoder",
+    "compress_vit_feat",
+    "hf_mlp",
+    "classifier",
+}
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +133,13 @@ def test_prompt_attention_is_cat_sams(input_size: int) -> None:
     x = torch.randn(2, g, g, 192)
     with torch.no_grad():
         for n, (block, prompt) in enumerate(zip(model.image_encoder.blocks, model.prompt_tokens())):
-            torch.testing.assert_close(prompt_block(block, x, prompt),
-                                       prompt_block(block, x, prompt, reference_attention),
-                                       rtol=0, atol=1e-5, msg=f"block {n}")
+            torch.testing.assert_close(
+                prompt_block(block, x, prompt),
+                prompt_block(block, x, prompt, reference_attention),
+                rtol=0,
+                atol=1e-5,
+                msg=f"block {n}",
+            )
 
 
 def test_the_token_changes_every_block_and_every_window() -> None:

@@ -48,8 +48,9 @@ def save_named(state: dict, folder: Path, backbone: str = "vit_b", digits: str |
 def sam_layout(encoder: ImageEncoderViT) -> dict[str, torch.Tensor]:
     """``encoder``'s weights with random positional tables, keyed as in an official SAM checkpoint."""
     torch.manual_seed(1)
-    state = {f"image_encoder.{k}": torch.randn_like(v) if "pos" in k else v.clone()
-             for k, v in encoder.state_dict().items()}
+    state = {
+        f"image_encoder.{k}": torch.randn_like(v) if "pos" in k else v.clone() for k, v in encoder.state_dict().items()
+    }
     state["prompt_encoder.no_mask_embed.weight"] = torch.randn(1, 256)
     state["mask_decoder.iou_token.weight"] = torch.randn(1, 256)
     return state
@@ -88,8 +89,9 @@ def test_vit_b_forward_shape(vit_b: ImageEncoderViT) -> None:
         assert vit_b(torch.rand(1, 3, 1024, 1024)).shape == (1, 256, 64, 64)
 
 
-@pytest.mark.parametrize(("backbone", "official"), [("vit_b", build_sam_vit_b), ("vit_l", build_sam_vit_l),
-                                                     ("vit_h", build_sam_vit_h)])
+@pytest.mark.parametrize(
+    ("backbone", "official"), [("vit_b", build_sam_vit_b), ("vit_l", build_sam_vit_l), ("vit_h", build_sam_vit_h)]
+)
 def test_official_architectures(backbone: str, official: object) -> None:
     with torch.device("meta"):
         ours = build_image_encoder(backbone, input_size=1024, patch_size=16)
@@ -118,7 +120,10 @@ def test_load_at_1024_is_exact(vit_b: ImageEncoderViT, vit_b_checkpoint: tuple[P
         assert torch.equal(value, state[f"image_encoder.{key}"]), key
     full = load_sam_state(path)
     assert set(full) == set(state) and {k.split(".")[0] for k in full} == {
-        "image_encoder", "prompt_encoder", "mask_decoder"}
+        "image_encoder",
+        "prompt_encoder",
+        "mask_decoder",
+    }
 
 
 def test_load_at_512_resizes_positions(vit_b_checkpoint: tuple[Path, dict]) -> None:
@@ -197,12 +202,16 @@ def test_missing_unexpected_and_misshapen_keys(tmp_path: Path) -> None:
     del state["image_encoder.neck.0.weight"]
     state["image_encoder.extra.weight"] = torch.zeros(1)
     broken = save_named(state, tmp_path, "vit_tiny")
-    with pytest.raises(InputError, match=r"missing \['image_encoder.neck.0.weight'\], "
-                                         r"unexpected \['image_encoder.extra.weight'\]"):
+    with pytest.raises(
+        InputError,
+        match=r"missing \['image_encoder.neck.0.weight'\], "
+        r"unexpected \['image_encoder.extra.weight'\]",
+    ):
         load_sam_image_encoder(encoder, broken, input_size=64, patch_size=4)
     with pytest.raises(InputError, match="no 'image_encoder"):
-        load_sam_image_encoder(encoder, save_named({"mask_decoder.x": torch.zeros(1)}, tmp_path),
-                               input_size=64, patch_size=4)
+        load_sam_image_encoder(
+            encoder, save_named({"mask_decoder.x": torch.zeros(1)}, tmp_path), input_size=64, patch_size=4
+        )
     wide = sam_layout(build_image_encoder("vit_tiny", input_size=64, patch_size=4))
     wide["image_encoder.blocks.0.mlp.lin1.weight"] = torch.zeros(192, 768)
     with pytest.raises(InputError, match=r"lin1.weight has shape \(192, 768\) but the encoder needs \(768, 192\)"):
@@ -262,8 +271,9 @@ def test_a_foundation_checkpoint_loads_like_an_official_one(tmp_path: Path) -> N
     save_sam_image_encoder(trained, folder, "vit_tiny", {"source": "phantom-simmim"})
     (other,) = folder.glob("*.pth")
     with pytest.raises(InputError, match="does not fit the 12-block encoder"):
-        load_sam_image_encoder(build_image_encoder("vit_b", input_size=64, patch_size=4), other,
-                               input_size=64, patch_size=4)
+        load_sam_image_encoder(
+            build_image_encoder("vit_b", input_size=64, patch_size=4), other, input_size=64, patch_size=4
+        )
     # two checkpoints in the folder are ambiguous
     shutil.copy(other, folder / "sam_vit_tiny_00000000.pth")
     with pytest.raises(InputError, match="holds 2 vit_tiny checkpoints"):

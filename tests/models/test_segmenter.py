@@ -9,17 +9,25 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 
 from plaque.config import load_config
+from plaque.losses.segmentation import SegLoss
 from plaque.models.decoders import ClassTokenDecoder, MultiClassHead
 from plaque.models.sam import PIXEL_MEAN, PIXEL_STD
 from plaque.models.segmenter import PriorSegmenter, build_segmenter
 from plaque.models.vq import VQAutoencoder
-from plaque.losses.segmentation import SegLoss
 
 
 def encoder(img_size: int = 64) -> ImageEncoderViT:
     """Small SAM-architecture encoder: (B, 3, S, S) → (B, 256, S/4, S/4)."""
-    return ImageEncoderViT(img_size=img_size, patch_size=4, embed_dim=96, depth=2, num_heads=3,
-                           window_size=8, global_attn_indexes=(1,), out_chans=256)
+    return ImageEncoderViT(
+        img_size=img_size,
+        patch_size=4,
+        embed_dim=96,
+        depth=2,
+        num_heads=3,
+        window_size=8,
+        global_attn_indexes=(1,),
+        out_chans=256,
+    )
 
 
 def vq() -> VQAutoencoder:
@@ -39,8 +47,14 @@ def prior() -> VQAutoencoder:
 def segmenter(fusion: str = "faa", decoder: str = "head", input_size: int = 64, **kw: object) -> PriorSegmenter:
     torch.manual_seed(0)
     dec = MultiClassHead() if decoder == "head" else ClassTokenDecoder(depth=1, mlp_dim=64)
-    return PriorSegmenter(image_encoder=encoder(input_size), decoder=dec,
-                          prior=prior() if fusion != "none" else None, input_size=input_size, fusion=fusion, **kw)
+    return PriorSegmenter(
+        image_encoder=encoder(input_size),
+        decoder=dec,
+        prior=prior() if fusion != "none" else None,
+        input_size=input_size,
+        fusion=fusion,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("fusion", ["faa", "add", "none"])
@@ -73,8 +87,9 @@ def test_preprocess_matches_sam_normalisation() -> None:
 def test_prior_frozen_and_bit_identical_after_a_training_step() -> None:
     model = segmenter("faa")
     prior_state = copy.deepcopy(model.prior.state_dict())
-    assert {"quantizer.codebook", "quantizer.ema_count", "quantizer.ema_sum",
-            "quantizer.unused_steps"} <= set(prior_state)
+    assert {"quantizer.codebook", "quantizer.ema_count", "quantizer.ema_sum", "quantizer.unused_steps"} <= set(
+        prior_state
+    )
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("prior.")}
     prior_ids = {id(p) for p in model.prior.parameters()}
     assert prior_ids.isdisjoint(id(p) for p in model.trainable_parameters())
@@ -92,7 +107,12 @@ def test_prior_frozen_and_bit_identical_after_a_training_step() -> None:
 
     for key, value in model.prior.state_dict().items():
         assert torch.equal(value, prior_state[key]), key
-    for name in ("adapter.weight", "faa.q_proj.weight", "decoder.classifier.class_embed.weight", "image_encoder.pos_embed"):
+    for name in (
+        "adapter.weight",
+        "faa.q_proj.weight",
+        "decoder.classifier.class_embed.weight",
+        "image_encoder.pos_embed",
+    ):
         assert not torch.equal(dict(model.named_parameters())[name], trainable[name]), name
 
 
@@ -100,14 +120,11 @@ def test_rejects_inconsistent_prior_and_fusion() -> None:
     with pytest.raises(ValueError, match="needs"):
         PriorSegmenter(image_encoder=encoder(), decoder=MultiClassHead(), prior=None, input_size=64, fusion="faa")
     with pytest.raises(ValueError, match="takes no"):
-        PriorSegmenter(image_encoder=encoder(), decoder=MultiClassHead(), prior=vq(), input_size=64,
-                       fusion="none")
+        PriorSegmenter(image_encoder=encoder(), decoder=MultiClassHead(), prior=vq(), input_size=64, fusion="none")
     with pytest.raises(ValueError, match="fusion"):
-        PriorSegmenter(image_encoder=encoder(), decoder=MultiClassHead(), prior=vq(), input_size=64,
-                       fusion="concat")
+        PriorSegmenter(image_encoder=encoder(), decoder=MultiClassHead(), prior=vq(), input_size=64, fusion="concat")
     with pytest.raises(ValueError, match="odd"):
-        PriorSegmenter(image_encoder=encoder(), decoder=MultiClassHead(), prior=vq(), input_size=64,
-                       adapter_kernel=2)
+        PriorSegmenter(image_encoder=encoder(), decoder=MultiClassHead(), prior=vq(), input_size=64, adapter_kernel=2)
 
 
 def test_build_segmenter_follows_params() -> None:

@@ -131,8 +131,9 @@ def test_ema_moves_a_used_code_toward_its_inputs() -> None:
     assert indices.eq(0).all()
     target = points.mean(0)
     assert float((q.codebook[0] - target).norm()) < 0.5 * float(target.norm())
-    torch.testing.assert_close(q.codebook[1:], torch.tensor([[10.0, 10.0], [-10.0, 10.0], [10.0, -10.0]]),
-                               atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        q.codebook[1:], torch.tensor([[10.0, 10.0], [-10.0, 10.0], [10.0, -10.0]]), atol=1e-3, rtol=1e-3
+    )
     for _ in range(10):
         q(as_latent(points))
     torch.testing.assert_close(q.codebook[0], target, atol=1e-3, rtol=1e-3)
@@ -186,8 +187,13 @@ def test_state_dict_restores_the_codebook() -> None:
     model = small()
     model(torch.rand(2, 1, 32, 32))
     state = model.state_dict()
-    assert {"quantizer.codebook", "quantizer.ema_count", "quantizer.ema_sum",
-            "quantizer.unused_steps", "quantizer.initialised"} <= set(state)
+    assert {
+        "quantizer.codebook",
+        "quantizer.ema_count",
+        "quantizer.ema_sum",
+        "quantizer.unused_steps",
+        "quantizer.initialised",
+    } <= set(state)
     other = small(codebook_size=16)
     other.load_state_dict(state)
     x = torch.rand(2, 1, 32, 32)

@@ -43,7 +43,8 @@ def test_stage1_trains_and_writes_what_stage2_needs(processed: Path, tmp_path: P
     model = freeze(build_vq(cfg["stage1"]))
     model.load_state_dict(load_checkpoint(tmp_path / "models" / "best.pt")["model"])
     z_q, idx = model.encode(torch.rand(2, 1, 64, 64))
-    assert z_q.shape == (2, cfg["stage1"]["latent_dim"], 16, 16) and int(idx.max()) < cfg["stage1"]["codebook_size"]
+    side = 64 // cfg["stage1"]["downsample"]
+    assert z_q.shape == (2, cfg["stage1"]["latent_dim"], side, side) and int(idx.max()) < cfg["stage1"]["codebook_size"]
     assert (tmp_path / "results" / "live").is_dir()
 
 

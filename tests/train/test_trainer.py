@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DistributedSampler
 
 from plaque.checkpoint import load_checkpoint
@@ -279,3 +280,53 @@ def test_killed_and_restarted_run_equals_an_uninterrupted_one(tmp_path):
     assert (tmp_path / "a" / "report" / "result-rank0.json").read_text() == (
         b / "report" / "result-rank0.json"
     ).read_text()
+
+
+def _linear_fit(tmp_path: Path, name: str, **cfg_kw: Any) -> tuple[nn.Module, Any]:
+    """A linear model fitted on 16 samples (no dropout, no augmentation: every update is the gradient)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    net = torch.nn.Sequential(model, torch.nn.Flatten(0))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    cfg = _cfg(tmp_path / name, **{"max_epochs": 1, **cfg_kw})
+    result = fit(net, optimizer, ToyData(16, 1), ToyData(8, 2), make_step(), toy_validate, cfg, CPU)
+    return model, result
+
+
+def test_two_accumulated_half_batches_make_the_update_of_one_full_batch(tmp_path):
+    full, full_result = _linear_fit(tmp_path, "full", batch_size_per_gpu=8)
+    halves, half_result = _linear_fit(tmp_path, "halves", batch_size_per_gpu=4, accumulate=2)
+    torch.testing.assert_close(halves.weight, full.weight, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(halves.bias, full.bias, rtol=1e-6, atol=1e-7)
+    single, _ = _linear_fit(tmp_path, "single", batch_size_per_gpu=4)  # the same micro-batches, a step each
+    assert not torch.allclose(single.weight, full.weight)
+    assert full_result.effective_batch_size == half_result.effective_batch_size == 8
+    assert load_checkpoint(tmp_path / "halves" / "ckpt" / "last.pt")["config"]["accumulate"] == 2
+
+
+def test_fp16_steps_go_through_a_gradient_scaler_that_skips_overflows(tmp_path):
+    """The V100 path, as far as the CPU runs it: fp16 autocast, the loss scaled before backward, a step whose
+    gradients overflow skipped and the scale halved; the scaler's state is checkpointed."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    net = torch.nn.Sequential(model, torch.nn.Flatten(0))
+    before = model.weight.detach().clone()
+    overflow = model.weight.register_hook(lambda g: torch.full_like(g, float("inf")))  # every step overflows
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    cfg = _cfg(tmp_path, max_epochs=1, precision="fp16")
+    fit(net, optimizer, ToyData(16, 1), ToyData(8, 2), make_step(), toy_validate, cfg, CPU)
+    overflow.remove()
+    assert torch.equal(model.weight, before)  # both steps skipped
+    scaler = load_checkpoint(cfg.out_dir / "last.pt")["scaler"]
+    assert scaler["scale"] == 2.0**16 / 4  # halved at each of the two overflowing steps
+    assert load_checkpoint(cfg.out_dir / "last.pt")["config"]["precision"] == "fp16"
+    _, result = _linear_fit(tmp_path, "fp16", precision="fp16")  # without overflows, it trains
+    assert result.history[-1]["train/loss"] < 30
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_the_losses_of_eager_training(tmp_path):
+    _, eager = _linear_fit(tmp_path, "eager", max_epochs=2)
+    _, compiled = _linear_fit(tmp_path, "compiled", max_epochs=2, compile=True)
+    for a, b in zip(eager.history, compiled.history):
+        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-5)

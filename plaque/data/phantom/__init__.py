@@ -1,4 +1,4 @@
-"""The built-in synthetic CCTA phantom cohort (specification: `shared/design/phantom.md`).
+"""The built-in synthetic CCTA phantom cohort (what it models and why: README, The phantom cohort).
 
 Each patient is drawn from ``np.random.default_rng([seed, index])`` (`anatomy.sample_spec`): scanner
 (pixel spacing, increment, thickness, PSF, noise, tube voltage and contrast), a tapering coronary
@@ -22,6 +22,15 @@ from plaque.data.phantom.case import PhantomCase, case_name, generate_case
 from plaque.data.phantom.cohort import COHORT_FILE, generate_cohort, write_case
 
 __all__ = [
-    "CASE_MIX", "COHORT_FILE", "PatientSpec", "PhantomCase", "Plaque", "Scanner", "case_name",
-    "generate_case", "generate_cohort", "sample_spec", "write_case",
+    "CASE_MIX",
+    "COHORT_FILE",
+    "PatientSpec",
+    "PhantomCase",
+    "Plaque",
+    "Scanner",
+    "case_name",
+    "generate_case",
+    "generate_cohort",
+    "sample_spec",
+    "write_case",
 ]

@@ -19,8 +19,9 @@ from plaque.errors import InputError
 
 def main(argv: list[str] | None = None) -> int:
     """Generate a cohort; prints one summary line, or ``error: ...`` with exit code 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m plaque.data.phantom",
-                                     description="Generate the synthetic CCTA phantom cohort (raw layout).")
+    parser = argparse.ArgumentParser(
+        prog="python -m plaque.data.phantom", description="Generate the synthetic CCTA phantom cohort (raw layout)."
+    )
     parser.add_argument("--out", type=Path, required=True, help="cohort folder (replaced atomically)")
     parser.add_argument("--patients", type=int, default=None, help="number of patients (default: phantom.patients)")
     parser.add_argument("--seed", type=int, default=None, help="cohort seed (default: phantom.seed)")
@@ -40,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         mix: dict[str, int] = {}
         for c in cases:
             mix[c["case_type"]] = mix.get(c["case_type"], 0) + 1
-        print(f"wrote {len(cases)} patients to {args.out} ({args.out / COHORT_FILE}) in "
-              f"{time.perf_counter() - t0:.1f} s; case mix {mix}")
+        print(
+            f"wrote {len(cases)} patients to {args.out} ({args.out / COHORT_FILE}) in "
+            f"{time.perf_counter() - t0:.1f} s; case mix {mix}"
+        )
 
     return run_cli(run)
 

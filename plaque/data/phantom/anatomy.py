@@ -1,4 +1,4 @@
-"""Per-patient phantom parameters, sampled from the ranges of the design note (`shared/design/phantom.md`).
+"""Per-patient phantom parameters, sampled from published or assumed ranges (sources: README, The phantom cohort).
 
 `sample_spec` draws everything that defines one synthetic patient (scanner, grid, vessel course,
 lumen taper, wall, plaques, surrounding tissue and distractors) from
@@ -16,17 +16,26 @@ from typing import Any
 
 import numpy as np
 
-from plaque.io.geometry import Geometry
 from plaque.data.phantom.centerline import PathModel, segment_length
-from plaque.data.phantom.plaques import END_GAP_MM, Plaque, place_plaques, sample_plaque, uniform as _u
+from plaque.data.phantom.plaques import END_GAP_MM, Plaque, place_plaques, sample_plaque
+from plaque.data.phantom.plaques import uniform as _u
+from plaque.io.geometry import Geometry
 
-# Published or assumed ranges (see the design note); the scanner ranges come from the config.
+# Published or assumed ranges (sources: README, The phantom cohort); the scanner ranges come from the config.
 CASE_MIX: dict[str, float] = {"none": 0.33, "calcified": 0.37, "mixed": 0.24, "non_calcified": 0.06}
-LUMEN_HU_BY_KV: dict[int, tuple[float, float]] = {80: (500.0, 700.0), 100: (400.0, 600.0),
-                                                  120: (290.0, 380.0), 140: (230.0, 320.0)}
+LUMEN_HU_BY_KV: dict[int, tuple[float, float]] = {
+    80: (500.0, 700.0),
+    100: (400.0, 600.0),
+    120: (290.0, 380.0),
+    140: (230.0, 320.0),
+}
 # Noise SD is drawn from this part of the configured range: lower tube voltage, more noise.
-NOISE_PART_BY_KV: dict[int, tuple[float, float]] = {80: (0.33, 1.0), 100: (0.17, 0.83),
-                                                    120: (0.0, 0.67), 140: (0.0, 0.5)}
+NOISE_PART_BY_KV: dict[int, tuple[float, float]] = {
+    80: (0.33, 1.0),
+    100: (0.17, 0.83),
+    120: (0.0, 0.67),
+    140: (0.0, 0.5),
+}
 WALL_HU, WALL_MM = (40.0, 100.0), (0.5, 1.0)
 FAT_HU, FAT_SD_HU, FAT_CORR_MM = (-120.0, -50.0), (15.0, 25.0), (1.0, 2.5)
 MYO_HU, MYO_SD_HU = (70.0, 130.0), 6.0
@@ -147,18 +156,25 @@ class PatientSpec:
             d["twist_deg_per_mm"] = round(math.degrees(d.pop("twist")), 3)
             plaques.append(d)
         return {
-            "index": self.index, "seed": self.seed, "case_type": self.case_type,
+            "index": self.index,
+            "seed": self.seed,
+            "case_type": self.case_type,
             "scanner": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(sc).items()},
-            "shape": list(self.shape), "spacing_mm": [sc.increment_mm, sc.pixel_mm, sc.pixel_mm],
+            "shape": list(self.shape),
+            "spacing_mm": [sc.increment_mm, sc.pixel_mm, sc.pixel_mm],
             "segment_mm": round(self.segment_mm, 3),
             "lumen_diameter_mm": {"proximal": round(self.lumen_prox_mm, 3), "distal": round(self.lumen_dist_mm, 3)},
-            "wall_mm": round(self.wall_mm, 3), "wall_hu": round(self.wall_hu, 1),
-            "fat_hu": round(su.fat_hu, 1), "fat_sd_hu": round(su.fat_sd_hu, 1), "myocardium_hu": round(su.myo_hu, 1),
-            "chamber_hu": round(su.chamber_hu, 1), "vein": {"radius_mm": round(su.vein_radius_mm, 3),
-                                                         "hu": round(su.vein_hu, 1)},
+            "wall_mm": round(self.wall_mm, 3),
+            "wall_hu": round(self.wall_hu, 1),
+            "fat_hu": round(su.fat_hu, 1),
+            "fat_sd_hu": round(su.fat_sd_hu, 1),
+            "myocardium_hu": round(su.myo_hu, 1),
+            "chamber_hu": round(su.chamber_hu, 1),
+            "vein": {"radius_mm": round(su.vein_radius_mm, 3), "hu": round(su.vein_hu, 1)},
             "lung": su.lung,
-            "off_vessel_calcium": None if su.spot_centre is None else {
-                "radii_mm": [round(r, 3) for r in su.spot_radii_mm], "hu": round(su.spot_hu, 1)},
+            "off_vessel_calcium": None
+            if su.spot_centre is None
+            else {"radii_mm": [round(r, 3) for r in su.spot_radii_mm], "hu": round(su.spot_hu, 1)},
             "plaques": plaques,
         }
 
@@ -170,15 +186,21 @@ def _sample_scanner(rng: np.random.Generator, sc: dict[str, Any]) -> Scanner:
     lo, hi = sc["noise_sd_hu"]
     f0, f1 = NOISE_PART_BY_KV.get(kv, (0.0, 1.0))
     return Scanner(
-        kv=kv, lumen_hu=_u(rng, LUMEN_HU_BY_KV.get(kv, (300.0, 500.0))),
-        pixel_mm=round(_u(rng, sc["pixel_mm"]), 4), increment_mm=round(_u(rng, sc["increment_mm"]), 3),
-        thickness_mm=round(_u(rng, sc["thickness_mm"]), 3), psf_fwhm_xy_mm=_u(rng, sc["psf_fwhm_xy_mm"]),
-        psf_fwhm_z_mm=_u(rng, sc["psf_fwhm_z_mm"]), noise_sd_hu=_u(rng, (lo + f0 * (hi - lo), lo + f1 * (hi - lo))),
-        noise_corr_mm=_u(rng, sc["noise_corr_mm"]))
+        kv=kv,
+        lumen_hu=_u(rng, LUMEN_HU_BY_KV.get(kv, (300.0, 500.0))),
+        pixel_mm=round(_u(rng, sc["pixel_mm"]), 4),
+        increment_mm=round(_u(rng, sc["increment_mm"]), 3),
+        thickness_mm=round(_u(rng, sc["thickness_mm"]), 3),
+        psf_fwhm_xy_mm=_u(rng, sc["psf_fwhm_xy_mm"]),
+        psf_fwhm_z_mm=_u(rng, sc["psf_fwhm_z_mm"]),
+        noise_sd_hu=_u(rng, (lo + f0 * (hi - lo), lo + f1 * (hi - lo))),
+        noise_corr_mm=_u(rng, sc["noise_corr_mm"]),
+    )
 
 
-def _sample_path(rng: np.random.Generator, matrix: int, p: float, origin_xy: tuple[float, float],
-                 seg: float) -> PathModel:
+def _sample_path(
+    rng: np.random.Generator, matrix: int, p: float, origin_xy: tuple[float, float], seg: float
+) -> PathModel:
     """A smooth oblique course whose axis stays inside the in-plane margin over ``|z - zc| <= seg/2 + 2``."""
     ang = _u(rng, (0.0, 2 * math.pi))
     slope = _u(rng, (0.1, 0.45)) * np.array([math.cos(ang), math.sin(ang)])
@@ -195,8 +217,13 @@ def _sample_path(rng: np.random.Generator, matrix: int, p: float, origin_xy: tup
     lo = [o + margin - dev[:, a].min() for a, o in enumerate(origin_xy)]
     hi = [o + margin + allowed - dev[:, a].max() for a, o in enumerate(origin_xy)]
     centre = [_u(rng, (lo[a], max(lo[a], hi[a]))) for a in range(2)]
-    return PathModel((centre[0], centre[1], 0.0), tuple(slope * scale), tuple(map(tuple, amp * scale)),
-                     tuple(lam), tuple(map(tuple, phase)))
+    return PathModel(
+        (centre[0], centre[1], 0.0),
+        tuple(slope * scale),
+        tuple(map(tuple, amp * scale)),
+        tuple(lam),
+        tuple(map(tuple, phase)),
+    )
 
 
 def sample_case_type(rng: np.random.Generator) -> str:
@@ -239,14 +266,18 @@ def sample_spec(index: int, seed: int, cfg: dict[str, Any]) -> PatientSpec:
     wall, wall_hu = _u(rng, WALL_MM), _u(rng, WALL_HU)
     counts, probs = PLAQUES_PER_CASE[case_type]
     n_plaques = int(counts[int(rng.choice(len(counts), p=np.array(probs)))])
-    kinds = {"none": [], "calcified": ["calcified"] * n_plaques, "non_calcified": ["non_calcified"] * n_plaques,
-             "mixed": ["mixed"] + [str(rng.choice(["calcified", "non_calcified", "mixed"], p=[0.4, 0.3, 0.3]))
-                                   for _ in range(n_plaques - 1)]}[case_type]
+    kinds = {
+        "none": [],
+        "calcified": ["calcified"] * n_plaques,
+        "non_calcified": ["non_calcified"] * n_plaques,
+        "mixed": ["mixed"]
+        + [str(rng.choice(["calcified", "non_calcified", "mixed"], p=[0.4, 0.3, 0.3])) for _ in range(n_plaques - 1)],
+    }[case_type]
     # Keep plaques where a cross-section of SECTION_HALF_PX pixels fits between the slabs.
     ends = []
     for z_end in (z_top, z_bottom):
         sec_end = float(path.secant(np.array([z_end]))[0])
-        ends.append(SECTION_HALF_PX * math.sqrt(2.0) * p * math.sqrt(1.0 - 1.0 / sec_end ** 2) * sec_end + 1.0)
+        ends.append(SECTION_HALF_PX * math.sqrt(2.0) * p * math.sqrt(1.0 - 1.0 / sec_end**2) * sec_end + 1.0)
     if seg - sum(ends) < MIN_PLAQUE_RANGE_MM:
         ends = [END_GAP_MM, END_GAP_MM]
     placed = place_plaques(rng, [_u(rng, LENGTH_MM) for _ in kinds], ends[0], seg - ends[1])
@@ -256,18 +287,46 @@ def sample_spec(index: int, seed: int, cfg: dict[str, Any]) -> PatientSpec:
         r_l = float(0.5 * (prox + (dist - prox) * min(max(c / seg, 0.0), 1.0)))
         plaques.append(sample_plaque(rng, kind, c, length, r_l, wall, sc.lumen_hu))
 
-    surroundings = _sample_surroundings(rng, sc, matrix, origin_xy, path, z_top, z_bottom,
-                                        0.5 * max(prox, dist) + wall + max((q.d_out_mm for q in plaques), default=0.0),
-                                        0.5 * min(prox, dist) + wall)
+    surroundings = _sample_surroundings(
+        rng,
+        sc,
+        matrix,
+        origin_xy,
+        path,
+        z_top,
+        z_bottom,
+        0.5 * max(prox, dist) + wall + max((q.d_out_mm for q in plaques), default=0.0),
+        0.5 * min(prox, dist) + wall,
+    )
     return PatientSpec(
-        index=int(index), seed=int(seed), case_type=case_type, scanner=sc, shape=(nz, matrix, matrix),
-        origin=(origin_xy[0], origin_xy[1], z_bottom), path=path, segment_mm=seg, lumen_prox_mm=prox,
-        lumen_dist_mm=dist, wall_mm=wall, wall_hu=wall_hu, plaques=tuple(plaques), surroundings=surroundings)
+        index=int(index),
+        seed=int(seed),
+        case_type=case_type,
+        scanner=sc,
+        shape=(nz, matrix, matrix),
+        origin=(origin_xy[0], origin_xy[1], z_bottom),
+        path=path,
+        segment_mm=seg,
+        lumen_prox_mm=prox,
+        lumen_dist_mm=dist,
+        wall_mm=wall,
+        wall_hu=wall_hu,
+        plaques=tuple(plaques),
+        surroundings=surroundings,
+    )
 
 
-def _sample_surroundings(rng: np.random.Generator, sc: Scanner, matrix: int, origin_xy: tuple[float, float],
-                         path: PathModel, z_top: float, z_bottom: float, r_outer: float,
-                         r_outer_min: float) -> Surroundings:
+def _sample_surroundings(
+    rng: np.random.Generator,
+    sc: Scanner,
+    matrix: int,
+    origin_xy: tuple[float, float],
+    path: PathModel,
+    z_top: float,
+    z_bottom: float,
+    r_outer: float,
+    r_outer_min: float,
+) -> Surroundings:
     """Fat, myocardium, chamber, lung and the distractors (vein, off-vessel calcium).
 
     ``r_outer`` bounds the outer-wall radius from above, ``r_outer_min`` from below (mm).
@@ -282,7 +341,7 @@ def _sample_surroundings(rng: np.random.Generator, sc: Scanner, matrix: int, ori
     heart_r, myo_t = _u(rng, (25.0, 60.0)), _u(rng, (5.0, 11.0))
     vein_r = min(_u(rng, (0.9, 2.0)), r_outer_min + gap - 0.4)  # stays clear of the myocardium
     drift = _u(rng, (-0.08, 0.08))
-    vein_off = (r_tube + vein_r + 1.5 + abs(drift) * (z_top - z_bottom) / 2 + _u(rng, (0.0, 4.0)))
+    vein_off = r_tube + vein_r + 1.5 + abs(drift) * (z_top - z_bottom) / 2 + _u(rng, (0.0, 4.0))
     vein_off *= float(rng.choice([-1.0, 1.0]))
     lung = bool(rng.random() < 0.5)
     lung_d = _u(rng, (max(8.0, r_tube + 5.0), max(16.0, r_tube + 8.0)))
@@ -307,12 +366,27 @@ def _sample_surroundings(rng: np.random.Generator, sc: Scanner, matrix: int, ori
             spot = (float(pos[0]), float(pos[1]), float(z))
             break
     return Surroundings(
-        fat_hu=_u(rng, FAT_HU), fat_sd_hu=_u(rng, FAT_SD_HU), fat_corr_mm=_u(rng, FAT_CORR_MM),
-        myo_hu=_u(rng, MYO_HU), myo_sd_hu=MYO_SD_HU, heart_dir=(float(u[0]), float(u[1])),
-        heart_radius_mm=heart_r, myo_thickness_mm=myo_t, fat_gap_mm=gap,
-        chamber_hu=sc.lumen_hu * _u(rng, (0.9, 1.05)), vein_radius_mm=vein_r,
-        vein_hu=sc.lumen_hu * _u(rng, (0.45, 0.85)), vein_offset_mm=vein_off, vein_drift=drift,
-        lung=lung, lung_distance_mm=lung_d, lung_hu=_u(rng, (-900.0, -780.0)),
-        pericardium_mm=_u(rng, (0.7, 1.5)), pericardium_hu=_u(rng, (20.0, 60.0)),
-        spot_centre=spot, spot_radii_mm=radii, spot_axes=tuple(tuple(float(v) for v in row) for row in q),
-        spot_hu=_u(rng, (500.0, 1500.0)))
+        fat_hu=_u(rng, FAT_HU),
+        fat_sd_hu=_u(rng, FAT_SD_HU),
+        fat_corr_mm=_u(rng, FAT_CORR_MM),
+        myo_hu=_u(rng, MYO_HU),
+        myo_sd_hu=MYO_SD_HU,
+        heart_dir=(float(u[0]), float(u[1])),
+        heart_radius_mm=heart_r,
+        myo_thickness_mm=myo_t,
+        fat_gap_mm=gap,
+        chamber_hu=sc.lumen_hu * _u(rng, (0.9, 1.05)),
+        vein_radius_mm=vein_r,
+        vein_hu=sc.lumen_hu * _u(rng, (0.45, 0.85)),
+        vein_offset_mm=vein_off,
+        vein_drift=drift,
+        lung=lung,
+        lung_distance_mm=lung_d,
+        lung_hu=_u(rng, (-900.0, -780.0)),
+        pericardium_mm=_u(rng, (0.7, 1.5)),
+        pericardium_hu=_u(rng, (20.0, 60.0)),
+        spot_centre=spot,
+        spot_radii_mm=radii,
+        spot_axes=tuple(tuple(float(v) for v in row) for row in q),
+        spot_hu=_u(rng, (500.0, 1500.0)),
+    )

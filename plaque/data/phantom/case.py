@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 
 from plaque.classes import CLASS_NAMES, NUM_CLASSES
-from plaque.io.geometry import Geometry
 from plaque.data.phantom.anatomy import PatientSpec, sample_spec
 from plaque.data.phantom.centerline import build_centerline
 from plaque.data.phantom.render import apply_psf, correlated_noise, render_ellipsoid
 from plaque.data.phantom.scene import render_background, render_tube
 from plaque.data.phantom.tags import make_tags
+from plaque.io.geometry import Geometry
 
 VESSEL_NAME = "LAD"
 CENTERLINE_STEP_MM = 0.25
@@ -80,8 +80,15 @@ def generate_case(index: int, seed: int, cfg: dict[str, Any], *, noise: bool = T
     obj.ravel()[flat] += delta
     labels.ravel()[flat] = lab
     if su.spot_centre is not None:
-        flat, delta, _ = render_ellipsoid(geom, background, np.array(su.spot_centre), np.array(su.spot_radii_mm),
-                                          np.array(su.spot_axes), su.spot_hu, factor)
+        flat, delta, _ = render_ellipsoid(
+            geom,
+            background,
+            np.array(su.spot_centre),
+            np.array(su.spot_radii_mm),
+            np.array(su.spot_axes),
+            su.spot_hu,
+            factor,
+        )
         obj.ravel()[flat] += delta
     del background
     hu = apply_psf(obj, geom, sc.psf_fwhm_xy_mm, sc.psf_fwhm_z_mm, sc.thickness_mm)
@@ -93,6 +100,12 @@ def generate_case(index: int, seed: int, cfg: dict[str, Any], *, noise: bool = T
     truth = spec.summary()
     truth["class_voxels"] = {CLASS_NAMES[c]: int(counts[c]) for c in range(NUM_CLASSES)}
     return PhantomCase(
-        index=int(index), hu=hu, labels=labels, geometry=geom,
+        index=int(index),
+        hu=hu,
+        labels=labels,
+        geometry=geom,
         centerlines={VESSEL_NAME: cl.resample(0.0, spec.segment_mm, CENTERLINE_STEP_MM)},
-        tags=make_tags(tag_rng, spec), truth=truth, spec=spec)
+        tags=make_tags(tag_rng, spec),
+        truth=truth,
+        spec=spec,
+    )

@@ -105,7 +105,7 @@ class Centerline:
         s = np.linspace(s0, s1, n)
         return np.stack([np.interp(s, self.s, self.points[:, d]) for d in range(3)], axis=1)
 
-    def with_frames(self, reference: np.ndarray) -> "Centerline":
+    def with_frames(self, reference: np.ndarray) -> Centerline:
         """Attach a rotation-minimising frame whose first normal is ``reference`` ``(3,)`` made perpendicular.
 
         Each normal is the previous one projected onto the plane perpendicular to the next
@@ -128,8 +128,9 @@ class Centerline:
         return self
 
 
-def build_centerline(path: PathModel, z_top: float, z_bottom: float,
-                     pad_mm: float = END_PAD_MM, step_mm: float = DENSE_STEP_MM) -> Centerline:
+def build_centerline(
+    path: PathModel, z_top: float, z_bottom: float, pad_mm: float = END_PAD_MM, step_mm: float = DENSE_STEP_MM
+) -> Centerline:
     """Sample ``path`` densely from ``z_top + pad_mm`` down to ``z_bottom - pad_mm``.
 
     Args:

@@ -18,14 +18,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from plaque.atomic import atomic_folder
 from plaque.data.phantom import case as _case
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
 from plaque.io.labels import write_centerlines, write_labels
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE
+from plaque.progress import progress
 
 COHORT_FILE = "cohort.json"
 
@@ -44,8 +43,9 @@ def _write_case_job(args: tuple[Path, int, int, dict[str, Any]]) -> dict[str, An
     return write_case(*args)
 
 
-def generate_cohort(out: Path, patients: int, seed: int, cfg: dict[str, Any],
-                    processes: int = 1) -> list[dict[str, Any]]:
+def generate_cohort(
+    out: Path, patients: int, seed: int, cfg: dict[str, Any], processes: int = 1
+) -> list[dict[str, Any]]:
     """Generate ``patients`` phantom patients into ``out`` (replaced atomically).
 
     Args:
@@ -71,7 +71,7 @@ def generate_cohort(out: Path, patients: int, seed: int, cfg: dict[str, Any],
     with atomic_folder(out) as tmp:
         jobs = [(tmp, i, seed, cfg) for i in range(patients)]
         results: dict[int, dict[str, Any]] = {}
-        with tqdm(total=patients, desc="phantom", unit="patient") as bar:
+        with progress(total=patients, desc="phantom", unit="patient") as bar:
             if processes == 1 or patients == 1:
                 for job in jobs:
                     results[job[1]] = _write_case_job(job)
@@ -86,7 +86,12 @@ def generate_cohort(out: Path, patients: int, seed: int, cfg: dict[str, Any],
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
         cases = [results[i] for i in range(patients)]
-        summary = {"generator": "plaque.data.phantom", "seed": seed, "patients": patients,
-                   "config": cfg, "cases": cases}
+        summary = {
+            "generator": "plaque.data.phantom",
+            "seed": seed,
+            "patients": patients,
+            "config": cfg,
+            "cases": cases,
+        }
         (tmp / COHORT_FILE).write_text(json.dumps(summary, indent=1, default=str))
     return cases

@@ -77,12 +77,12 @@ def solve_amplitudes(r_lumen: float, wall: float, alpha: float, burden: float, r
     ig, half_ig2 = _bump_areas(alpha)
     r_out = r_lumen + wall
     # outer area: pi r_out^2 + r_out ig d + half_ig2 d^2 = ri pi r_out^2
-    d_out = _positive_root(half_ig2, r_out * ig, -(ri - 1.0) * math.pi * r_out ** 2)
-    inner = math.pi * r_lumen ** 2 + r_lumen * ig * d_out + half_ig2 * d_out ** 2
+    d_out = _positive_root(half_ig2, r_out * ig, -(ri - 1.0) * math.pi * r_out**2)
+    inner = math.pi * r_lumen**2 + r_lumen * ig * d_out + half_ig2 * d_out**2
     # lumen area: pi r_l^2 - r_l ig d + half_ig2 d^2 = (1 - burden) * inner
-    c = math.pi * r_lumen ** 2 - (1.0 - burden) * inner
+    c = math.pi * r_lumen**2 - (1.0 - burden) * inner
     if c <= 0.0:  # outward growth alone exceeds the burden: shrink it, keep the lumen
-        plaque_area = burden * math.pi * r_lumen ** 2 / (1.0 - burden)
+        plaque_area = burden * math.pi * r_lumen**2 / (1.0 - burden)
         return 0.0, _positive_root(half_ig2, r_lumen * ig, -plaque_area)
     disc = (r_lumen * ig) ** 2 - 4.0 * half_ig2 * c
     if disc < 0.0:
@@ -99,14 +99,15 @@ def achieved(r_lumen: float, wall: float, alpha: float, d_in: float, d_out: floa
     """``(burden, remodelling index)`` of a crescent with the given displacements."""
     ig, half_ig2 = _bump_areas(alpha)
     r_out = r_lumen + wall
-    inner = math.pi * r_lumen ** 2 + r_lumen * ig * d_out + half_ig2 * d_out ** 2
-    lumen = math.pi * r_lumen ** 2 - r_lumen * ig * d_in + half_ig2 * d_in ** 2
-    outer = math.pi * r_out ** 2 + r_out * ig * d_out + half_ig2 * d_out ** 2
-    return 1.0 - lumen / inner, outer / (math.pi * r_out ** 2)
+    inner = math.pi * r_lumen**2 + r_lumen * ig * d_out + half_ig2 * d_out**2
+    lumen = math.pi * r_lumen**2 - r_lumen * ig * d_in + half_ig2 * d_in**2
+    outer = math.pi * r_out**2 + r_out * ig * d_out + half_ig2 * d_out**2
+    return 1.0 - lumen / inner, outer / (math.pi * r_out**2)
 
 
-def sample_plaque(rng: np.random.Generator, kind: str, s_mm: float, length: float, r_lumen: float,
-                  wall: float, lumen_hu: float) -> Plaque:
+def sample_plaque(
+    rng: np.random.Generator, kind: str, s_mm: float, length: float, r_lumen: float, wall: float, lumen_hu: float
+) -> Plaque:
     """Draw one plaque of ``kind`` peaking at arclength ``s_mm``.
 
     Args:
@@ -130,9 +131,19 @@ def sample_plaque(rng: np.random.Generator, kind: str, s_mm: float, length: floa
     d_in = min(d_in, cap)
     burden, ri = achieved(r_lumen, wall, alpha, d_in, d_out)
     fields: dict[str, Any] = dict(
-        kind=kind, s_mm=s_mm, length_mm=length, angle=uniform(rng, (0.0, 2 * math.pi)), half_width=alpha,
-        twist=math.radians(uniform(rng, (-3.0, 3.0))), d_in_mm=d_in, d_out_mm=d_out, burden=burden,
-        burden_target=burden_t, remodelling=ri, remodelling_target=ri_t)
+        kind=kind,
+        s_mm=s_mm,
+        length_mm=length,
+        angle=uniform(rng, (0.0, 2 * math.pi)),
+        half_width=alpha,
+        twist=math.radians(uniform(rng, (-3.0, 3.0))),
+        d_in_mm=d_in,
+        d_out_mm=d_out,
+        burden=burden,
+        burden_target=burden_t,
+        remodelling=ri,
+        remodelling_target=ri_t,
+    )
     if kind in ("calcified", "mixed"):
         fields["calcium_hu"] = uniform(rng, CALCIUM_HU)
     if kind in ("non_calcified", "mixed"):
@@ -146,14 +157,18 @@ def sample_plaque(rng: np.random.Generator, kind: str, s_mm: float, length: floa
         core_len = min(length, max(2.0, length * uniform(rng, (0.3, 0.7))))
         core_hw = max(math.radians(25.0), alpha * uniform(rng, (0.3, 0.7)))
         fields.update(
-            core_length_mm=core_len, core_s_mm=s_mm + 0.8 * uniform(rng, (-0.5, 0.5)) * (length - core_len),
-            core_half_width=core_hw, core_angle=0.8 * uniform(rng, (-1.0, 1.0)) * max(0.0, alpha - core_hw),
-            core_depth=uniform(rng, (0.5, 0.95)))
+            core_length_mm=core_len,
+            core_s_mm=s_mm + 0.8 * uniform(rng, (-0.5, 0.5)) * (length - core_len),
+            core_half_width=core_hw,
+            core_angle=0.8 * uniform(rng, (-1.0, 1.0)) * max(0.0, alpha - core_hw),
+            core_depth=uniform(rng, (0.5, 0.95)),
+        )
     return Plaque(**fields)
 
 
-def place_plaques(rng: np.random.Generator, lengths: list[float], lo: float,
-                  hi: float) -> list[tuple[int, float, float]]:
+def place_plaques(
+    rng: np.random.Generator, lengths: list[float], lo: float, hi: float
+) -> list[tuple[int, float, float]]:
     """Non-overlapping ``(i, centre, length)`` within arclengths ``[lo, hi]`` for ``lengths[i]`` (mm).
 
     Lengths are cut to the range; plaques that find no free stretch in 50 tries are dropped (the first

@@ -35,8 +35,9 @@ def ramp(distance: np.ndarray, width: float) -> np.ndarray:
     return np.clip(distance / np.float32(width) + np.float32(0.5), 0.0, 1.0)
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                 corr_mm: float) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float], corr_mm: float
+) -> np.ndarray:
     """A smooth random texture of unit SD and zero mean.
 
     White noise on a coarse grid of spacing ``corr_mm`` is smoothed by one coarse pixel and linearly
@@ -79,8 +80,15 @@ def half_diagonal(geometry: Geometry) -> float:
     return 0.5 * float(np.linalg.norm(geometry.spacing))
 
 
-def render_ellipsoid(geometry: Geometry, background: np.ndarray, centre: np.ndarray, radii: np.ndarray,
-                     axes: np.ndarray, hu: float, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_ellipsoid(
+    geometry: Geometry,
+    background: np.ndarray,
+    centre: np.ndarray,
+    radii: np.ndarray,
+    axes: np.ndarray,
+    hu: float,
+    factor: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Supersampled solid ellipsoid of uniform ``hu`` replacing ``background`` where it lies.
 
     Args:
@@ -121,21 +129,26 @@ def render_ellipsoid(geometry: Geometry, background: np.ndarray, centre: np.ndar
 def psf_sigma_vox(geometry: Geometry, fwhm_xy_mm: float, fwhm_z_mm: float, thickness_mm: float) -> tuple[float, ...]:
     """Gaussian PSF sigma in voxels ``(z, y, x)`` (see the module docstring for the z term)."""
     dz, dy, dx = geometry.spacing
-    sz = math.sqrt((fwhm_z_mm * FWHM_TO_SIGMA) ** 2 + max(0.0, thickness_mm ** 2 - dz ** 2) / 12.0)
+    sz = math.sqrt((fwhm_z_mm * FWHM_TO_SIGMA) ** 2 + max(0.0, thickness_mm**2 - dz**2) / 12.0)
     sxy = fwhm_xy_mm * FWHM_TO_SIGMA
     return (sz / dz, sxy / dy, sxy / dx)
 
 
-def apply_psf(volume: np.ndarray, geometry: Geometry, fwhm_xy_mm: float, fwhm_z_mm: float,
-              thickness_mm: float) -> np.ndarray:
+def apply_psf(
+    volume: np.ndarray, geometry: Geometry, fwhm_xy_mm: float, fwhm_z_mm: float, thickness_mm: float
+) -> np.ndarray:
     """Blur an area-integrated ``(Z, Y, X)`` HU volume by the scanner PSF; returns float32."""
     sigma = psf_sigma_vox(geometry, fwhm_xy_mm, fwhm_z_mm, thickness_mm)
-    return ndimage.gaussian_filter(volume.astype(np.float32, copy=False), sigma, mode="nearest",
-                                   truncate=PSF_TRUNCATE)
+    return ndimage.gaussian_filter(volume.astype(np.float32, copy=False), sigma, mode="nearest", truncate=PSF_TRUNCATE)
 
 
-def correlated_noise(rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                     sd_hu: float, corr_mm: float) -> np.ndarray:
+def correlated_noise(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    sd_hu: float,
+    corr_mm: float,
+) -> np.ndarray:
     """Stationary Gaussian noise ``(Z, Y, X)`` float32 of SD ``sd_hu``, smoothed by a ``corr_mm`` Gaussian."""
     white = rng.standard_normal(shape, dtype=np.float32)
     if corr_mm > 0:

@@ -25,10 +25,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from plaque.classes import BACKGROUND, CALCIFIED, LUMEN, NONCALCIFIED, WALL
-from plaque.io.geometry import Geometry
 from plaque.data.phantom.anatomy import PatientSpec, Plaque
 from plaque.data.phantom.centerline import Centerline
 from plaque.data.phantom.render import half_diagonal, ramp, smooth_field, subsample_offsets
+from plaque.io.geometry import Geometry
 
 OUT, T_WALL, T_LUMEN = 0, 1, 2
 CHUNK_VOXELS = 8192
@@ -75,11 +75,15 @@ def tissue_codes(spec: PatientSpec, s: np.ndarray, r: np.ndarray, theta: np.ndar
             plq_code[m] = ncp
         else:
             depth = (hi - r[m]) / np.maximum(hi - lo, 1e-6)  # 0 at the outer plaque boundary, 1 at the lumen
-            core = p.core_depth * _bump(s[m] - p.core_s_mm, p.core_length_mm / 2) * _bump(
-                _wrap(dth - p.core_angle), p.core_half_width)
+            core = (
+                p.core_depth
+                * _bump(s[m] - p.core_s_mm, p.core_length_mm / 2)
+                * _bump(_wrap(dth - p.core_angle), p.core_half_width)
+            )
             plq_code[m] = np.where(depth < core, calc, ncp)
-    return np.where(r < r_in, T_LUMEN, np.where(r < r_plq, plq_code,
-                    np.where(r < r_plq + spec.wall_mm, T_WALL, OUT))).astype(np.uint8)
+    return np.where(
+        r < r_in, T_LUMEN, np.where(r < r_plq, plq_code, np.where(r < r_plq + spec.wall_mm, T_WALL, OUT))
+    ).astype(np.uint8)
 
 
 def _window_sum(plaques: tuple[Plaque, ...], s: np.ndarray, reach: float, attr: str) -> np.ndarray:
@@ -120,7 +124,7 @@ def tube_voxels(spec: PatientSpec, cl: Centerline, geometry: Geometry) -> dict[s
     vx = geometry.origin[0] + ii * dx - xy[:, 0, None, None]
     vy = geometry.origin[1] + jj * dy - xy[:, 1, None, None]
     along = vx * tang[:, 0, None, None] + vy * tang[:, 1, None, None]
-    perp2 = vx ** 2 + vy ** 2 - along ** 2  # distance to the local axis line, squared
+    perp2 = vx**2 + vy**2 - along**2  # distance to the local axis line, squared
     keep = (jj >= 0) & (jj < ny) & (ii >= 0) & (ii < nx) & (perp2 < (r_max + hd + 0.3) ** 2)
     k, j, i = kk[keep], jj[keep], ii[keep]
     centres = np.stack([geometry.origin[0] + i * dx, geometry.origin[1] + j * dy, geometry.origin[2] + k * dz], axis=1)
@@ -134,12 +138,19 @@ def tube_voxels(spec: PatientSpec, cl: Centerline, geometry: Geometry) -> dict[s
     near_tube = r - hd < outer
     pure = (r + hd + 0.02 < inner)[near_tube]
     flat = np.ravel_multi_index((k, j, i), geometry.shape)[near_tube]
-    return {"flat": flat, "near": near[near_tube], "s": s[near_tube], "en": en[near_tube],
-            "eb": eb[near_tube], "pure": pure}
+    return {
+        "flat": flat,
+        "near": near[near_tube],
+        "s": s[near_tube],
+        "en": en[near_tube],
+        "eb": eb[near_tube],
+        "pure": pure,
+    }
 
 
-def render_tube(spec: PatientSpec, cl: Centerline, geometry: Geometry, background: np.ndarray,
-                factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_tube(
+    spec: PatientSpec, cl: Centerline, geometry: Geometry, background: np.ndarray, factor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The coronary tube's contribution: area-integrated HU change and labels at voxel centres.
 
     Args:
@@ -161,7 +172,7 @@ def render_tube(spec: PatientSpec, cl: Centerline, geometry: Geometry, backgroun
     offs = subsample_offsets(geometry, factor)  # (F, 3)
     todo = np.flatnonzero(~tv["pure"])
     for c0 in range(0, todo.size, CHUNK_VOXELS):
-        idx = todo[c0:c0 + CHUNK_VOXELS]
+        idx = todo[c0 : c0 + CHUNK_VOXELS]
         near = tv["near"][idx]
         s = tv["s"][idx, None] + cl.tangent[near] @ offs.T
         en = tv["en"][idx, None] + cl.normal[near] @ offs.T
@@ -211,6 +222,6 @@ def render_background(spec: PatientSpec, cl: Centerline, geometry: Geometry, rng
     vt = (vt / np.linalg.norm(vt, axis=1, keepdims=True)).astype(np.float32)
     vx, vy = x - vc[:, 0, None, None], y - vc[:, 1, None, None]
     along = vx * vt[:, 0, None, None] + vy * vt[:, 1, None, None]
-    vdist = np.sqrt(np.maximum(vx ** 2 + vy ** 2 - along ** 2, 0.0))
+    vdist = np.sqrt(np.maximum(vx**2 + vy**2 - along**2, 0.0))
     vol += ramp(su.vein_radius_mm - vdist, width) * (np.float32(su.vein_hu) - vol)
     return vol.astype(np.float32, copy=False)
