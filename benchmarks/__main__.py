@@ -117,6 +117,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path("data/processed"), help="processed slices for the loader")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output (default {DEFAULT_JSON})")
     parser.add_argument("--repro", action="store_true", help="also time dvc repro per stage (many minutes)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense peak for MFU (default: the table of benchmarks.flops for a GPU)",
+    )
     return parser.parse_args(argv)
 
 
@@ -151,6 +157,11 @@ def step_lines(report: StepReport) -> list[str]:
                 f"{f.infer_step_s * 1e3:.1f}",
                 f"{f.infer_slices_per_s:.1f}",
                 *memory,
+                f"{f.train_flops / f.batch_size / 1e9:.2f}",
+                f"{f.train_tflops_per_s:.3f}",
+                "n/a" if f.train_mfu is None else f"{f.train_mfu:.1%}",
+                f"{f.infer_flops / f.batch_size / 1e9:.2f}",
+                "n/a" if f.infer_mfu is None else f"{f.infer_mfu:.1%}",
             )
         )
     kinds = sorted({f.memory.kind for f in report.methods.values() if f.memory is not None}) or ["not measured"]
@@ -159,7 +170,21 @@ def step_lines(report: StepReport) -> list[str]:
         f"{report.steps} after {report.warmup} warm-up, methods in turn; peak memory: {', '.join(kinds)} of a "
         f"fresh process per method (and above what it held before building the model)",
         format_table(
-            ("method", "train ms", "train img/s", "infer ms", "infer slices/s", "peak GiB", "above base GiB"), rows
+            (
+                "method",
+                "train ms",
+                "train img/s",
+                "infer ms",
+                "infer slices/s",
+                "peak GiB",
+                "above base GiB",
+                "train GFLOP/img",
+                "train TFLOP/s",
+                "train MFU",
+                "infer GFLOP/img",
+                "infer MFU",
+            ),
+            rows,
         ),
     ]
     if report.ratios:
@@ -269,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     root = repo_root()
     machine = machine_info(device, root)
     print("\n".join(header_lines(machine, cfg)), end="\n\n", flush=True)
-    steps = benchmark_steps(cfg, methods, device, batch_size, warmup=args.warmup, steps=args.steps)
+    steps = benchmark_steps(
+        cfg, methods, device, batch_size, warmup=args.warmup, steps=args.steps, peak=args.peak_tflops
+    )
     print("\n".join(step_lines(steps)), end="\n\n", flush=True)
     loader = None if args.skip_loader else run_loader(args, cfg, device, batch_size, steps)
     if loader:

@@ -14,6 +14,8 @@ slices (B, 1, s, s) in [0, 1], s = ``preprocess.size``, with random labels 0..4.
   takes `MEMORY_STEPS` training steps and one inference step; on CUDA the peak of
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, on the CPU the peak
   resident memory of that process.
+- FLOPs: each method's training and inference step counted once, before timing (`benchmarks.flops`); the
+  achieved TFLOP/s and, where the device's dense peak is known (or given), the MFU.
 - Ratios (`ratio_pairs`): `ours` over `no_prior` (the cost of the prior and FAA) and every method
   over `sam_lora`.
 """
@@ -30,11 +32,12 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import current_bytes, memory_kind, peak_bytes, reset_peak, run_isolated
+from benchmarks.flops import count_flops, mfu, peak_tflops
 from plaque.classes import NUM_CLASSES
 from plaque.losses.segmentation import SegLoss
 from plaque.methods import stage2_methods
 from plaque.models.build import build_model
-from plaque.precision import device_autocast
+from plaque.precision import device_autocast, resolve_precision
 from plaque.train.distributed import DistInfo
 from plaque.train.stage2 import Stage2Step
 
@@ -72,6 +75,12 @@ class MethodFigures:
     infer_step_s: float
     infer_slices_per_s: float
     memory: Memory | None
+    train_flops: int
+    infer_flops: int
+    train_tflops_per_s: float
+    infer_tflops_per_s: float
+    train_mfu: float | None
+    infer_mfu: float | None
 
 
 @dataclass(frozen=True)
@@ -215,27 +224,46 @@ def benchmark_steps(
     warmup: int,
     steps: int,
     memory: bool = True,
+    peak: float | None = None,
 ) -> StepReport:
-    """Time ``methods`` in turn (see the module docstring) and, with ``memory``, measure each one's peak."""
+    """Time ``methods`` in turn (see the module docstring), count each step's model FLOPs (`benchmarks.flops`),
+    and with ``memory`` measure each one's peak. ``peak`` (TFLOP/s) overrides the device's known peak for MFU."""
     methods = check_methods(methods)
     memories = {m: run_isolated(method_memory, cfg, m, device, batch_size) if memory else None for m in methods}
     size = cfg["preprocess"]["size"]
     x, labels = (t.to(device) for t in random_batch(size, batch_size))
     info = DistInfo(device=device)
     runs = {m: build_run(cfg, m, device) for m in methods}
+    train_flops = {m: count_flops(lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}
     train = interleaved_medians(
         {m: (lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}, device, warmup, steps
     )
     for run in runs.values():
         run.model.eval()
+    infer_flops = {m: count_flops(lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}
     infer = interleaved_medians(
         {m: (lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}, device, warmup, steps
     )
     del runs
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    top = peak_tflops(device, resolve_precision("auto", device), peak)
     figures = {
-        m: MethodFigures(m, batch_size, train[m], batch_size / train[m], infer[m], batch_size / infer[m], memories[m])
+        m: MethodFigures(
+            m,
+            batch_size,
+            train[m],
+            batch_size / train[m],
+            infer[m],
+            batch_size / infer[m],
+            memories[m],
+            train_flops[m],
+            infer_flops[m],
+            train_flops[m] / train[m] / 1e12,
+            infer_flops[m] / infer[m] / 1e12,
+            mfu(train_flops[m], train[m], top),
+            mfu(infer_flops[m], infer[m], top),
+        )
         for m in methods
     }
     return StepReport(str(device), batch_size, size, warmup, steps, figures, ratios(figures))

@@ -13,6 +13,7 @@ import torch
 from benchmarks.__main__ import TARGETS, Target, main
 from benchmarks.common import ensure_processed
 from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
+from benchmarks.flops import count_flops, mfu, peak_tflops
 from benchmarks.loader import loader_throughput
 from benchmarks.repro_times import stage_order
 from benchmarks.sam_attention import Case, cases, measure
@@ -37,12 +38,16 @@ def one_thread() -> Iterator[None]:
 
 def test_step_benchmark_times_every_method_and_its_ratio() -> None:
     cfg = load_config(profile="smoke")
-    report = benchmark_steps(cfg, stage2_methods(), CPU, 2, warmup=1, steps=2, memory=False)
+    report = benchmark_steps(cfg, stage2_methods(), CPU, 2, warmup=1, steps=2, memory=False, peak=0.1)
     assert list(report.methods) == stage2_methods()
     for f in report.methods.values():
         assert f.train_step_s > 0 and f.infer_step_s > 0 and f.memory is None
         assert f.train_images_per_s == pytest.approx(2 / f.train_step_s)
         assert f.infer_slices_per_s == pytest.approx(2 / f.infer_step_s)
+        assert f.train_flops > 2 * f.infer_flops > 0  # backward costs about twice the forward it follows
+        assert f.train_mfu == pytest.approx(f.train_flops / f.train_step_s / 0.1e12)
+    # FLOPs follow the architecture: the prior and FAA add to ours what no_prior lacks
+    assert report.methods["ours"].infer_flops > report.methods["no_prior"].infer_flops
     ours, no_prior = report.methods["ours"], report.methods["no_prior"]
     assert report.ratios["ours/no_prior"] == pytest.approx(
         {
@@ -61,7 +66,7 @@ def test_every_method_is_compared_with_sam_lora_once_it_exists() -> None:
         ("ours", "sam_lora"),
     ]
     figures = {
-        m: MethodFigures(m, 4, t, 4 / t, t / 2, 8 / t, Memory("peak_rss", peak, 0))
+        m: MethodFigures(m, 4, t, 4 / t, t / 2, 8 / t, Memory("peak_rss", peak, 0), 0, 0, 0.0, 0.0, None, None)
         for m, t, peak in (("ours", 3.0, 600), ("sam_lora", 2.0, 400))
     }
     assert ratios(figures) == {"ours/sam_lora": {"train_step": 1.5, "infer_step": 1.5, "peak_memory": 1.5}}
@@ -208,3 +213,11 @@ def test_repro_order_comes_from_dependencies_not_file_order(tmp_path: Path) -> N
     )
     with pytest.raises(ValueError, match="depend on each other"):
         stage_order(tmp_path / "dvc.yaml")
+
+
+def test_flops_are_counted_and_peaks_looked_up() -> None:
+    layer = torch.nn.Linear(64, 32, bias=False)
+    x = torch.randn(8, 64)
+    assert count_flops(lambda: layer(x)) == 2 * 8 * 64 * 32  # 2 FLOPs per multiply-add
+    assert peak_tflops(CPU, "fp32") is None and peak_tflops(CPU, "fp32", 1.5) == 1.5
+    assert mfu(10**12, 2.0, 1.0) == pytest.approx(0.5) and mfu(1, 1.0, None) is None

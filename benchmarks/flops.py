@@ -1,0 +1,71 @@
+"""Model FLOPs of a step and the model FLOPs utilisation (MFU) they imply on a device.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one real step (matrix products,
+convolutions and attention, forward and backward; 2 FLOPs per multiply-add), not estimated. The MFU is the
+achieved rate, counted FLOPs / measured seconds, over the device's dense peak for the precision the step
+ran in: `PEAKS` holds the vendors' dense (no sparsity) peaks of common GPUs; ``--peak-tflops`` overrides
+it, and must be given for a CPU or a GPU not listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+# Dense peak TFLOP/s by GPU name fragment: (bf16/fp16 tensor cores, fp32). Vendor data sheets, no sparsity;
+# SXM parts where a card comes in several forms. A name matches the first fragment it contains.
+PEAKS: dict[str, tuple[float, float]] = {
+    "H200": (989.0, 67.0),
+    "H100": (989.0, 67.0),
+    "A100": (312.0, 19.5),
+    "L40S": (362.0, 91.6),
+    "A10": (125.0, 31.2),
+    "V100": (125.0, 15.7),  # fp16 tensor cores; V100 has no bf16
+    "RTX 4090": (165.2, 82.6),
+    "RTX 3090": (71.0, 35.6),
+    "T4": (65.0, 8.1),
+}
+
+
+class _Total:
+    """Stands in for the counter's per-module tracker: every FLOP goes to the total. The tracker hooks every
+    module, and its backward hooks fail inside a module that runs part of its forward under ``no_grad``
+    (our frozen prior); only the total is needed here."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _Total:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Model FLOPs of one call of ``fn`` (forward and, where ``fn`` runs it, backward)."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _Total()
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_tflops(device: torch.device, precision: str, override: float | None = None) -> float | None:
+    """The dense peak (TFLOP/s) of ``device`` at ``precision`` (``bf16``/``fp16``: tensor cores; ``fp32``), from
+    `PEAKS` by the GPU's name; ``override`` wins; ``None`` when unknown (a CPU, an unlisted GPU)."""
+    if override is not None:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, (tensor, fp32) in PEAKS.items():
+        if fragment in name:
+            return fp32 if precision == "fp32" else tensor
+    return None
+
+
+def mfu(flops: int, seconds: float, peak: float | None) -> float | None:
+    """Achieved FLOP/s over ``peak`` TFLOP/s; ``None`` without a peak."""
+    return None if peak is None or seconds <= 0 else flops / seconds / (peak * 1e12)
