@@ -134,6 +134,7 @@ CLASS_ID = Num(0, 4, integer=True)
 
 SCHEMA: dict[str, Any] = {
     "profile": Text(),
+    "data": {"raw": Text()},
     "phantom": {
         "patients": POS_INT,
         "seed": Num(0, None, integer=True),
@@ -292,6 +293,7 @@ PROFILE_KEYS: frozenset[str] = frozenset(
     }
 )
 
+PHANTOM = "phantom"  # data.raw of the built-in cohort (else: the user's raw folder, relative to the repository)
 PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2", "foundation", "nnunet")
 
 DEFAULT_PARAMS = "params.yaml"
@@ -377,6 +379,8 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
             "foundation.seed",
             "must differ from phantom.seed: the foundation cohort shares no patient with the evaluation cohort",
         )
+    if cfg["data"]["raw"] != PHANTOM and Path(cfg["data"]["raw"]).is_absolute():
+        raise InputError("data.raw", "give the cohort folder relative to the repository (DVC tracks it there)")
     name = profile if profile is not None else cfg["profile"]
     flat = {pname: _profile_overrides(pname, overrides) for pname, overrides in profiles.items()}
     if name not in flat:

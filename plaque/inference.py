@@ -78,11 +78,14 @@ def segmenter_predictor(checkpoint: Path, record: dict[str, Any], device: torch.
     return SegmenterPredictor(load_trained(checkpoint), record["method"], record["preprocess"], device)
 
 
-def load_predictor(checkpoint: Path, device: torch.device | str = "cpu") -> Predictor:
-    """The `Predictor` of a trained method's self-contained ``best.pt``, on ``device``.
+def load_predictor(checkpoint: Path, device: torch.device | str = "cpu", profile: str | None = None) -> Predictor:
+    """The `Predictor` of a trained method's self-contained ``best.pt`` (or its folder), on ``device``.
+
+    Args:
+        profile: when given, the params profile the model must have been trained with.
 
     Raises:
-        InputError: the file is missing, unreadable, or not a trained model of a known method.
+        InputError: the file is missing, unreadable, not a trained model of a known method, or of another profile.
     """
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
@@ -92,6 +95,13 @@ def load_predictor(checkpoint: Path, device: torch.device | str = "cpu") -> Pred
         raise InputError(
             checkpoint,
             "is not a trained model of this version of plaque (no method or preprocessing recorded); train it again",
+        )
+    trained = record.get("config", {}).get("profile")
+    if profile is not None and trained != profile:
+        raise InputError(
+            checkpoint,
+            f"was trained with profile {trained!r}, but this run uses profile {profile!r}: pass --profile {trained} "
+            f"or use a model trained with {profile!r}",
         )
     loader = import_object(get_method(record["method"]).predictor)
     return loader(checkpoint, record, torch.device(device))

@@ -5,7 +5,8 @@
     python -m plaque.pipeline --check    exit 1, naming the first difference, when dvc.yaml is not what it
                                          would write (a test runs this)
 
-Stages: ``phantom`` → ``preprocess`` → ``foundation`` (where ``stage2.weights`` is its folder) → ``stage1-<variant>`` (one per entry of ``priors``) →
+Stages: ``phantom`` (only where ``data.raw`` is ``phantom``; else the user's folder is a DVC-tracked input) →
+``preprocess`` → ``foundation`` (where ``stage2.weights`` is its folder) → ``stage1-<variant>`` (one per entry of ``priors``) →
 ``stage2-<method>`` (one per entry of ``methods`` trained by our Stage-2 trainer) and ``<method>`` for an
 external method (``nnunet``) → ``evaluate``. Every stage runs its notebook through `plaque.notebook`.
 
@@ -41,7 +42,7 @@ from typing import Any
 import yaml
 
 from plaque.cli import run_cli
-from plaque.config import PROFILE_SECTIONS, load_config
+from plaque.config import PHANTOM, PROFILE_SECTIONS, load_config
 from plaque.errors import InputError
 from plaque.methods import get_method
 from plaque.paths import repo_root
@@ -53,6 +54,7 @@ HEADER = (
     "# reports/notebooks/); its plaque deps are the files its notebook and command load.\n"
 )
 FOUNDATION_DIR = "models/foundation"
+PHANTOM_RAW = "data/raw"  # where the phantom stage writes the built-in cohort
 
 
 @dataclass
@@ -87,25 +89,31 @@ def weights_dependency(cfg: dict[str, Any]) -> str:
     return FOUNDATION_DIR if Path(weights).as_posix().rstrip("/").startswith(FOUNDATION_DIR) else weights
 
 
+def raw_folder(cfg: dict[str, Any]) -> str:
+    """The raw cohort the ``preprocess`` stage reads: the phantom stage's ``data/raw`` or ``data.raw``."""
+    return PHANTOM_RAW if cfg["data"]["raw"] == PHANTOM else Path(cfg["data"]["raw"]).as_posix().rstrip("/")
+
+
 def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
     """Every stage of the resolved configuration ``cfg``, in pipeline order."""
     sam_methods = any(not get_method(m).external for m in cfg["methods"])
+    raw = raw_folder(cfg)
     out: dict[str, Stage] = {
         "phantom": Stage(
             "01_phantom.ipynb",
             "01_phantom.ipynb",
-            {"out_dir": "data/raw"},
+            {"out_dir": PHANTOM_RAW},
             ["plaque.data.phantom"],
             ["phantom"],
-            outs=["data/raw"],
+            outs=[PHANTOM_RAW],
         ),
         "preprocess": Stage(
             "02_preprocess.ipynb",
             "02_preprocess.ipynb",
-            {"raw_dir": "data/raw", "out_dir": "data/processed"},
+            {"raw_dir": raw, "out_dir": "data/processed"},
             ["plaque.data.preprocess"],
-            ["preprocess"],
-            deps=["data/raw"],
+            ["data", "preprocess"],
+            deps=[raw],
             outs=["data/processed"],
         ),
         "foundation": Stage(
@@ -131,6 +139,8 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             plots=["results/foundation/live/plots/metrics"],
         ),
     }
+    if raw != PHANTOM_RAW:
+        del out["phantom"]  # the user's cohort, a DVC-tracked input (`dvc add`)
     if not sam_methods or weights_dependency(cfg) != FOUNDATION_DIR:
         del out["foundation"]  # official SAM weights (or no SAM-based method): nothing to pretrain
     for variant in cfg["priors"]:
@@ -198,7 +208,7 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             "runs_dir": "results/stage2",
         },
         ["plaque.eval"],
-        ["eval"],
+        ["data", "eval"],
         deps=["data/processed", *runs],
         outs=["reports/tables", "reports/figures"],
         metrics=["results/eval"],

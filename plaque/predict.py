@@ -41,7 +41,7 @@ def predict_cohort(raw: Path, out: Path, method: str, checkpoint: Path, cfg: dic
     patients' pseudonyms."""
     if not Path(checkpoint).is_file():
         raise InputError(checkpoint, f"trained {method} model not found; train it first (dvc repro) or pass --model")
-    predictor = load_predictor(checkpoint, device)
+    predictor = load_predictor(checkpoint, device, cfg["profile"])
     if predictor.method != method:
         raise InputError(checkpoint, f"is a trained {predictor.method} model, not {method}; check --method and --model")
     prep = {**cfg["preprocess"], **predictor.preprocess, "split": TEST_ONLY}

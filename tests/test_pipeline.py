@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from plaque.config import load_config
+from plaque.errors import InputError
 from plaque.pipeline import dvc_yaml, first_difference, stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +112,21 @@ def test_dvc_reads_the_pipeline(tmp_path: Path, written: str) -> None:
         [DVC, "stage", "list", "--name-only"], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == list(yaml.safe_load(written)["stages"])
+
+
+def test_own_cohort_replaces_the_phantom_stage() -> None:
+    cfg = load_config(ROOT / "params.yaml")
+    cfg["data"]["raw"] = "data/cohort"
+    planned = stages(cfg)
+    assert "phantom" not in planned
+    assert planned["preprocess"].deps == ["data/cohort"]
+    assert planned["preprocess"].parameters["raw_dir"] == "data/cohort"
+    assert stages(load_config(ROOT / "params.yaml"))["preprocess"].deps == ["data/raw"]
+
+
+def test_own_cohort_must_be_given_relative_to_the_repository(tmp_path: Path) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["raw"] = "/home/someone/cohort"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(InputError, match="relative to the repository"):
+        load_config(tmp_path / "params.yaml")

@@ -110,3 +110,12 @@ def test_cli_reports_a_missing_model_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {missing}: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_of_another_profile_is_refused(cfg: dict, cohort: dict[str, Path], tmp_path: Path) -> None:
+    demo = load_config(profile="demo")
+    with pytest.raises(InputError) as info:
+        predict_cohort(cohort["raw"], tmp_path / "out", "ours", cohort["ours"], demo, CPU)
+    assert info.value.where == str(cohort["ours"]) and "trained with profile 'smoke'" in info.value.problem
+    assert "--profile smoke" in info.value.problem
+    assert not (tmp_path / "out").exists()

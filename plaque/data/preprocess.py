@@ -9,7 +9,11 @@ Output folder (written to a temporary sibling, then renamed into place)::
 
 Rows are grouped by split (in the order of ``preprocess.split``), then by pseudonym, vessel and
 position along the vessel. No identifying value (DICOM tags, raw folder names) reaches the outputs
-or the log: patients are named by pseudonym, or by ordinal before their pseudonym is known.
+or the log: patients are named by pseudonym, or by ordinal before their pseudonym is known. The key is
+``PLAQUE_PSEUDONYM_KEY``, required unless the raw folder is the phantom's (`plaque.data.pseudonym`).
+
+Several folders of one patient (one PatientID: follow-up scans) are kept as scans ``<pseudonym>-1``,
+``<pseudonym>-2``, ... in StudyDate order, all in the same split; the same series twice is an error.
 
 Command line: ``python -m plaque.data.preprocess --raw DIR --out DIR [--params FILE] [--profile NAME]``.
 """
@@ -36,10 +40,10 @@ from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
 from plaque.data import slicing
 from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SUMMARY_FILE
-from plaque.data.pseudonym import pseudonym, pseudonym_key
+from plaque.data.pseudonym import pseudonym, pseudonym_key, scan_names
 from plaque.data.splits import split_patients
 from plaque.errors import InputError
-from plaque.io.patient import DICOM_DIR, Patient, check_unique, list_patients, load_patient
+from plaque.io.patient import DICOM_DIR, Patient, check_unique, is_phantom, list_patients, load_patient
 from plaque.progress import progress
 
 AXIAL_VESSEL = "axial"  # manifest `vessel` of axial crops (patients without centerlines)
@@ -256,6 +260,18 @@ def plaque_stratum(labels: np.ndarray) -> str:
     }[(bool(present[0]), bool(present[1]))]
 
 
+def _split_subjects(
+    usable: list[tuple[str, PatientSlices]], subject_of: dict[str, str], cfg: dict[str, Any]
+) -> dict[str, str]:
+    """Scan name -> split, dealing subjects (all their scans together) stratified by the plaque they hold."""
+    labels: dict[str, list[np.ndarray]] = {}
+    for name, s in usable:
+        labels.setdefault(subject_of[name], []).append(s.labels)
+    strata = {subject: plaque_stratum(np.concatenate(parts)) for subject, parts in labels.items()}
+    by_subject = split_patients(list(strata), cfg["split"], cfg["split_seed"], strata)
+    return {name: by_subject[subject_of[name]] for name, _ in usable}
+
+
 def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Summary:
     """Slice every patient of ``raw`` and write the dataset to ``out`` (see the module docstring).
 
@@ -278,20 +294,22 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
     raw, out = Path(raw), Path(out)
     _check_out(raw, out)
     folders = list_patients(raw)
-    key, key_source = pseudonym_key(cfg["pseudonym_salt"])
+    key, key_source = pseudonym_key(cfg["pseudonym_salt"], is_phantom(raw))
     log.info("preprocessing %d patient(s) with %d process(es)", len(folders), processes)
     results = _run_all(folders, cfg, processes)
     _first_error(results)
     slices: list[PatientSlices] = [r for r in results if isinstance(r, PatientSlices)]
     check_unique([s.header for s in slices])
-    names: list[str] = []
+    subjects: list[str] = []
     for s in slices:
         ident = s.header.patient_id or s.header.study_uid
         if not ident:
             raise InputError(
                 s.header.folder / DICOM_DIR, "neither PatientID nor StudyInstanceUID is set: cannot derive a pseudonym"
             )
-        names.append(pseudonym(ident, key))
+        subjects.append(pseudonym(ident, key))
+    names = scan_names(subjects, [s.header.study_date for s in slices])
+    subject_of = dict(zip(names, subjects))
     skipped = {"no_foreground": 0, "no_slices_in_volume": 0}
     usable = []
     for name, s in zip(names, slices):
@@ -303,8 +321,8 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
             skipped["no_slices_in_volume"] += 1
         else:
             usable.append((name, s))
+    assignment = _split_subjects(usable, subject_of, cfg)
     strata = {name: plaque_stratum(s.labels) for name, s in usable}
-    assignment = split_patients([name for name, _ in usable], cfg["split"], cfg["split_seed"], strata)
     order = list(cfg["split"])
     kept = sorted(((name, assignment[name], s) for name, s in usable), key=lambda x: (order.index(x[1]), x[0]))
     manifest = _manifest(kept)

@@ -1,7 +1,7 @@
-"""Keyed pseudonyms for patients: HMAC-SHA256 of the DICOM PatientID.
+"""Keyed pseudonyms for patients: HMAC-SHA256 of the DICOM PatientID, and names for their scans.
 
-The key comes from the environment variable ``PLAQUE_PSEUDONYM_KEY`` when set, else from
-``preprocess.pseudonym_salt`` in params (public, so only suitable for synthetic data).
+The key comes from the environment variable ``PLAQUE_PSEUDONYM_KEY``. For the phantom cohort it may be
+unset, and ``preprocess.pseudonym_salt`` from params (public) is used; for any other data it is required.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import hashlib
 import hmac
 import logging
 import os
+from collections import Counter
+
+from plaque.errors import InputError
 
 KEY_ENV = "PLAQUE_PSEUDONYM_KEY"
 PREFIX = "P"
@@ -24,14 +27,39 @@ def pseudonym(patient_id: str, key: str) -> str:
     return PREFIX + digest[:HEX_CHARS]
 
 
-def pseudonym_key(salt: str) -> tuple[str, str]:
-    """The pseudonym key and its source: ``(key, "env")`` or ``(salt, "params")`` with a warning."""
+def pseudonym_key(salt: str, phantom: bool) -> tuple[str, str]:
+    """The pseudonym key and its source: ``(key, "env")``, or for the ``phantom`` cohort without the
+    variable ``(salt, "params")`` with a warning.
+
+    Raises:
+        InputError: the variable is unset and the data is not the phantom's.
+    """
     key = os.environ.get(KEY_ENV)
     if key:
         return key, "env"
-    log.warning(
-        "%s is not set: pseudonyms are keyed with preprocess.pseudonym_salt from params; "
-        "set the variable to a secret for real patient data",
-        KEY_ENV,
-    )
+    if not phantom:
+        raise InputError(
+            KEY_ENV,
+            "is not set: real patient data needs a secret pseudonym key; "
+            f"export {KEY_ENV}=<a long random secret> and keep it private",
+        )
+    log.warning("%s is not set: the phantom's pseudonyms are keyed with preprocess.pseudonym_salt from params", KEY_ENV)
     return salt, "params"
+
+
+def scan_names(subjects: list[str], dates: list[str]) -> list[str]:
+    """A distinct name per scan: its subject's pseudonym, suffixed ``-1``, ``-2``, ... by study date
+    (DICOM YYYYMMDD; ties and missing dates keep the given order) where a subject has several scans.
+
+    Args:
+        subjects: ``(S,)`` each scan's subject pseudonym; dates: ``(S,)`` each scan's StudyDate.
+    """
+    counts = Counter(subjects)
+    order = sorted(range(len(subjects)), key=lambda i: (dates[i] or "99999999", i))
+    seen: Counter[str] = Counter()
+    names = list(subjects)
+    for i in order:
+        if counts[subjects[i]] > 1:
+            seen[subjects[i]] += 1
+            names[i] = f"{subjects[i]}-{seen[subjects[i]]}"
+    return names

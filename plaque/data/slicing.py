@@ -72,6 +72,72 @@ def native_spacing(geometry: Geometry) -> float:
     return float(min(geometry.spacing[1], geometry.spacing[2]))
 
 
+def section_coords(
+    geometry: Geometry, centerline_mm: np.ndarray, crop_px: int, step_mm: float, partial: bool = False
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Where the pixels of the cross-sections along a centerline lie in the volume.
+
+    Cross-sections are placed every ``step_mm`` of arclength (see `resample_centerline`), oriented by
+    `transport_frames`, with pixel spacing `native_spacing`. A cross-section is left out when any of its
+    pixels lies outside the volume's voxel footprint (index ``-0.5 .. dim - 0.5`` along each axis), or with
+    ``partial`` only when its centre does (segmentation cuts the vessel to the scan's edge; `sample` repeats
+    the edge voxels beyond it).
+
+    Args:
+        geometry: the grid.
+        centerline_mm: ``(P, 3)`` LPS mm points.
+        crop_px: side ``S`` of each cross-section in pixels.
+        step_mm: arclength between cross-sections.
+
+    Returns:
+        ``(coords, spacing_mm, kept)``: ``(N, 3, S, S)`` float64 fractional voxel indices ``(k, j, i)`` of every
+        pixel, the pixel spacing (mm), and ``(N,)`` int indices of the kept cross-sections into
+        ``resample_centerline(centerline_mm, step_mm)``.
+    """
+    spacing = native_spacing(geometry)
+    centers = resample_centerline(centerline_mm, step_mm)
+    if len(centers) < 2:
+        return np.zeros((0, 3, crop_px, crop_px)), spacing, np.zeros(0, dtype=np.int64)
+    _, u, v = transport_frames(centers, step_mm)
+    to_index = np.linalg.inv(geometry.affine_lps[:3, :3])  # LPS direction -> (k, j, i) direction
+    c_idx = geometry.world_to_index(centers)
+    u_idx, v_idx = (u @ to_index.T) * spacing, (v @ to_index.T) * spacing  # index step per pixel
+    half = (crop_px - 1) / 2.0
+    corners = (
+        c_idx[:, None, None, :]
+        + np.array([-half, half])[None, :, None, None] * v_idx[:, None, None, :]
+        + np.array([-half, half])[None, None, :, None] * u_idx[:, None, None, :]
+    )
+    corners = corners.reshape(len(centers), 4, 3)
+    upper = np.asarray(geometry.shape, dtype=np.float64) - 0.5
+    if partial:
+        inside = np.all((c_idx >= -0.5) & (c_idx <= upper), axis=1)
+    else:
+        inside = np.all((corners >= -0.5) & (corners <= upper), axis=(1, 2))  # a plane is convex: corners suffice
+    kept = np.flatnonzero(inside)
+    offs = np.arange(crop_px) - half
+    coords = (
+        c_idx[kept][:, :, None, None]
+        + v_idx[kept][:, :, None, None] * offs[None, None, :, None]
+        + u_idx[kept][:, :, None, None] * offs[None, None, None, :]
+    )
+    return coords, spacing, kept
+
+
+def sample(volume: np.ndarray, coords: np.ndarray, order: int) -> np.ndarray:
+    """``volume`` at ``coords`` ``(N, 3, S, S)`` (`section_coords`): ``(N, S, S)``, trilinear (``order`` 1) or
+    nearest (0), in chunks that bound memory; values beyond the volume take the nearest edge voxel."""
+    n, _, rows, cols = coords.shape
+    out = np.empty((n, rows, cols), dtype=volume.dtype)
+    chunk = max(1, CHUNK_PIXELS // (rows * cols))
+    for start in range(0, n, chunk):
+        flat = np.moveaxis(coords[start : start + chunk], 1, 0).reshape(3, -1)
+        out[start : start + chunk] = ndimage.map_coordinates(volume, flat, order=order, mode="nearest").reshape(
+            -1, rows, cols
+        )
+    return out
+
+
 def cross_sections(
     hu: np.ndarray,
     labels: np.ndarray,
@@ -80,12 +146,7 @@ def cross_sections(
     crop_px: int,
     step_mm: float,
 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-    """Sample planes perpendicular to a centerline.
-
-    Cross-sections are placed every ``step_mm`` of arclength (see `resample_centerline`), oriented by
-    `transport_frames`, with pixel spacing `native_spacing`. HU are interpolated trilinearly, labels
-    by nearest neighbour. A cross-section is skipped when any of its pixels lies outside the volume's
-    voxel footprint (index ``-0.5 .. dim - 0.5`` along each axis).
+    """Sample planes perpendicular to a centerline (`section_coords`): HU trilinearly, labels by nearest neighbour.
 
     Args:
         hu: ``(Z, Y, X)`` Hounsfield units.
@@ -100,41 +161,9 @@ def cross_sections(
         the pixel spacing (mm), and ``(N,)`` int indices of the kept cross-sections into
         ``resample_centerline(centerline_mm, step_mm)`` (the others left the volume).
     """
-    spacing = native_spacing(geometry)
-    centers = resample_centerline(centerline_mm, step_mm)
-    if len(centers) < 2:
-        return _empty(crop_px) + (spacing, np.zeros(0, dtype=np.int64))
-    _, u, v = transport_frames(centers, step_mm)
-    to_index = np.linalg.inv(geometry.affine_lps[:3, :3])  # LPS direction -> (k, j, i) direction
-    c_idx = geometry.world_to_index(centers)
-    u_idx, v_idx = (u @ to_index.T) * spacing, (v @ to_index.T) * spacing  # index step per pixel
-    half = (crop_px - 1) / 2.0
-    corners = (
-        c_idx[:, None, None, :]
-        + np.array([-half, half])[None, :, None, None] * v_idx[:, None, None, :]
-        + np.array([-half, half])[None, None, :, None] * u_idx[:, None, None, :]
-    )
-    corners = corners.reshape(len(centers), 4, 3)
-    upper = np.asarray(geometry.shape, dtype=np.float64) - 0.5
-    inside = np.all((corners >= -0.5) & (corners <= upper), axis=(1, 2))  # a plane is convex: corners suffice
-    kept = np.flatnonzero(inside)
-    offs = np.arange(crop_px) - half
-    images = np.empty((len(kept), crop_px, crop_px), dtype=np.float32)
-    labs = np.empty((len(kept), crop_px, crop_px), dtype=np.uint8)
-    hu32 = np.asarray(hu, dtype=np.float32)
-    chunk = max(1, CHUNK_PIXELS // (crop_px * crop_px))
-    for start in range(0, len(kept), chunk):
-        sel = kept[start : start + chunk]
-        coords = (
-            c_idx[sel].T[:, :, None, None]
-            + v_idx[sel].T[:, :, None, None] * offs[None, None, :, None]
-            + u_idx[sel].T[:, :, None, None] * offs[None, None, None, :]
-        )
-        flat = coords.reshape(3, -1)
-        shape = (len(sel), crop_px, crop_px)
-        images[start : start + len(sel)] = ndimage.map_coordinates(hu32, flat, order=1, mode="nearest").reshape(shape)
-        labs[start : start + len(sel)] = ndimage.map_coordinates(labels, flat, order=0, mode="nearest").reshape(shape)
-    return images, labs, spacing, kept
+    coords, spacing, kept = section_coords(geometry, centerline_mm, crop_px, step_mm)
+    images = sample(np.asarray(hu, dtype=np.float32), coords, order=1)
+    return images, sample(np.asarray(labels, dtype=np.uint8), coords, order=0), spacing, kept
 
 
 def axial_crops(
@@ -187,6 +216,23 @@ def window(images_hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
     """Clip HU to ``[lo, hi]`` and scale linearly to ``[0, 1]``; returns float32 of the same shape."""
     lo, hi = float(window_hu[0]), float(window_hu[1])
     return ((np.clip(images_hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def axial_tile_coords(shape: tuple[int, int, int], crop_px: int) -> np.ndarray:
+    """Fractional voxel indices ``(N, 3, S, S)`` of square tiles of side ``S = crop_px`` that cover every axial
+    slice of a volume of ``shape`` edge to edge (the last row and column of tiles overhang the volume and
+    `sample` repeats its edge there): the cross-sections of a scan without a centerline."""
+    z, y, x = shape
+    rows = np.arange(0, y, crop_px)
+    cols = np.arange(0, x, crop_px)
+    k, r0, c0 = np.meshgrid(np.arange(z), rows, cols, indexing="ij")
+    k, r0, c0 = k.ravel(), r0.ravel(), c0.ravel()
+    offs = np.arange(crop_px, dtype=np.float64)
+    coords = np.empty((len(k), 3, crop_px, crop_px))
+    coords[:, 0] = k[:, None, None]
+    coords[:, 1] = r0[:, None, None] + offs[None, :, None]
+    coords[:, 2] = c0[:, None, None] + offs[None, None, :]
+    return coords
 
 
 def resize(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ leaves no partial summary):
     TABLES/summary.md              the results table (one row per method) with its notes
     TABLES/<method>_per_patient.csv    per-patient Dice, HD95, volumes
     TABLES/<method>_confusion.csv      pixel counts, rows = truth, columns = prediction
+    TABLES/model_card_<method>.md      what the model is, its data, profile, weights, Dice and intended use
     FIGURES/qualitative.{png,pdf}      the paper's Figure 1 layout (rows: `plaque.eval.figures.select_rows`)
     FIGURES/dice_bars, confusion, bland_altman_<method>, training_curves (when runs have DVCLive curves)
 
@@ -35,6 +36,7 @@ from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.data.processed import Processed, load_processed
 from plaque.errors import InputError
 from plaque.eval import figures
+from plaque.eval.cards import model_card
 from plaque.eval.metrics import PatientScores, score_patient
 from plaque.eval.predictions import load_method, method_folders, test_rows
 from plaque.eval.report import (
@@ -217,6 +219,7 @@ def evaluate(
         with atomic_folder(Path(tables_dir)) as tmp:
             (tmp / "summary.md").write_text(table)
             for m in methods:
+                (tmp / f"model_card_{m}.md").write_text(model_card(m, summ, cfg["data"]["raw"], processed.summary))
                 per_patient_table(all_scores[m]).to_csv(tmp / f"{m}_per_patient.csv", index=False, float_format="%.6g")
                 confusion = np.sum([s.confusion for s in all_scores[m]], axis=0)
                 header = "truth\\pred," + ",".join(CLASS_NAMES)

@@ -1,4 +1,9 @@
-"""DICOM CT series: writing (phantom) and reading (user data), in Hounsfield units."""
+"""DICOM CT series: writing (phantom) and reading (user data), in Hounsfield units.
+
+Reading decodes what scanners and PACS send: uncompressed, RLE, JPEG lossless, JPEG 2000 and JPEG-LS
+transfer syntaxes (pydicom with the pylibjpeg plugins). A folder may hold several series: one is chosen
+by its SeriesInstanceUID, and without a choice the error lists them (UID, description, files).
+"""
 
 from __future__ import annotations
 
@@ -88,7 +93,7 @@ def write_series(folder: Path, hu: np.ndarray, geometry: Geometry, tags: dict[st
     return paths
 
 
-IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "StudyDate")
 GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 ORIENTATION_TOL = 1e-4  # direction cosines, unitless
 SPACING_TOL_MM = 1e-4  # PixelSpacing agreement between slices
@@ -116,25 +121,41 @@ class _Slice:
     identity: dict[str, str]
 
 
-def read_series(folder: Path) -> tuple[np.ndarray, Geometry, dict[str, str]]:
+@dataclass
+class Series:
+    """A CT series read by `read_series`.
+
+    Attributes:
+        hu: ``(Z, Y, X)`` float32 Hounsfield units (RescaleSlope/RescaleIntercept applied).
+        geometry: the grid.
+        identity: ``{PatientID, StudyInstanceUID, SeriesInstanceUID, StudyDate}`` (identifying: only for
+            pseudonyms, follow-up order and duplicate detection).
+        headers: ``(Z,)`` the slices' DICOM datasets in slice order, pixel data dropped (what a DICOM
+            Segmentation references).
+    """
+
+    hu: np.ndarray
+    geometry: Geometry
+    identity: dict[str, str]
+    headers: list[Dataset]
+
+
+def read_series(folder: Path, series: str | None = None) -> Series:
     """Read one CT series (one file per slice) into Hounsfield units.
 
     Slices are ordered by ImagePositionPatient along the slice normal
     (row_dir x col_dir), ascending, so ``slice_dir`` is that normal.
 
     Args:
-        folder: folder holding only the series' files (hidden files are ignored).
-
-    Returns:
-        ``hu``: ``(Z, Y, X)`` float32 Hounsfield units (RescaleSlope/RescaleIntercept applied);
-        the grid's `Geometry`; identity fields ``{PatientID, StudyInstanceUID, SeriesInstanceUID}``
-        (only for pseudonyms and duplicate detection).
+        folder: folder holding the series' files (hidden files are ignored).
+        series: the SeriesInstanceUID to read when the folder holds several series.
 
     Raises:
-        InputError: naming the folder or file and the problem.
+        InputError: naming the folder or file and the problem; for a folder of several series without
+            ``series``, the list of its series.
     """
-    slices = [_read_file(p) for p in _list_files(folder)]
-    _check_one_series(folder, slices)
+    folder = Path(folder)
+    slices = _one_series(folder, [_read_file(p) for p in _list_files(folder)], series)
     if len(slices) < 2:
         raise InputError(folder, f"only one slice ({slices[0].path.name}); a series needs at least 2")
     for s in slices:
@@ -154,7 +175,10 @@ def read_series(folder: Path) -> tuple[np.ndarray, Geometry, dict[str, str]]:
         slice_dir=normal,
         spacing=(dz, float(first.pixel_spacing[0]), float(first.pixel_spacing[1])),
     )
-    return np.stack([_hu(s) for s in slices]), geometry, first.identity
+    hu = np.stack([_hu(s) for s in slices])
+    for s in slices:
+        del s.dataset.PixelData
+    return Series(hu, geometry, first.identity, [s.dataset for s in slices])
 
 
 def _list_files(folder: Path) -> list[Path]:
@@ -230,16 +254,35 @@ def _oneline(e: Exception) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _check_one_series(folder: Path, slices: list[_Slice]) -> None:
-    """All files must share one SeriesInstanceUID."""
-    counts: dict[str, int] = {}
+def _one_series(folder: Path, slices: list[_Slice], series: str | None) -> list[_Slice]:
+    """The files of the one series in ``folder``, or of ``series`` when there are several.
+
+    Raises:
+        InputError: a file without SeriesInstanceUID, several series and no choice (they are listed), or a
+            chosen series the folder does not hold.
+    """
+    groups: dict[str, list[_Slice]] = {}
     for s in slices:
         if s.series_uid is None:
             raise InputError(s.path, "missing SeriesInstanceUID")
-        counts[s.series_uid] = counts.get(s.series_uid, 0) + 1
-    if len(counts) > 1:
-        found = ", ".join(f"{uid} ({n} files)" for uid, n in counts.items())
-        raise InputError(folder, f"{len(counts)} series mixed in one folder: {found}")
+        groups.setdefault(s.series_uid, []).append(s)
+    if series is not None:
+        if series not in groups:
+            raise InputError(folder, f"holds no series {series}; it holds {_listing(groups)}")
+        return groups[series]
+    if len(groups) > 1:
+        raise InputError(
+            folder, f"{len(groups)} series in one folder: {_listing(groups)}; choose one with --series UID"
+        )
+    return next(iter(groups.values()))
+
+
+def _listing(groups: dict[str, list[_Slice]]) -> str:
+    """``UID ("description", N files)`` for each series, most files first."""
+    order = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return "; ".join(
+        f'{uid} ("{g[0].dataset.get("SeriesDescription", "") or "no description"}", {len(g)} files)' for uid, g in order
+    )
 
 
 def _check_tags(s: _Slice) -> None:

@@ -15,6 +15,7 @@ from plaque.io.labels import read_centerlines, read_labels
 DICOM_DIR = "dicom"
 LABEL_FILE = "label.nii.gz"
 CENTERLINE_FILE = "centerline.json"
+PHANTOM_MARKER = ".plaque-phantom"  # in a raw folder the phantom generator wrote (and may replace)
 EDGE_TOL_VOXELS = 1e-3  # centerline points may exceed the volume's outer voxel faces by this much
 
 
@@ -29,7 +30,9 @@ class Patient:
         labels: ``(Z, Y, X)`` uint8 classes 0..4 after the label map.
         geometry: the shared grid of ``hu`` and ``labels``.
         centerlines: vessel name -> ``(P, 3)`` LPS mm points; empty without a centerline file.
-        study_uid: DICOM StudyInstanceUID (identifying: only used to detect duplicates).
+        study_uid: DICOM StudyInstanceUID (identifying: only used to order follow-up scans).
+        series_uid: DICOM SeriesInstanceUID (identifying: only used to detect duplicates).
+        study_date: DICOM StudyDate (orders a patient's scans).
     """
 
     folder: Path
@@ -39,6 +42,8 @@ class Patient:
     geometry: Geometry
     centerlines: dict[str, np.ndarray] = field(default_factory=dict)
     study_uid: str = ""
+    series_uid: str = ""
+    study_date: str = ""
 
 
 def list_patients(raw: Path) -> list[Path]:
@@ -57,6 +62,11 @@ def list_patients(raw: Path) -> list[Path]:
     return folders
 
 
+def is_phantom(raw: Path) -> bool:
+    """Whether the raw folder ``raw`` is a phantom cohort (it holds `PHANTOM_MARKER`)."""
+    return (Path(raw) / PHANTOM_MARKER).is_file()
+
+
 def load_patient(folder: Path, label_map: dict[int, int]) -> Patient:
     """Load one patient folder: the CT series, the labels on its grid, and the optional centerlines.
 
@@ -67,11 +77,12 @@ def load_patient(folder: Path, label_map: dict[int, int]) -> Patient:
     Raises:
         InputError: naming the offending file and the problem.
     """
-    hu, geometry, identity = read_series(folder / DICOM_DIR)
+    series = read_series(folder / DICOM_DIR)
+    hu, geometry, identity = series.hu, series.geometry, series.identity
     labels = read_labels(folder / LABEL_FILE, geometry, label_map)
     centerline_path = folder / CENTERLINE_FILE
     centerlines = read_centerlines(centerline_path) if centerline_path.exists() else {}
-    _check_inside(centerline_path, centerlines, geometry)
+    check_centerlines_inside(centerline_path, centerlines, geometry)
     return Patient(
         folder=folder,
         patient_id=identity["PatientID"],
@@ -80,10 +91,12 @@ def load_patient(folder: Path, label_map: dict[int, int]) -> Patient:
         geometry=geometry,
         centerlines=centerlines,
         study_uid=identity["StudyInstanceUID"],
+        series_uid=identity["SeriesInstanceUID"],
+        study_date=identity["StudyDate"],
     )
 
 
-def _check_inside(path: Path, centerlines: dict[str, np.ndarray], geometry: Geometry) -> None:
+def check_centerlines_inside(path: Path, centerlines: dict[str, np.ndarray], geometry: Geometry) -> None:
     """Every centerline point must lie within the image volume (outer voxel faces included)."""
     lower, upper = -0.5 - EDGE_TOL_VOXELS, np.array(geometry.shape) - 0.5 + EDGE_TOL_VOXELS
     for name, points in centerlines.items():
@@ -99,14 +112,14 @@ def _check_inside(path: Path, centerlines: dict[str, np.ndarray], geometry: Geom
 
 
 def check_unique(patients: list[Patient]) -> None:
-    """Two folders must not hold the same PatientID or StudyInstanceUID (empty values are skipped).
+    """Two folders must not hold the same series (SeriesInstanceUID; empty values are skipped). The same
+    patient in several folders is a normal cohort (follow-up scans), handled by the caller.
 
     The identifying values themselves are not put in the message.
     """
-    for tag, key in (("PatientID", "patient_id"), ("StudyInstanceUID", "study_uid")):
-        seen: dict[str, Path] = {}
-        for patient in patients:
-            value = getattr(patient, key)
-            if value and value in seen:
-                raise InputError(patient.folder, f"same {tag} as {seen[value]}: one patient or study in two folders")
-            seen.setdefault(value, patient.folder)
+    seen: dict[str, Path] = {}
+    for patient in patients:
+        value = patient.series_uid
+        if value and value in seen:
+            raise InputError(patient.folder, f"same SeriesInstanceUID as {seen[value]}: one series in two folders")
+        seen.setdefault(value, patient.folder)

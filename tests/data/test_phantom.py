@@ -18,7 +18,9 @@ from plaque.data.phantom import CASE_MIX, generate_case, generate_cohort, sample
 from plaque.data.phantom import case as case_module
 from plaque.data.phantom.__main__ import main
 from plaque.data.phantom.render import apply_psf, correlated_noise, render_ellipsoid
+from plaque.errors import InputError
 from plaque.io.geometry import Geometry
+from plaque.io.patient import PHANTOM_MARKER, is_phantom
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 SEED = 11
@@ -211,7 +213,7 @@ def test_cohort_raw_layout_round_trip(tmp_path: Path, cfg: dict) -> None:
     out = tmp_path / "raw"
     cases = generate_cohort(out, 2, SEED, cfg, processes=2)
     assert [c["case"] for c in cases] == ["case_000", "case_001"]
-    assert sorted(p.name for p in out.iterdir()) == ["case_000", "case_001", "cohort.json"]
+    assert sorted(p.name for p in out.iterdir()) == [PHANTOM_MARKER, "case_000", "case_001", "cohort.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no temporary siblings left
     summary = (out / "cohort.json").read_text()
     assert json.loads(summary)["cases"] == json.loads(json.dumps(cases))
@@ -256,6 +258,7 @@ def test_cohort_is_atomic(tmp_path: Path, cfg: dict, monkeypatch: pytest.MonkeyP
     assert list(tmp_path.iterdir()) == []
     # An existing cohort survives a failed regeneration untouched.
     out.mkdir()
+    (out / PHANTOM_MARKER).write_text("")
     (out / "keep.txt").write_text("old")
     with pytest.raises(RuntimeError):
         generate_cohort(out, 3, SEED, cfg, processes=1)
@@ -263,8 +266,22 @@ def test_cohort_is_atomic(tmp_path: Path, cfg: dict, monkeypatch: pytest.MonkeyP
     # A successful run replaces it.
     monkeypatch.undo()
     generate_cohort(out, 1, SEED, cfg, processes=1)
-    assert sorted(p.name for p in out.iterdir()) == ["case_000", "cohort.json"]
+    assert sorted(p.name for p in out.iterdir()) == [PHANTOM_MARKER, "case_000", "cohort.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
+def test_cohort_never_replaces_a_folder_it_did_not_write(tmp_path: Path, cfg: dict) -> None:
+    own = tmp_path / "raw"
+    (own / "patient_a" / "dicom").mkdir(parents=True)
+    (own / "patient_a" / "dicom" / "IM1.dcm").write_bytes(b"scan")
+    with pytest.raises(InputError, match="did not write"):
+        generate_cohort(own, 1, SEED, cfg, processes=1)
+    assert (own / "patient_a" / "dicom" / "IM1.dcm").read_bytes() == b"scan"
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    generate_cohort(empty, 1, SEED, cfg, processes=1)
+    assert is_phantom(empty)
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,12 +18,12 @@ from plaque.config import load_config
 from plaque.data.phantom import generate_cohort
 from plaque.data.preprocess import main, preprocess
 from plaque.data.processed import load_processed
-from plaque.data.pseudonym import KEY_ENV, pseudonym, pseudonym_key
+from plaque.data.pseudonym import KEY_ENV, pseudonym, pseudonym_key, scan_names
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
 from plaque.io.geometry import Geometry
 from plaque.io.labels import write_centerlines, write_labels
-from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE
+from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, PHANTOM_MARKER
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (24, 40, 40)
@@ -66,8 +66,17 @@ def tube_axis(n: int) -> tuple[Geometry, np.ndarray, np.ndarray]:
     )
 
 
-def write_patient(folder: Path, n: int, *, centerline: bool = True, foreground: bool = True) -> None:
-    """A tilted tube (lumen 2 in a wall 1, a calcified spot 3) in a small noisy axial volume."""
+def write_patient(
+    folder: Path,
+    n: int,
+    *,
+    centerline: bool = True,
+    foreground: bool = True,
+    subject: int | None = None,
+    study_date: str = "",
+) -> None:
+    """A tilted tube (lumen 2 in a wall 1, a calcified spot 3) in a small noisy axial volume; ``subject``
+    (default ``n``) picks the identifying tags, so that two folders can hold scans of one patient."""
     geom, a, b = tube_axis(n)
     line = a + np.linspace(0.0, 1.0, 200)[:, None] * (b - a)
     kji = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij"), -1).reshape(-1, 3)
@@ -81,7 +90,8 @@ def write_patient(folder: Path, n: int, *, centerline: bool = True, foreground: 
         labels[dist < 1.2] = 2
         labels[10:12, 18:20, 20:23][labels[10:12, 18:20, 20:23] == 1] = 3
     hu = np.choose(labels, [-80.0, 60.0, 420.0, 900.0, 20.0]) + np.random.default_rng(n).normal(0, 20, SHAPE)
-    write_series(folder / DICOM_DIR, hu, geom, tags(n), uid_seed=f"study-{n}")
+    identity = {**tags(n if subject is None else subject), **({"StudyDate": study_date} if study_date else {})}
+    write_series(folder / DICOM_DIR, hu, geom, identity, uid_seed=f"study-{n}")
     write_labels(folder / LABEL_FILE, labels, geom)
     if centerline:
         write_centerlines(folder / CENTERLINE_FILE, {"LAD": line, "RCA": line[::-1][:120]})
@@ -89,8 +99,11 @@ def write_patient(folder: Path, n: int, *, centerline: bool = True, foreground: 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Seven patients: five with centerlines, one without (axial crops), one without foreground."""
+    """Seven synthetic patients, marked as a phantom cohort (salt-keyed pseudonyms): five with centerlines, one
+    without (axial crops), one without foreground."""
     root = tmp_path_factory.mktemp("cohort") / "raw"
+    root.mkdir()
+    (root / PHANTOM_MARKER).write_text("test cohort")
     for n in range(5):
         write_patient(root / folder_name(n), n)
     write_patient(root / folder_name(5), 5, centerline=False)
@@ -250,13 +263,43 @@ def test_failure_while_writing_leaves_no_temp_folder(
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
 
 
-def test_duplicate_patient_is_an_error(raw: Path, tmp_path: Path) -> None:
+def test_duplicate_series_is_an_error(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "secret")
     dup_raw = tmp_path / "raw"
     for n in (0, 1, 2):
         shutil.copytree(raw / folder_name(n), dup_raw / folder_name(n))
     shutil.copytree(raw / folder_name(1), dup_raw / "copy")
-    with pytest.raises(InputError, match="same PatientID"):
+    with pytest.raises(InputError, match="same SeriesInstanceUID"):
         preprocess(dup_raw, tmp_path / "out", CFG, processes=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_follow_up_scans_are_kept_named_by_date_and_split_together(
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "secret")
+    cohort = tmp_path / "raw"
+    for n in range(5):
+        shutil.copytree(raw / folder_name(n), cohort / folder_name(n))
+    write_patient(cohort / "later", 8, subject=3, study_date="20250101")
+    write_patient(cohort / "earlier", 9, subject=3, study_date="20190101")
+    summary = preprocess(cohort, tmp_path / "out", CFG, processes=1)
+    manifest = load_processed(tmp_path / "out").manifest
+    subject = pseudonym(tags(3)["PatientID"], "secret")
+    scans = manifest[manifest["patient"].str.startswith(subject)]
+    assert set(scans["patient"]) == {f"{subject}-1", f"{subject}-2", f"{subject}-3"}
+    assert scans["split"].nunique() == 1
+    assert sum(summary.patients_per_split.values()) == 7
+    assert scan_names(["a", "b", "a", "a"], ["20200101", "", "", "20100101"]) == ["a-2", "b", "a-3", "a-1"]
+
+
+def test_real_data_needs_a_pseudonym_key(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    cohort = tmp_path / "raw"
+    for n in range(5):
+        shutil.copytree(raw / folder_name(n), cohort / folder_name(n))
+    with pytest.raises(InputError, match=KEY_ENV):
+        preprocess(cohort, tmp_path / "out", CFG, processes=1)
     assert not (tmp_path / "out").exists()
 
 
@@ -319,11 +362,13 @@ def test_pseudonym_is_stable_keyed_and_not_the_id(
     assert p == pseudonym(pid, "key-a") and p != pseudonym(pid, "key-b") and p != pseudonym("MRN-ZQ000178", "key-a")
     assert len(p) == 11 and p[0] == "P" and int(p[1:], 16) >= 0 and pid not in p and "ZQ" not in p
     monkeypatch.setenv(KEY_ENV, "from-the-environment")
-    assert pseudonym_key("salt") == ("from-the-environment", "env")
+    assert pseudonym_key("salt", phantom=False) == ("from-the-environment", "env")
     monkeypatch.delenv(KEY_ENV)
     with caplog.at_level(logging.WARNING, logger="plaque"):
-        assert pseudonym_key("salt") == ("salt", "params")
-    assert KEY_ENV in caplog.text and "real patient data" in caplog.text
+        assert pseudonym_key("salt", phantom=True) == ("salt", "params")
+    assert KEY_ENV in caplog.text and "phantom" in caplog.text
+    with pytest.raises(InputError, match="real patient data"):
+        pseudonym_key("salt", phantom=False)
 
 
 def test_phantom_cohort_end_to_end(tmp_path: Path) -> None:

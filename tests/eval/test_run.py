@@ -100,11 +100,27 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
     assert json.loads((out / "summary.json").read_text()) == summ
 
 
+def test_model_cards_state_data_weights_dice_and_intended_use(evaluated: tuple[dict[str, Any], Path, Path]) -> None:
+    summ, out, _ = evaluated
+    card = (out.parent / "tables" / "model_card_ours.md").read_text()
+    assert card.startswith("# Model card: Ours (`ours`)") and "Research only" in card
+    assert "built-in synthetic phantom" in card and "Profile" not in card and "`smoke`" in card
+    assert "| image encoder (weights) | vit_tiny (random) |" in card and "1,234,567" in card
+    assert "| macro Dice | 1.000 [1.000, 1.000] |" in card and "randomly initialised" in card
+    lora = summ["methods"]["sam_lora"]["dice"]["calcified"]
+    assert (
+        f"| Dice calcified | {lora['mean']:.3f} [{lora['low']:.3f}, {lora['high']:.3f}] |"
+        in (out.parent / "tables" / "model_card_sam_lora.md").read_text()
+    )
+
+
 def test_metrics_and_tables_per_method(evaluated: tuple[dict[str, Any], Path, Path], inputs: dict[str, Path]) -> None:
     _, out, _ = evaluated
     tables = out.parent / "tables"
     assert sorted(p.name for p in out.iterdir()) == ["ours", "sam_lora", "summary.json"], "JSON only"
     assert sorted(p.name for p in tables.iterdir()) == [
+        "model_card_ours.md",
+        "model_card_sam_lora.md",
         "ours_confusion.csv",
         "ours_per_patient.csv",
         "sam_lora_confusion.csv",

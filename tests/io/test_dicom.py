@@ -29,7 +29,10 @@ def edit(path: Path, **tags: object) -> None:
 
 def test_axial_round_trip(series: tuple[Path, np.ndarray, Geometry]) -> None:
     folder, hu, geometry = series
-    got, got_geometry, identity = read_series(folder)
+    series = read_series(folder)
+    got = series.hu
+    got_geometry = series.geometry
+    identity = series.identity
     assert got.dtype == np.float32 and got.shape == hu.shape
     assert np.abs(got - hu).max() <= 1.0
     assert got_geometry.matches(geometry)
@@ -46,7 +49,9 @@ def test_double_oblique_round_trip(tmp_path: Path) -> None:
     geometry = Geometry((5, 12, 10), np.array([3.0, -4.0, 5.0]), row, col, np.cross(row, col), (0.75, 0.3, 0.5))
     hu = random_hu(geometry.shape, seed=1)
     write_series(tmp_path, hu, geometry, TAGS, "oblique")
-    got, got_geometry, _ = read_series(tmp_path)
+    series = read_series(tmp_path)
+    got = series.hu
+    got_geometry = series.geometry
     assert got_geometry.matches(geometry)
     assert got_geometry.shape == (5, 12, 10)
     assert np.abs(got - hu).max() <= 1.0
@@ -56,7 +61,9 @@ def test_flipped_geometry_round_trip(tmp_path: Path) -> None:
     geometry = flipped_oblique()
     hu = random_hu(seed=2)
     write_series(tmp_path, hu, geometry, TAGS, "flipped")
-    got, got_geometry, _ = read_series(tmp_path)
+    series = read_series(tmp_path)
+    got = series.hu
+    got_geometry = series.geometry
     assert got_geometry.matches(geometry)
     np.testing.assert_allclose(got_geometry.slice_dir, [0, 0, -1], atol=1e-6)
     assert np.abs(got - hu).max() <= 1.0
@@ -71,7 +78,9 @@ def test_sorted_by_position_not_name_or_instance_number(series: tuple[Path, np.n
         path.rename(folder / f"tmp{order[k]}")
     for k in range(len(files)):
         (folder / f"tmp{k}").rename(folder / f"{chr(ord('z') - k)}.dcm")
-    got, got_geometry, _ = read_series(folder)
+    series = read_series(folder)
+    got = series.hu
+    got_geometry = series.geometry
     assert np.abs(got - hu).max() <= 1.0
     assert got_geometry.matches(geometry)
 
@@ -84,7 +93,8 @@ def test_rescale_slope_and_intercept_are_applied(series: tuple[Path, np.ndarray,
     ds.PixelData = stored.tobytes()
     ds.RescaleSlope, ds.RescaleIntercept = "2", "-2000"
     ds.save_as(path)
-    got, _, _ = read_series(folder)
+    series = read_series(folder)
+    got = series.hu
     np.testing.assert_array_equal(got[1], stored.astype(np.float32) * 2 - 2000)
     assert np.abs(got[1] - hu[1]).max() <= 1.0
 
@@ -92,7 +102,8 @@ def test_rescale_slope_and_intercept_are_applied(series: tuple[Path, np.ndarray,
 def test_hidden_files_are_ignored(series: tuple[Path, np.ndarray, Geometry]) -> None:
     folder, hu, _ = series
     (folder / ".DS_Store").write_bytes(b"\0junk")
-    got, _, _ = read_series(folder)
+    series = read_series(folder)
+    got = series.hu
     assert got.shape == hu.shape
 
 
@@ -151,12 +162,19 @@ def test_two_series_mixed(series: tuple[Path, np.ndarray, Geometry], tmp_path: P
     other = write_series(tmp_path / "other", random_hu((3, 16, 16)), axial((3, 16, 16)), TAGS, "other")
     for path in other:
         shutil.move(path, folder / f"B{path.name}")
-    uids = {str(pydicom.dcmread(p).SeriesInstanceUID) for p in folder.iterdir()}
-    with pytest.raises(InputError, match="2 series mixed in one folder") as err:
+    uids = {
+        str(pydicom.dcmread(p).SeriesInstanceUID): len(list(folder.glob(f"{'B' if p.name.startswith('B') else 'I'}*")))
+        for p in folder.iterdir()
+    }
+    with pytest.raises(InputError, match="2 series in one folder: .*; choose one with --series UID") as err:
         read_series(folder)
-    for uid in uids:
-        assert re.search(re.escape(uid) + r" \([34] files\)", err.value.problem)
-    assert "(4 files)" in err.value.problem and "(3 files)" in err.value.problem
+    for uid, n in uids.items():  # each listed with its description and file count, the larger first
+        assert re.search(re.escape(uid) + rf' \("no description", {n} files\)', err.value.problem)
+    assert err.value.problem.index("4 files") < err.value.problem.index("3 files")
+    for uid, n in uids.items():  # a chosen one is read alone
+        assert read_series(folder, uid).hu.shape[0] == n
+    with pytest.raises(InputError, match="holds no series 1.2.3"):
+        read_series(folder, "1.2.3")
 
 
 def test_single_slice(tmp_path: Path) -> None:
@@ -247,7 +265,8 @@ def test_non_uniform_steps(series: tuple[Path, np.ndarray, Geometry]) -> None:
 def test_small_step_jitter_is_tolerated(series: tuple[Path, np.ndarray, Geometry]) -> None:
     folder, hu, geometry = series
     edit(folder / "IM00002.dcm", ImagePositionPatient=[str(v) for v in geometry.slice_position(1) + [0, 0, 0.001]])
-    _, got_geometry, _ = read_series(folder)
+    series = read_series(folder)
+    got_geometry = series.geometry
     assert got_geometry.matches(geometry, tol_mm=0.01)
 
 

@@ -100,20 +100,22 @@ def test_check_unique_accepts_distinct(tmp_path: Path, make_patient: Callable[..
     assert patients[0].study_uid != patients[1].study_uid
 
 
-def test_check_unique_same_patient_id(tmp_path: Path, make_patient: Callable[..., Path]) -> None:
-    patients = [load_patient(make_patient(tmp_path / name), IDENTITY) for name in ("a", "b")]
-    with pytest.raises(InputError, match=r"/b: same PatientID as .*/a\b") as err:
-        check_unique(patients)
-    assert TAGS["PatientID"] not in str(err.value)
+def test_the_same_patient_in_two_folders_is_a_follow_up_not_an_error(
+    tmp_path: Path, make_patient: Callable[..., Path]
+) -> None:
+    patients = [load_patient(make_patient(tmp_path / name), IDENTITY) for name in ("a", "b")]  # same PatientID
+    check_unique(patients)
+    assert patients[0].patient_id == patients[1].patient_id and patients[0].series_uid != patients[1].series_uid
 
 
-def test_check_unique_same_study(tmp_path: Path, make_patient: Callable[..., Path]) -> None:
+def test_the_same_series_in_two_folders_is_an_error(tmp_path: Path, make_patient: Callable[..., Path]) -> None:
     patients = [
         load_patient(make_patient(tmp_path / name, tags={"PatientID": name}, uid_seed="same"), IDENTITY)
         for name in ("a", "b")
     ]
-    with pytest.raises(InputError, match=r"/b: same StudyInstanceUID as .*/a\b"):
+    with pytest.raises(InputError, match=r"/b: same SeriesInstanceUID as .*/a\b") as err:
         check_unique(patients)
+    assert patients[0].series_uid not in str(err.value)
 
 
 def test_check_unique_skips_empty_ids(tmp_path: Path, make_patient: Callable[..., Path]) -> None:

@@ -130,12 +130,13 @@ def test_rejects_inconsistent_prior_and_fusion() -> None:
 def test_build_segmenter_follows_params() -> None:
     cfg = load_config(profile="smoke")["stage2"]
     with_prior = build_segmenter(cfg, encoder(cfg["input_size"]), prior())
-    assert with_prior.fusion == "faa" and isinstance(with_prior.decoder, MultiClassHead)
+    assert cfg["decoder"] == "class_tokens"  # the paper's decoder for ours
+    assert with_prior.fusion == "faa" and isinstance(with_prior.decoder, ClassTokenDecoder)
     assert with_prior.faa.heads == cfg["faa"]["heads"] and with_prior.faa.dropout == cfg["faa"]["dropout"]
     assert with_prior.adapter.kernel_size == (cfg["prior"]["adapter_kernel"],) * 2
     assert with_prior.input_size == cfg["input_size"]
     assert build_segmenter(cfg, encoder(cfg["input_size"]), prior(), fusion="add").fusion == "add"
-    no_prior = build_segmenter({**cfg, "decoder": "class_tokens"}, encoder(cfg["input_size"]), None)
-    assert no_prior.fusion == "none" and isinstance(no_prior.decoder, ClassTokenDecoder)
+    no_prior = build_segmenter({**cfg, "decoder": "head"}, encoder(cfg["input_size"]), None)
+    assert no_prior.fusion == "none" and isinstance(no_prior.decoder, MultiClassHead)
     with torch.no_grad():
         assert no_prior.eval()(torch.rand(1, 1, 64, 64)).shape == (1, 5, 64, 64)

@@ -6,9 +6,11 @@ Layout (``case_NNN`` folder names, never the PatientID)::
     OUT/case_000/label.nii.gz            labels on the same grid
     OUT/case_000/centerline.json         {"LAD": [[x, y, z], ...]} LPS mm, proximal to distal
     OUT/cohort.json                      the sampled truth of every case (no identifying tags)
+    OUT/.plaque-phantom                  marks the folder as a phantom cohort (`plaque.io.patient.is_phantom`)
 
 The cohort is written into a hidden sibling folder and renamed into place at the end (replacing an
-existing ``OUT``), so an interrupted or failed run never leaves a partial cohort behind.
+existing ``OUT``), so an interrupted or failed run never leaves a partial cohort behind. An existing ``OUT``
+is replaced only when it is a phantom cohort (or empty): a user's own scans are never written over.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from plaque.data.phantom import case as _case
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
 from plaque.io.labels import write_centerlines, write_labels
-from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE
+from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, PHANTOM_MARKER, is_phantom
 from plaque.progress import progress
 
 COHORT_FILE = "cohort.json"
@@ -59,7 +61,8 @@ def generate_cohort(
         Each case's truth summary, in index order (also written to ``out/cohort.json``).
 
     Raises:
-        InputError: non-positive ``patients``/``processes``, or ``out`` is an existing file.
+        InputError: non-positive ``patients``/``processes``, or ``out`` is an existing file or a non-empty
+            folder that is not a phantom cohort.
     """
     out = Path(out)
     if isinstance(patients, bool) or not isinstance(patients, int) or patients < 1:
@@ -68,6 +71,12 @@ def generate_cohort(
         raise InputError("processes", f"expected a positive integer, got {processes!r}")
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_phantom(out):
+        raise InputError(
+            out,
+            f"holds data the phantom generator did not write (no {PHANTOM_MARKER}); refusing to "
+            "replace it: choose another folder, or set data.raw to it in params.yaml",
+        )
     with atomic_folder(out) as tmp:
         jobs = [(tmp, i, seed, cfg) for i in range(patients)]
         results: dict[int, dict[str, Any]] = {}
@@ -94,4 +103,5 @@ def generate_cohort(
             "cases": cases,
         }
         (tmp / COHORT_FILE).write_text(json.dumps(summary, indent=1, default=str))
+        (tmp / PHANTOM_MARKER).write_text("written by plaque.data.phantom; replaced by its next run\n")
     return cases

@@ -1,0 +1,176 @@
+"""Segmenting new scans: the mapping back to voxels is faithful, outputs lie on the scan's grid, bad input
+writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import torch
+
+from plaque.checkpoint import model_record, save_atomic
+from plaque.classes import LUMEN, WALL
+from plaque.config import load_config
+from plaque.data.phantom import generate_cohort
+from plaque.data.slicing import sample
+from plaque.io.dicom import read_series
+from plaque.io.labels import write_centerlines
+from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, load_patient
+from plaque.models.build import build_model
+from plaque.segment.__main__ import main
+from plaque.segment.run import LABELS_FILE, MAPPING_FILE, RUN_FILE, SEG_FILE, VOLUMES_FILE
+from plaque.segment.volume import FALLBACK, Sections, cuts, to_voxels
+
+IDENTITY = {i: i for i in range(5)}
+
+
+@pytest.fixture(scope="module")
+def cfg() -> dict:
+    return load_config(profile="smoke")
+
+
+@pytest.fixture(scope="module")
+def raw(cfg: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three smoke phantom patients (labels kept: the tests compare with them; segmenting ignores them)."""
+    out = tmp_path_factory.mktemp("segment") / "raw"
+    generate_cohort(out, 3, seed=5, cfg=cfg["phantom"], processes=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(cfg: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained no_prior model in the trainer's format, cross-sections every 2 mm."""
+    torch.manual_seed(0)
+    model, _ = build_model(cfg, "no_prior", None, pretrained=False)
+    settings = {k: cfg["preprocess"][k] for k in ("window_hu", "crop_px", "size")} | {"step_mm": 2.0}
+    path = tmp_path_factory.mktemp("model") / "best.pt"
+    save_atomic({**model_record("no_prior", cfg, settings), "format": 1, "epoch": 1, "model": model.state_dict()}, path)
+    return path
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_ground_truth_cross_sections_map_back_onto_the_label_volume(raw: Path, cfg: dict) -> None:
+    """The geometry round trip: each patient's ground-truth cross-sections, cut as segmentation cuts them and
+    mapped back, reproduce its label volume."""
+    for folder in sorted(p for p in raw.iterdir() if p.is_dir()):
+        patient = load_patient(folder, IDENTITY)
+        sections = [
+            Sections(
+                c, np.zeros(c.coords.shape[:1] + c.coords.shape[2:], np.float32), sample(patient.labels, c.coords, 0)
+            )
+            for c in cuts(patient.geometry, patient.centerlines, cfg["preprocess"]["crop_px"], 1.0)
+        ]
+        labels, owner = to_voxels(patient.geometry, sections)
+        assert dice(labels == LUMEN, patient.labels == LUMEN) >= 0.95, folder.name
+        assert dice(labels == WALL, patient.labels == WALL) >= 0.90, folder.name
+        assert (owner[labels > 0] >= 0).all()
+
+
+def test_segment_writes_labels_seg_volumes_and_mapping_on_the_scans_grids(
+    raw: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    cohort = tmp_path / "scans"
+    for folder in sorted(p for p in raw.iterdir() if p.is_dir())[:2]:
+        shutil.copytree(folder / DICOM_DIR, cohort / folder.name / DICOM_DIR)
+    shutil.copy(raw / "case_000" / CENTERLINE_FILE, cohort / "case_000" / CENTERLINE_FILE)  # case_001: none
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(checkpoint), "--input", str(cohort), "--out", str(out), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MAPPING_FILE, VOLUMES_FILE, RUN_FILE, "scan_001", "scan_002"]
+    )
+    for name, folder in (("scan_001", "case_000"), ("scan_002", "case_001")):
+        series = read_series(cohort / folder / DICOM_DIR)
+        image = nib.load(out / name / LABELS_FILE)
+        np.testing.assert_allclose(image.affine, series.geometry.nifti_affine, atol=1e-4)
+        labels = np.asarray(image.dataobj).transpose(2, 1, 0)
+        assert labels.shape == series.geometry.shape and labels.max() <= 4
+        seg = hd.seg.segread(out / name / SEG_FILE)
+        assert seg.get_source_image_uids()[0][1] == series.identity["SeriesInstanceUID"]
+        from_seg = np.zeros(labels.shape, np.uint8)
+        for number in seg.segment_numbers:
+            frames = seg.get_pixels_by_source_instance(
+                [h.SOPInstanceUID for h in series.headers],
+                segment_numbers=[number],
+                assert_missing_frames_are_empty=True,
+            )[..., 0]
+            from_seg[frames > 0] = number
+        np.testing.assert_array_equal(from_seg, labels)
+        assert pydicom.dcmread(out / name / SEG_FILE).FrameOfReferenceUID == series.headers[0].FrameOfReferenceUID
+        assert (out / name / "overlay.png").stat().st_size > 0
+    volumes = pd.read_csv(out / VOLUMES_FILE)
+    first = volumes[volumes["scan"] == "scan_001"]
+    assert list(first["vessel"]) == ["LAD", "all"] and set(first["cut"]) == {"centerline"}
+    assert set(volumes[volumes["scan"] == "scan_002"]["cut"]) == {FALLBACK}
+    whole = first[first["vessel"] == "all"].iloc[0]
+    assert whole["plaque_mm3"] == pytest.approx(whole["calcified_mm3"] + whole["non_calcified_mm3"], abs=1e-2)
+    run = json.loads((out / RUN_FILE).read_text())
+    assert [s["cut"] for s in run["scans"]] == ["centerline", FALLBACK] and run["method"] == "no_prior"
+    mapping = pd.read_csv(out / MAPPING_FILE)
+    assert list(mapping["input"]) == [str((cohort / f / DICOM_DIR).resolve()) for f in ("case_000", "case_001")]
+    for path in (out / VOLUMES_FILE, out / RUN_FILE):
+        assert "case_00" not in path.read_text()  # input folder names only in the local mapping
+
+
+def test_one_series_with_a_centerline_option(raw: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [
+        "--checkpoint",
+        str(checkpoint.parent),
+        "--input",
+        str(raw / "case_002" / DICOM_DIR),
+        "--out",
+        str(out),
+        "--centerline",
+        str(raw / "case_002" / CENTERLINE_FILE),
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    assert json.loads((out / RUN_FILE).read_text())["scans"][0]["vessels"] == ["LAD"]
+    labels = np.asarray(nib.load(out / "scan_001" / LABELS_FILE).dataobj)
+    assert labels.shape == nib.load(raw / "case_002" / LABEL_FILE).shape
+
+
+def _fails_cleanly(args: list[str], out: Path, capsys: pytest.CaptureFixture[str], where: Path, problem: str) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar, when one ran
+    assert err.startswith(f"error: {where}") and problem in err and "Traceback" not in err, err
+    assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(
+    raw: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    base = ["--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails_cleanly([*base, "--input", str(empty)], out, capsys, empty, "empty")
+    gap = tmp_path / "gap" / "p1" / DICOM_DIR
+    shutil.copytree(raw / "case_000" / DICOM_DIR, gap)
+    files = sorted(gap.iterdir())
+    files[len(files) // 2].unlink()
+    shutil.copytree(raw / "case_001", tmp_path / "gap" / "p0")  # a good scan first: still nothing written
+    _fails_cleanly([*base, "--input", str(tmp_path / "gap")], out, capsys, gap, "missing")
+    line = tmp_path / "outside.json"
+    write_centerlines(line, {"LAD": np.array([[0.0, 0.0, 0.0], [1e4, 1e4, 1e4]])})
+    _fails_cleanly(
+        [*base, "--input", str(raw / "case_000" / DICOM_DIR), "--centerline", str(line)], out, capsys, line, "outside"
+    )
+    _fails_cleanly(
+        ["--checkpoint", str(tmp_path / "none.pt"), "--out", str(out), "--input", str(raw)],
+        out,
+        capsys,
+        tmp_path / "none.pt",
+        "",
+    )
