@@ -5,7 +5,9 @@
 
 What DVC runs for every stage (`plaque.pipeline`). The executed notebook goes to OUT, and everything its cells
 print — the stage's log lines and progress bars included — streams to the terminal as it comes
-(papermill's ``log_output``) and into ``OUT`` with the suffix ``.log``. A failing cell fails the command
+(papermill's ``log_output``) and into ``OUT`` with the suffix ``.log``, each line once: the kernel is started
+with its standard output and error on ``/dev/null``, because ipykernel echoes what the cells' subprocesses
+write to the streams it inherited, which papermill logs as well. A failing cell fails the command
 (exit status 1, papermill's error on the last lines). Values given with ``-p`` are parsed as YAML scalars,
 as papermill's own ``-p`` does.
 """
@@ -14,12 +16,39 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
 KERNEL = "plaque"
+
+
+@contextmanager
+def _terminal_only_for_us() -> Iterator[TextIO]:
+    """Point file descriptors 1 and 2 to ``/dev/null`` for a kernel started meanwhile to inherit; yields a
+    stream on the original standard error, restored on exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield terminal
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+        terminal.close()
 
 
 def run_notebook(notebook: Path, executed: Path, parameters: dict[str, object], *, kernel: str = KERNEL) -> Path:
@@ -30,27 +59,28 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict[str, object], 
     log_path = executed.with_suffix(".log")
     handler = logging.FileHandler(log_path, mode="w")
     handler.setFormatter(logging.Formatter("%(message)s"))
-    terminal = logging.StreamHandler(sys.stderr)
-    terminal.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("papermill")
     logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    logger.addHandler(terminal)
     logger.propagate = False
-    try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=parameters,
-            kernel_name=kernel,
-            cwd=".",
-            log_output=True,
-            progress_bar=False,
-        )
-    finally:
-        logger.removeHandler(handler)
-        logger.removeHandler(terminal)
-        handler.close()
+    with _terminal_only_for_us() as stream:
+        terminal = logging.StreamHandler(stream)
+        terminal.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.addHandler(terminal)
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=parameters,
+                kernel_name=kernel,
+                cwd=".",
+                log_output=True,
+                progress_bar=False,
+            )
+        finally:
+            logger.removeHandler(handler)
+            logger.removeHandler(terminal)
+            handler.close()
     return log_path
 
 
