@@ -219,5 +219,11 @@ def test_flops_are_counted_and_peaks_looked_up() -> None:
     layer = torch.nn.Linear(64, 32, bias=False)
     x = torch.randn(8, 64)
     assert count_flops(lambda: layer(x)) == 2 * 8 * 64 * 32  # 2 FLOPs per multiply-add
+    q, k, v = (torch.randn(2, 3, 50, 16, requires_grad=True) for _ in range(3))
+    forward = 2 * 2 * (2 * 3 * 50 * 50 * 16)  # q @ k^T and weights @ v, 2 FLOPs per multiply-add
+    assert count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)) == forward
+    assert (
+        count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()) == 3.5 * forward
+    )  # backward: 5 products
     assert peak_tflops(CPU, "fp32") is None and peak_tflops(CPU, "fp32", 1.5) == 1.5
     assert mfu(10**12, 2.0, 1.0) == pytest.approx(0.5) and mfu(1, 1.0, None) is None
