@@ -20,6 +20,7 @@ from plaque.baselines.nnunet.run import (
     CONFIGURATION,
     main,
     nnunet_env,
+    plan_command,
     prepare_work,
     run_nnunet,
     run_tool,
@@ -87,19 +88,7 @@ def planned(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     export.write_splits(pre, splits)
     run_tool(
         "plan",
-        [
-            tool("nnUNetv2_plan_and_preprocess"),
-            "-d",
-            str(settings.dataset_id),
-            "-c",
-            CONFIGURATION,
-            "--verify_dataset_integrity",
-            "-np",
-            "1",
-            "-npfp",
-            "1",
-            "--no_pbar",
-        ],
+        plan_command(settings),
         nnunet_env(work, settings, "cpu"),
         work / "plan.log",
     )

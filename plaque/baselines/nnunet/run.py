@@ -259,6 +259,23 @@ def _float(v: Any) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------- the run
+def plan_command(settings: Settings) -> list[str]:
+    """``nnUNetv2_plan_and_preprocess`` for the settings' dataset (2D configuration, integrity check), with
+    their worker count for fingerprinting and preprocessing unless it is ``auto``."""
+    argv = [
+        tool("nnUNetv2_plan_and_preprocess"),
+        "-d",
+        str(settings.dataset_id),
+        "-c",
+        CONFIGURATION,
+        "--verify_dataset_integrity",
+        "--no_pbar",
+    ]
+    if settings.processes != "auto":
+        argv += ["-np", str(settings.processes), "-npfp", str(settings.processes)]
+    return argv
+
+
 def run_nnunet(
     data: Path,
     work: Path,
@@ -275,7 +292,6 @@ def run_nnunet(
     prepare_work(work)
     work = Path(work).resolve()
     env = nnunet_env(work, settings, device)
-    np_args = [] if settings.processes == "auto" else [str(settings.processes)]
     logs = work / "logs"
     raw = work / "nnUNet_raw" / settings.dataset
     pre = work / "nnUNet_preprocessed" / settings.dataset
@@ -295,18 +311,7 @@ def run_nnunet(
     )
 
     t0 = time.perf_counter()
-    plan_argv = [
-        tool("nnUNetv2_plan_and_preprocess"),
-        "-d",
-        str(settings.dataset_id),
-        "-c",
-        CONFIGURATION,
-        "--verify_dataset_integrity",
-        "--no_pbar",
-    ]
-    if np_args:
-        plan_argv += ["-np", *np_args, "-npfp", *np_args]
-    run_tool("plan and preprocess", plan_argv, env, logs / "plan_and_preprocess.log")
+    run_tool("plan and preprocess", plan_command(settings), env, logs / "plan_and_preprocess.log")
     export.check_splits(pre, splits, FOLD)
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     summary = plan_summary(plans)
