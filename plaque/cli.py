@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plaque.errors import InputError
 
@@ -14,6 +14,20 @@ if TYPE_CHECKING:
     import torch
 
 EXIT_BAD_INPUT = 2
+
+
+def command_line(module: str, script: str, *examples: str) -> dict[str, Any]:
+    """`argparse.ArgumentParser` keywords shared by the commands that are also console scripts.
+
+    ``prog`` is ``script`` when the command runs as that console script, else ``python -m <module>``, so usage
+    lines and errors name the command as it was typed; the epilog shows ``examples`` (arguments only), kept as
+    written, e.g. ``command_line("plaque.segment", "plaque-segment", "--checkpoint best.pt --input scan --out seg")``.
+    """
+    name = script if Path(sys.argv[0]).name == script else f"python -m {module}"
+    lines = "\n".join(f"  {name} {example}" for example in examples)
+    other = f"python -m {module}" if name == script else script
+    epilog = f"example{'s' if len(examples) > 1 else ''} ({other} is the same command):\n{lines}"
+    return {"prog": name, "epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def add_config_options(

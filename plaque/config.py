@@ -2,8 +2,10 @@
 
 The configuration is a nested dict that mirrors `params.yaml`. Each section is
 read by its own stage. `profiles.<name>` holds per-section overrides that may
-only touch compute-scale keys (`PROFILE_KEYS`), never the paper's loss weights,
-learning rates or architecture constants.
+only touch compute-scale keys (`PROFILE_KEYS`), never the paper's loss terms,
+their weights or architecture constants. A short run's optimiser schedule (``train.lr``,
+``train.warmup``, ``train.decay``) is compute scale; the paper's own learning rates stay in
+their sections, and ``train.lr: paper`` (the paper profile) uses them unchanged.
 
 Command line: ``python -m plaque.config [--params FILE] [--profile NAME]`` prints
 the resolved configuration as JSON.
@@ -21,10 +23,12 @@ from typing import Any
 
 import yaml
 
+from plaque.cli import add_config_options, command_line, run_cli
 from plaque.errors import InputError
 from plaque.methods import METHODS, PRIOR_VARIANTS
 from plaque.paths import repo_root
 from plaque.precision import PRECISIONS
+from plaque.schedule import DECAYS
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,17 @@ class Mapping:
 
 
 @dataclass(frozen=True)
+class WordOrNum:
+    """The string ``word`` or a number checked by ``number``."""
+
+    word: str
+    number: Num
+
+    def check(self, key: str, v: Any) -> Any:
+        return v if v == self.word else self.number.check(key, v)
+
+
+@dataclass(frozen=True)
 class WordOrInt:
     """The string ``word`` or a positive integer."""
 
@@ -181,6 +196,9 @@ SCHEMA: dict[str, Any] = {
         "precision": Choice(PRECISIONS),
         "compile": Flag(),
         "num_workers": Num(0, 64, integer=True),
+        "lr": WordOrNum("paper", Num(0.0, 1.0)),
+        "warmup": Num(0.0, 0.5),
+        "decay": Choice(DECAYS),
     },
     "stage1": {
         "codebook_size": Num(2, 65536, integer=True),
@@ -213,6 +231,7 @@ SCHEMA: dict[str, Any] = {
         "backbone": Choice(("vit_b", "vit_l", "vit_h", "vit_tiny")),
         "input_size": Num(32, 4096, integer=True),
         "patch_size": Choice((2, 4, 8, 16)),
+        "embed_dim": Choice((64, 128, 192, 256)),
         "weights": Text(),
         "allow_random_weights": Flag(),
         "sam_tuning": Choice(("lora", "frozen", "full")),
@@ -245,6 +264,7 @@ SCHEMA: dict[str, Any] = {
         "checkpoint": Choice(("best", "final")),
         "tta": Flag(),
         "processes": WordOrInt("auto"),
+        "batch_size": WordOrInt("auto"),
     },
     "eval": {
         "bootstrap_resamples": Num(100, None, integer=True),
@@ -255,9 +275,10 @@ SCHEMA: dict[str, Any] = {
 }
 
 # Keys a profile may override: cohort size, cross-section field of view, size and spacing, input
-# size, backbone (its weights, and how it is tuned, which a weak stand-in for SAM decides by
-# measurement), epoch budgets, validation cadence and sampling, and process counts.
-# Nothing that changes the paper's method.
+# size, backbone and the width of the image embedding (its weights, and how it is tuned, which a weak
+# stand-in for SAM decides by measurement), epoch budgets, the optimiser schedule of a short run (peak
+# learning rate, warmup, decay), validation cadence and sampling, batch caps and process counts.
+# Nothing that changes the paper's method: its loss terms, their weights, and its architecture.
 PROFILE_KEYS: frozenset[str] = frozenset(
     {
         "phantom.patients",
@@ -270,6 +291,7 @@ PROFILE_KEYS: frozenset[str] = frozenset(
         "stage2.backbone",
         "stage2.input_size",
         "stage2.patch_size",
+        "stage2.embed_dim",
         "stage2.sam_tuning",
         "stage2.weights",
         "stage2.allow_random_weights",
@@ -281,6 +303,7 @@ PROFILE_KEYS: frozenset[str] = frozenset(
         "nnunet.val_iterations_per_epoch",
         "nnunet.tta",
         "nnunet.processes",
+        "nnunet.batch_size",
         "train.max_epochs",
         "train.val_every",
         "train.val_stride",
@@ -290,6 +313,9 @@ PROFILE_KEYS: frozenset[str] = frozenset(
         "train.precision",
         "train.compile",
         "train.num_workers",
+        "train.lr",
+        "train.warmup",
+        "train.decay",
     }
 )
 
@@ -414,17 +440,12 @@ def load_config(params: str | Path | None = None, profile: str | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Print the resolved configuration as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m plaque.config", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: repository params.yaml)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: the file's `profile` key)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], **command_line("plaque.config", "plaque-config", "--profile paper")
+    )
+    add_config_options(parser)
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.params, args.profile)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(cfg, indent=2))
-    return 0
+    return run_cli(lambda: print(json.dumps(load_config(args.params, args.profile), indent=2)))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+import plaque.precision as precision_module
 from plaque.errors import InputError
 from plaque.precision import autocast, grad_scaler, resolve_precision
 
 CPU = torch.device("cpu")
 
 
-def test_auto_is_fp32_on_the_cpu_and_explicit_choices_stay() -> None:
+def test_auto_on_the_cpu_follows_its_native_bf16_and_explicit_choices_stay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", CPU) == "bf16"
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto", CPU) == "fp32"
     assert [resolve_precision(p, CPU) for p in ("bf16", "fp16", "fp32")] == ["bf16", "fp16", "fp32"]
     with pytest.raises(InputError, match="train.precision"):

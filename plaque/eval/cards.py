@@ -62,6 +62,9 @@ def model_card(method: str, summ: Mapping[str, Any], data: str, preprocess: Mapp
         f"| training | {run.get('epochs_run') or '?'} epochs, "
         + (f"{seconds / 60:.1f} min" if seconds else "time n/a")
         + " |",
+        f"| optimiser | {run.get('optimiser') or 'its own'}"
+        + (f" (the paper's: {summ['optimiser']['paper']})" if summ.get("optimiser") else "")
+        + " |",
         f"| test cohort | {summ.get('cohort', '?')} |",
         f"| macro Dice | {_interval(result['macro_dice'])} |",
         *(f"| Dice {display_name(CLASS_NAMES[c])} | {_interval(result['dice'][CLASS_NAMES[c]])} |" for c in FOREGROUND),

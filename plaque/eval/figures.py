@@ -48,6 +48,7 @@ __all__ = [
     "save_figure",
     "select_rows",
     "training_curves",
+    "learning_curves",
 ]
 
 HARD_FRAME_COLOUR = "#ff8c00"  # dark orange: distinct from every class colour
@@ -433,7 +434,9 @@ def read_dvclive_curve(live_dir: Path, name: str) -> pd.DataFrame:
     return frame
 
 
-def training_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]], metrics: Sequence[str]) -> Figure:
+def training_curves(
+    curves: Mapping[str, Mapping[str, pd.DataFrame]], metrics: Sequence[str], *, xlabel: str = "epoch"
+) -> Figure:
     """One panel per metric of ``metrics`` (e.g. the training loss and the validation macro Dice), one line per
     method, against the epoch (DVCLive's ``step``), so that a reader sees whether each run had converged.
 
@@ -442,6 +445,7 @@ def training_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]], metrics: S
             last path part (``val/macro_dice`` -> ``macro_dice``, as DVCLive writes it); rows in any order. A
             method without a metric has no line in that panel.
         metrics: the metric names, also the panels' y-axis labels.
+        xlabel: what ``step`` counts, the x-axis label.
 
     Returns:
         A figure with one axes per metric and one ``Line2D`` per method that has it, labelled with the
@@ -470,12 +474,45 @@ def training_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]], metrics: S
                 marker="o" if len(data) <= 30 else None,
                 markersize=3,
             )
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.grid(linewidth=0.3, alpha=0.6)
     fig.axes[-1].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
+
+
+IMAGES = "images"  # the curve of training images seen at the end of each epoch (Stage-2 trainer, nnU-Net)
+
+
+def learning_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]], metrics: Sequence[str]) -> Figure:
+    """`training_curves` of ``metrics`` (e.g. the validation Dice of each class) against the training images
+    seen, so that methods with different batches and epoch lengths share one axis and a reader sees where each
+    would reach a target if it trained on.
+
+    Args:
+        curves: method -> metric -> DataFrame as for `training_curves`; each method also needs the curve
+            `IMAGES` (``step`` and ``images``), which maps its epochs to images seen. A method without it is
+            left out.
+        metrics: the metric names, one panel each.
+    """
+    remapped: dict[str, dict[str, pd.DataFrame]] = {}
+    for method, frames in curves.items():
+        if IMAGES not in frames:
+            continue
+        seen = frames[IMAGES].set_index("step")[IMAGES]
+        remapped[method] = {}
+        for metric in metrics:
+            if metric in frames:
+                frame = frames[metric]
+                column = _metric_column(frame, metric)
+                if column is None:
+                    raise ValueError(f"{method!r}: expected a column {metric!r}, found {list(frame.columns)}")
+                joined = frame[["step", column]].join(seen, on="step", how="inner")
+                remapped[method][metric] = pd.DataFrame({"step": joined[IMAGES], column: joined[column]})
+    if not remapped:
+        raise ValueError(f"no method has the {IMAGES!r} curve")
+    return training_curves(remapped, metrics, xlabel="training images seen")
 
 
 # ------------------------------------------------------------------------------------------ save

@@ -43,7 +43,7 @@ VOLUME_KINDS: dict[str, tuple[int, ...]] = {
 }
 PER_CLASS_METRICS = ("dice", "iou", "hd95_mm", "assd_mm")
 # What the results section says about each method's training run (its RUNS/<method>/metrics.json)
-RUN_FIELDS = ("backbone", "backbone_weights", "trainable_parameters", "train_seconds", "epochs_run")
+RUN_FIELDS = ("backbone", "backbone_weights", "trainable_parameters", "train_seconds", "epochs_run", "optimiser")
 
 
 def finite(value: float) -> float | None:
@@ -216,6 +216,11 @@ def summary_markdown(summ: Mapping[str, Any]) -> str:
         f"classes present in its ground truth or prediction (a class absent from both is left out). "
         f"Profile `{summ.get('profile', '?')}`, cohort: {summ.get('cohort', '?')}."
     ]
+    if summ.get("optimiser"):
+        notes.append(
+            f"Optimiser of the Stage-2 methods: {summ['optimiser']['run']} (the paper's: {summ['optimiser']['paper']}); "
+            "nnU-Net keeps its own."
+        )
     random = [method_label(m) for m, w in weights.items() if w == "random"]
     sam_based = [m for m, w in weights.items() if w != "none"]  # "none": a method without an image encoder
     if random:
@@ -280,13 +285,19 @@ def runs_markdown(summ: Mapping[str, Any]) -> str:
     def fmt(value: Any, form: str) -> str:
         return "n/a" if value is None else form.format(value)
 
-    lines = ["| method | trainable parameters | training time | epochs | encoder (weights) |", "|---" * 5 + "|"]
+    lines = [
+        "| method | trainable parameters | training time | epochs | encoder (weights) | optimiser |",
+        "|---" * 6 + "|",
+    ]
     for m in rows:
         r = runs[m]
         encoder = f"{r.get('backbone') or 'n/a'} ({r.get('backbone_weights') or 'unknown'})"
         params = fmt(r.get("trainable_parameters"), "{:,}")
         minutes = fmt(None if r.get("train_seconds") is None else r["train_seconds"] / 60, "{:.1f} min")
-        lines.append(f"| {method_label(m)} | {params} | {minutes} | {fmt(r.get('epochs_run'), '{}')} | {encoder} |")
+        lines.append(
+            f"| {method_label(m)} | {params} | {minutes} | {fmt(r.get('epochs_run'), '{}')} | {encoder} "
+            f"| {r.get('optimiser') or 'its own'} |"
+        )
     return (
         "\n".join(lines) + "\n\nTraining time: the training loop of the stage (validation included, test "
         "prediction not), on the machine that ran the pipeline.\n"

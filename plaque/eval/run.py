@@ -13,7 +13,8 @@ leaves no partial summary):
     TABLES/<method>_confusion.csv      pixel counts, rows = truth, columns = prediction
     TABLES/model_card_<method>.md      what the model is, its data, profile, weights, Dice and intended use
     FIGURES/qualitative.{png,pdf}      the paper's Figure 1 layout (rows: `plaque.eval.figures.select_rows`)
-    FIGURES/dice_bars, confusion, bland_altman_<method>, training_curves (when runs have DVCLive curves)
+    FIGURES/dice_bars, confusion, bland_altman_<method>, training_curves (when runs have DVCLive curves),
+                                   learning_curves (validation Dice per class against training images seen)
 
 The qualitative figure shows the registry's figure methods (`plaque.methods`), those that have predictions; its
 rows are chosen on the per-slice macro Dice of ``ours`` (of the first method when there is no ours),
@@ -52,9 +53,12 @@ from plaque.eval.report import (
     summary_markdown,
 )
 from plaque.methods import figure_methods, method_label, order_methods
+from plaque.schedule import describe, describe_paper
 
 log = logging.getLogger("plaque.eval")
 CURVES = ("train/loss", "val/macro_dice")  # what the training-curves figure shows, per epoch
+# what the learning-curves figure shows against the training images seen, where a run logged them
+LEARNING = tuple(f"val/dice_{CLASS_NAMES[c]}" for c in FOREGROUND)
 
 
 def score_method(
@@ -142,13 +146,18 @@ def build_figures(
         out[f"bland_altman_{m}"] = figures.bland_altman_plots(
             {kind: patient_volumes(scores, kind) for kind in VOLUME_KINDS}, method=method_label(m)
         )
-    curves = {}
+    curves, learning = {}, {}
     for m in all_scores:
         live = runs / m / "live" if runs is not None else None
         if live is not None and live.is_dir():
             curves[method_label(m)] = {c: figures.read_dvclive_curve(live, c) for c in CURVES}
+            logged = [c for c in (figures.IMAGES, *LEARNING) if (live / "plots" / "metrics" / f"{c}.tsv").is_file()]
+            if len(logged) == 1 + len(LEARNING):
+                learning[method_label(m)] = {c: figures.read_dvclive_curve(live, c) for c in logged}
     if curves:
         out["training_curves"] = figures.training_curves(curves, CURVES)
+    if learning:
+        out["learning_curves"] = figures.learning_curves(learning, LEARNING)
     return out
 
 
@@ -169,6 +178,10 @@ def run_context(runs: Path | None, methods: Sequence[str], processed: Processed,
         "runs": record,
         "backbone_weights": {m: r["backbone_weights"] or "unknown" for m, r in record.items()},
         "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"],
+        "optimiser": {
+            "run": describe(cfg["train"], cfg["stage2"]["optim"]),
+            "paper": describe_paper(cfg["stage2"]["optim"]),
+        },
         "patients": int(test["patient"].nunique()),
         "patients_with_class": with_class,
         "cohort": f"{test['patient'].nunique()} test patients ({with_class['calcified']} with calcified, "

@@ -71,7 +71,9 @@ def build_model(
         if pretrained and prior_path is None:
             raise InputError("--prior", f"method {method!r} needs the Stage-1 checkpoint ({spec.prior} variant)")
         prior = load_prior(cfg["stage1"], prior_path if pretrained else None)
-    encoder = build_image_encoder(s2["backbone"], input_size=s2["input_size"], patch_size=s2["patch_size"])
+    encoder = build_image_encoder(
+        s2["backbone"], input_size=s2["input_size"], patch_size=s2["patch_size"], embed_dim=s2["embed_dim"]
+    )
     weights = resolve_weights(s2) if pretrained else None
     if weights is not None:
         load_sam_image_encoder(encoder, weights, input_size=s2["input_size"], patch_size=s2["patch_size"])

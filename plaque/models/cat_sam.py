@@ -248,10 +248,12 @@ def build_cat_sam(
     The builder of the registry's ``cat_sam`` (`plaque.methods`): CAT-SAM reads no prior.
 
     Args:
-        cfg_stage2: the resolved ``stage2`` section (``input_size`` is read).
+        cfg_stage2: the resolved ``stage2`` section (``input_size`` and ``embed_dim`` are read).
         image_encoder: SAM image encoder, official weights already loaded if any.
         prior, fusion: must be ``None`` and ``"none"``.
     """
     if prior is not None or fusion != "none":
         raise ValueError("CAT-SAM takes no prior")
-    return CatSamSegmenter(image_encoder=image_encoder, input_size=cfg_stage2["input_size"])
+    return CatSamSegmenter(
+        image_encoder=image_encoder, input_size=cfg_stage2["input_size"], embed_dim=cfg_stage2["embed_dim"]
+    )

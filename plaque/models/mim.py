@@ -36,8 +36,6 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor
 
-from plaque.models.sam import OUT_CHANNELS
-
 
 def block_mask(batch: int, grid: int, block: int, ratio: float, generator: torch.Generator | None = None) -> Tensor:
     """Random masks (batch, grid, grid) bool hiding ``round(ratio · cells)`` blocks of ``block`` × ``block`` tokens.
@@ -72,7 +70,7 @@ class MaskedImageModel(nn.Module):
         width = encoder.patch_embed.proj.out_channels
         self.mask_token = nn.Parameter(torch.zeros(width))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.head = nn.Conv2d(OUT_CHANNELS, self.patch * self.patch, kernel_size=1)
+        self.head = nn.Conv2d(encoder.neck[0].out_channels, self.patch * self.patch, kernel_size=1)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """SAM inputs (B, 3, S, S), mask (B, g, g) bool (true = hidden) → predicted first channel (B, 1, S, S)."""

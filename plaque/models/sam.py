@@ -124,8 +124,13 @@ def embedding_size(input_size: int, patch_size: int) -> int:
     return input_size // patch_size
 
 
-def build_image_encoder(backbone: str, *, input_size: int, patch_size: int) -> ImageEncoderViT:
-    """A randomly initialised SAM image encoder: (B, 3, S, S) → (B, 256, S/p, S/p).
+def build_image_encoder(
+    backbone: str, *, input_size: int, patch_size: int, embed_dim: int = OUT_CHANNELS
+) -> ImageEncoderViT:
+    """A randomly initialised SAM image encoder: (B, 3, S, S) → (B, ``embed_dim``, S/p, S/p).
+
+    ``embed_dim`` is the width of its neck (``stage2.embed_dim``): SAM's 256, which official checkpoints
+    need; a compute-scale key for the demo's small encoder.
 
     Its blocks' attention is `plaque.models.attention.SdpaAttention` (SAM's function on the fused
     SDPA kernels, same parameters and state-dict keys). Built on the current default device
@@ -141,7 +146,7 @@ def build_image_encoder(backbone: str, *, input_size: int, patch_size: int) -> I
             depth=spec.depth,
             num_heads=spec.heads,
             mlp_ratio=4.0,
-            out_chans=OUT_CHANNELS,
+            out_chans=embed_dim,
             qkv_bias=True,
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
             use_rel_pos=True,

@@ -5,13 +5,13 @@ Data path for slices ``x`` (B, 1, s, s) in [0, 1] (s = the stored slice size):
 1. SAM input: ``x`` resized bilinearly to S = ``input_size`` (antialiased
    when shrinking), scaled to 0..255, replicated to 3 channels and normalised
    with SAM's pixel mean/std → (B, 3, S, S). The image encoder gives the SAM
-   embedding F_sam (B, 256, g, g), g = S / patch size.
+   embedding F_sam (B, D, g, g), g = S / patch size, D = ``embed_dim`` (SAM: 256).
 2. Prior: the frozen Stage-1 encoder reads ``x`` at its own resolution s and
    returns the quantized latent z_q (B, d, s/f, s/f). It is resized bilinearly
    (align_corners=False, antialiased when shrinking) to g × g — bilinear
    upsampling blends neighbouring code vectors, so the prior is smooth on the
    SAM grid rather than blocky — then the adapter (a ``adapter_kernel`` ×
-   ``adapter_kernel`` convolution, d → 256) gives F_vq (B, 256, g, g).
+   ``adapter_kernel`` convolution, d → D) gives F_vq (B, D, g, g).
    Resize-then-adapt is the appendix's order; for the 1×1 adapter both orders
    give the same map.
 3. Fusion (``fusion``): ``"faa"`` FAA(F_sam, F_vq) (the method); ``"add"``
@@ -142,11 +142,12 @@ class PriorSegmenter(nn.Module):
 
 
 def build_decoder(name: str, *, embed_dim: int = EMBED_DIM, num_classes: int = NUM_CLASSES) -> nn.Module:
-    """``"head"`` → ``MultiClassHead``; ``"class_tokens"`` → ``ClassTokenDecoder`` at SAM's mask-decoder size."""
+    """``"head"`` → ``MultiClassHead``; ``"class_tokens"`` → ``ClassTokenDecoder`` with SAM's mask-decoder
+    proportions (depth 2, 8 heads, MLP 8 × ``embed_dim``: SAM's size at 256)."""
     if name == "head":
         return MultiClassHead(embed_dim=embed_dim, num_classes=num_classes)
     if name == "class_tokens":
-        return ClassTokenDecoder(embed_dim=embed_dim, num_classes=num_classes)
+        return ClassTokenDecoder(embed_dim=embed_dim, num_classes=num_classes, mlp_dim=8 * embed_dim)
     raise ValueError(f"unknown decoder {name!r}; choose 'head' or 'class_tokens'")
 
 
@@ -156,8 +157,8 @@ def build_segmenter(
     """Build the segmenter from the resolved ``stage2`` section of params.yaml.
 
     Args:
-        cfg: the resolved ``stage2`` section (``input_size``, ``decoder``, ``prior.adapter_kernel``,
-            ``faa.heads``, ``faa.dropout`` are read).
+        cfg: the resolved ``stage2`` section (``input_size``, ``embed_dim``, ``decoder``,
+            ``prior.adapter_kernel``, ``faa.heads``, ``faa.dropout`` are read).
         image_encoder: SAM image encoder for inputs of side ``cfg["input_size"]``.
         prior: the Stage-1 autoencoder (frozen here), or ``None`` for the no-prior ablation.
         fusion: ``"faa"``, ``"add"`` or ``"none"``; default ``"faa"`` with a prior, ``"none"`` without.
@@ -166,11 +167,12 @@ def build_segmenter(
         fusion = "faa" if prior is not None else "none"
     return PriorSegmenter(
         image_encoder=image_encoder,
-        decoder=build_decoder(cfg["decoder"]),
+        decoder=build_decoder(cfg["decoder"], embed_dim=cfg["embed_dim"]),
         prior=prior,
         input_size=cfg["input_size"],
         fusion=fusion,
         adapter_kernel=cfg["prior"]["adapter_kernel"],
         faa_heads=cfg["faa"]["heads"],
         faa_dropout=cfg["faa"]["dropout"],
+        embed_dim=cfg["embed_dim"],
     )

@@ -104,7 +104,9 @@ def train_foundation(
     """Pretrain ``stage2.backbone`` by SimMIM on ``data``'s train split; write its SAM-layout checkpoint to ``out``."""
     s2, fd = cfg["stage2"], cfg["foundation"]
     seed_everything(fd["seed"])
-    encoder = build_image_encoder(s2["backbone"], input_size=s2["input_size"], patch_size=s2["patch_size"])
+    encoder = build_image_encoder(
+        s2["backbone"], input_size=s2["input_size"], patch_size=s2["patch_size"], embed_dim=s2["embed_dim"]
+    )
     model = MaskedImageModel(encoder)
     batch = MimBatch(model, s2["input_size"], fd["mask_ratio"], fd["mask_block"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=fd["lr"], weight_decay=fd["weight_decay"])
@@ -119,6 +121,7 @@ def train_foundation(
         seed=fd["seed"],
         num_workers=cfg["train"]["num_workers"],
         samples_per_epoch=fd["samples_per_epoch"],
+        precision=cfg["train"]["precision"],
         monitor=MONITOR,
         mode="min",
         out_dir=out / "train",

@@ -41,6 +41,7 @@ from plaque.inference import SegmenterPredictor, predict_split
 from plaque.losses.segmentation import DiceMeter, SegLoss, macro_dice
 from plaque.methods import METHODS, get_method, method_config, method_stage2
 from plaque.models.build import build_model
+from plaque.schedule import describe, peak_lr
 from plaque.train.cli import add_common_options, run_stage
 from plaque.train.distributed import DistInfo
 from plaque.train.trainer import FitConfig, FitResult, fit, seed_everything, to_device
@@ -100,7 +101,9 @@ def train_stage2(
     seed_everything(cfg["train"]["seed"])  # identical initial weights on every rank
     model, backbone_weights = build_model(cfg, method, prior_path)
     optimizer = torch.optim.AdamW(
-        list(model.trainable_parameters()), lr=s2["optim"]["lr"], weight_decay=s2["optim"]["weight_decay"]
+        list(model.trainable_parameters()),
+        lr=peak_lr(cfg["train"], s2["optim"]["lr"]),
+        weight_decay=s2["optim"]["weight_decay"],
     )
     loss = SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"])
     aug = cfg["augment"]
@@ -115,9 +118,17 @@ def train_stage2(
         "sam_tuning": tuned["sam_tuning"],
         "decoder": tuned["decoder"],
         "prior": get_method(method).prior,
+        "optimiser": describe(cfg["train"], s2["optim"]),
     }
     fit_cfg = FitConfig.from_params(
-        cfg["train"], monitor=MONITOR, mode="max", out_dir=out, live_dir=results / "live", resume=resume
+        cfg["train"],
+        monitor=MONITOR,
+        mode="max",
+        out_dir=out,
+        live_dir=results / "live",
+        resume=resume,
+        warmup=cfg["train"]["warmup"],
+        decay=cfg["train"]["decay"],
     )
     started = time.perf_counter()
     result = fit(

@@ -6,8 +6,11 @@ DDP when launched by `torchrun` and as a single process otherwise. Rank 0 alone 
 writes checkpoints and DVCLive metrics; the validation result is broadcast so every rank takes
 the same stopping decision.
 
+The learning rate follows `plaque.schedule.lr_factor` (warmup, then constant or cosine decay), set per
+optimizer step over the run's ``max_epochs``; ``warmup`` 0 and ``constant`` keep the optimizer's rate.
+
 Resumability: ``last.pt`` is written atomically at the end of every epoch with everything the
-next epoch depends on (weights, optimizer, scheduler, early-stopping state, history, the RNG
+next epoch depends on (weights, optimizer, learning-rate schedule, early-stopping state, history, the RNG
 states of every rank, and the caller's ``extra_state``). It also holds the run's fingerprint: a
 SHA-256 of the code of every loaded ``plaque`` module and of the caller's ``record`` (the
 configuration). A ``last.pt`` of other code or settings is never resumed: the run starts afresh,
@@ -15,6 +18,9 @@ with a warning, so a checkpoint folder DVC keeps across reruns (``persist``) res
 run and only that. The training order is a function of
 ``(seed, epoch)`` alone (`EpochSampler.set_epoch`), so a run killed at any point and
 started again ends with the same result as an uninterrupted run (bit-identical weights on CPU).
+On the CPU the result also depends on the number of intra-op threads (``torch.get_num_threads()``,
+from ``OMP_NUM_THREADS`` or the process's CPU affinity; `torchrun` sets 1 per process when it starts
+several): the run records it as ``cpu_threads`` and a ``last.pt`` written with another count is not resumed.
 DataLoader workers are not persistent for the same reason: they are re-seeded from the restored
 generator each epoch. Models and ``extra_state`` must keep all their state in ``state_dict()``.
 """
@@ -44,6 +50,7 @@ from plaque.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_s
 from plaque.errors import InputError
 from plaque.precision import autocast, grad_scaler, resolve_precision
 from plaque.progress import progress
+from plaque.schedule import DECAYS, lr_factor
 from plaque.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, gather_object
 
 log = logging.getLogger(__name__)
@@ -66,7 +73,7 @@ class Stateful(Protocol):
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How to train. The first seven fields and the last four are `params.yaml`'s ``train`` section (see
+    """How to train. The first seven fields and the last six but two are `params.yaml`'s ``train`` section (see
     `from_params`).
 
     ``samples_per_epoch`` is ``"all"`` (every training item once per epoch, the paper's protocol)
@@ -76,7 +83,9 @@ class FitConfig:
     ``accumulate`` micro-batches of ``batch_size_per_gpu`` make one optimizer step (the effective batch is
     their product with the number of processes; DDP synchronises gradients on the last micro-batch only).
     ``precision`` is `plaque.precision`'s (``auto``, ``bf16``, ``fp16`` with a gradient scaler, ``fp32``).
-    ``compile`` runs the training forward through ``torch.compile``.
+    ``compile`` runs the training forward through ``torch.compile``. ``warmup`` and ``decay`` shape the
+    learning rate over the run (`plaque.schedule.lr_factor`): the optimizer's rate is the peak. The Stage-2
+    trainer passes ``train.warmup`` and ``train.decay``; Stage-1 and the foundation stage keep their constant rate.
 
     Attributes:
         monitor: key of ``validate()``'s result used for model selection and early stopping.
@@ -105,6 +114,8 @@ class FitConfig:
     accumulate: int = 1
     precision: str = "fp32"
     compile: bool = False
+    warmup: float = 0.0
+    decay: str = "constant"
 
     def __post_init__(self) -> None:
         for key in ("max_epochs", "val_every", "patience", "batch_size_per_gpu", "accumulate"):
@@ -118,6 +129,10 @@ class FitConfig:
             )
         if not 0.0 <= self.rare_share < 1.0:
             raise InputError("train.plaque_share", f"expected a share in [0, 1), got {self.rare_share!r}")
+        if not 0.0 <= self.warmup <= 0.5:
+            raise InputError("train.warmup", f"expected a share in [0, 0.5], got {self.warmup!r}")
+        if self.decay not in DECAYS:
+            raise InputError("train.decay", f"{self.decay!r} is not one of {list(DECAYS)}")
         if self.mode not in ("max", "min"):
             raise InputError("mode", f"expected 'max' or 'min', got {self.mode!r}")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -290,7 +305,6 @@ def fit(
     validate: ValidateFn,
     cfg: FitConfig,
     info: DistInfo,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     extra_state: Stateful | None = None,
     rare: Sequence[bool] | None = None,
     record: Mapping[str, Any] | None = None,
@@ -309,7 +323,6 @@ def fit(
         validate: ``validate(model, loader, info) -> metrics`` on rank 0 only, over the whole
             ``val_set``, with the unwrapped model in eval mode under `torch.no_grad`; the batches
             come from the loader as stored (move them with `to_device`). ``metrics`` must hold ``cfg.monitor``.
-        scheduler: stepped once per epoch, after the training pass.
         rare: a bool per training item, the items ``cfg.rare_share`` of each epoch's draw comes from
             when ``cfg.samples_per_epoch`` is a number (`EpochSampler`); ignored with ``"all"``.
         extra_state: state outside the model that training changes (e.g. Stage-1 class prototypes);
@@ -334,11 +347,22 @@ def fit(
     run_config = {
         **{
             k: getattr(cfg, k)
-            for k in ("batch_size_per_gpu", "val_every", "patience", "seed", "monitor", "mode", "accumulate", "compile")
+            for k in (
+                "batch_size_per_gpu",
+                "val_every",
+                "patience",
+                "seed",
+                "monitor",
+                "mode",
+                "accumulate",
+                "compile",
+                "warmup",
+                "decay",
+            )
         },
         "precision": precision,
         "world_size": info.world_size,
-        "scheduler": scheduler is not None,
+        "cpu_threads": torch.get_num_threads() if info.device.type == "cpu" else None,
         "extra_state": extra_state is not None,
         "fingerprint": run_fingerprint(record),
     }
@@ -350,8 +374,6 @@ def fit(
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
         if extra_state is not None:
             extra_state.load_state_dict(ckpt["extra"])
         stopper.load_state_dict(ckpt["early_stopping"])
@@ -370,7 +392,6 @@ def fit(
     train_model: nn.Module = ddp if ddp is not None else model
     if cfg.compile:
         train_model = torch.compile(train_model)
-    run = _Steps(train_model, ddp, optimizer, scaler, step, precision, cfg.accumulate)
     sampler = EpochSampler(
         train_set,
         samples=cfg.samples_per_epoch,
@@ -383,6 +404,15 @@ def fit(
     train_loader = DataLoader(
         train_set, batch_size=cfg.batch_size_per_gpu, sampler=sampler, num_workers=cfg.num_workers, pin_memory=cuda
     )
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accumulate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, cfg.max_epochs * steps_per_epoch, cfg.warmup, cfg.decay)
+    )
+    if ckpt is not None:  # building the schedule set the rate from the restored one: put the saved rate back
+        scheduler.load_state_dict(ckpt["scheduler"])
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+    run = _Steps(train_model, ddp, optimizer, scheduler, scaler, step, precision, cfg.accumulate)
     val_loader = (
         DataLoader(
             val_set, batch_size=cfg.batch_size_per_gpu, shuffle=False, num_workers=cfg.num_workers, pin_memory=cuda
@@ -413,10 +443,8 @@ def fit(
     while epoch < cfg.max_epochs and not stopper.stopped:
         epoch += 1
         sampler.set_epoch(epoch)
-        entry = _train_epoch(run, train_loader, epoch, info)
-        entry["lr"] = float(optimizer.param_groups[0]["lr"])
-        if scheduler is not None:
-            scheduler.step()
+        entry = {**_train_epoch(run, train_loader, epoch, info), "lr": float(optimizer.param_groups[0]["lr"])}
+        entry["images"] = epoch * len(sampler) * info.world_size
         if epoch % cfg.val_every == 0 or epoch == cfg.max_epochs:
             metrics = _validate_on_main(validate, model, val_loader, info, cfg.monitor, precision)
             entry.update({f"val/{k}": v for k, v in metrics.items()})
@@ -443,7 +471,7 @@ def fit(
                     "epoch": epoch,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scheduler": scheduler.state_dict(),
                     "extra": extra_state.state_dict() if extra_state is not None else None,
                     "rng": rngs,
                     "early_stopping": stopper.state_dict(),
@@ -516,11 +544,12 @@ def _resume_point(path: Path, resume: bool, run_config: dict[str, Any], info: Di
 @dataclass
 class _Steps:
     """What one optimizer step needs: the model that runs forward (DDP-wrapped and compiled as asked), the DDP
-    wrapper (for ``no_sync``), optimizer, gradient scaler, the caller's step, precision and accumulation."""
+    wrapper (for ``no_sync``), optimizer, learning-rate schedule, gradient scaler, the caller's step, precision and accumulation."""
 
     model: nn.Module
     ddp: DistributedDataParallel | None
     optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     step: StepFn
     precision: str
@@ -556,6 +585,7 @@ def _train_epoch(run: _Steps, loader: DataLoader, epoch: int, info: DistInfo) ->
         if last:
             run.scaler.step(run.optimizer)
             run.scaler.update()
+            run.scheduler.step()
             run.optimizer.zero_grad(set_to_none=True)
         for key, v in {"loss": value, **scalars}.items():
             sums[key] = sums.get(key, 0.0) + float(v.detach() if isinstance(v, Tensor) else v)

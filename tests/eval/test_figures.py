@@ -23,6 +23,7 @@ from plaque.eval.figures import (
     bland_altman_plots,
     confusion_plot,
     dice_bars,
+    learning_curves,
     qualitative_grid,
     read_dvclive_curve,
     save_figure,
@@ -314,3 +315,25 @@ def test_save_figure_failure_keeps_old_file_and_leaves_no_temporary(
         save_figure(fig, tmp_path, "cm")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png"]
     assert (tmp_path / "cm.png").read_bytes() == b"old"
+
+
+def test_learning_curves_put_every_method_on_the_images_seen_axis() -> None:
+    ours = {
+        "images": pd.DataFrame({"step": [1, 2, 3], "images": [512, 1024, 1536]}),
+        "val/dice_calcified": pd.DataFrame({"step": [3, 1, 2], "dice_calcified": [0.5, 0.1, 0.3]}),
+    }
+    nnunet = {
+        "images": pd.DataFrame({"step": [1, 2], "images": [800, 1600]}),
+        "val/dice_calcified": pd.DataFrame({"step": [1, 2], "dice_calcified": [0.2, 0.4]}),
+    }
+    no_images = {"val/dice_calcified": pd.DataFrame({"step": [1], "dice_calcified": [0.9]})}
+    fig = learning_curves({"Ours": ours, "nnU-Net": nnunet, "Other": no_images}, ["val/dice_calcified"])
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "training images seen"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["Ours", "nnU-Net"]  # a run without the images curve is left out
+    np.testing.assert_array_equal(lines["Ours"].get_xdata(), [512, 1024, 1536])
+    np.testing.assert_allclose(lines["Ours"].get_ydata(), [0.1, 0.3, 0.5])
+    np.testing.assert_array_equal(lines["nnU-Net"].get_xdata(), [800, 1600])
+    with pytest.raises(ValueError, match="images"):
+        learning_curves({"Other": no_images}, ["val/dice_calcified"])

@@ -46,6 +46,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "trainable_parameters": 1234567,
             "train_seconds": 150.0,
             "epochs_run": 6,
+            "optimiser": "AdamW peak 0.001, weight decay 0.0001, warmup 5% of steps, cosine decay",
             "macro_dice": 0.5,
         },
         "sam_lora": {"backbone_weights": "pretrained"},
@@ -94,8 +95,10 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
         "trainable_parameters": 1234567,
         "train_seconds": 150.0,
         "epochs_run": 6,
+        "optimiser": "AdamW peak 0.001, weight decay 0.0001, warmup 5% of steps, cosine decay",
     }
     assert summ["runs"]["sam_lora"]["trainable_parameters"] is None
+    assert summ["optimiser"]["paper"] == "AdamW 0.0001, weight decay 0.0001, constant"
     assert summ["profile"] == "smoke" and summ["bootstrap_resamples"] == RESAMPLES
     assert json.loads((out / "summary.json").read_text()) == summ
 
@@ -107,6 +110,10 @@ def test_model_cards_state_data_weights_dice_and_intended_use(evaluated: tuple[d
     assert "built-in synthetic phantom" in card and "Profile" not in card and "`smoke`" in card
     assert "| image encoder (weights) | vit_tiny (random) |" in card and "1,234,567" in card
     assert "| macro Dice | 1.000 [1.000, 1.000] |" in card and "randomly initialised" in card
+    assert (
+        "| optimiser | AdamW peak 0.001, weight decay 0.0001, warmup 5% of steps, cosine decay "
+        "(the paper's: AdamW 0.0001, weight decay 0.0001, constant) |" in card
+    )
     lora = summ["methods"]["sam_lora"]["dice"]["calcified"]
     assert (
         f"| Dice calcified | {lora['mean']:.3f} [{lora['low']:.3f}, {lora['high']:.3f}] |"

@@ -78,13 +78,14 @@ def test_demo_profile_shapes_and_gradients(demo: dict) -> None:
     model, weights = build_model(demo, "cat_sam", None, pretrained=False)
     assert isinstance(model, CatSamSegmenter) and weights == "random"
     size, g = demo["preprocess"]["size"], demo["stage2"]["input_size"] // demo["stage2"]["patch_size"]
+    dim = demo["stage2"]["embed_dim"]
     x = torch.rand(2, 1, size, size)
     features = model.encode(model.preprocess(x))
-    assert features.embedding.shape == (2, 256, g, g) and features.early.shape == (2, 192, g, g)
+    assert features.embedding.shape == (2, dim, g, g) and features.early.shape == (2, 192, g, g)
     blocks = list(model.block_outputs(model.preprocess(x)))
     assert model.early_block == 1 and len(blocks) == 4  # vit_tiny: global attention in blocks 1 and 3
     torch.testing.assert_close(features.early, blocks[1].permute(0, 3, 1, 2))
-    assert model.hq_features(features.embedding, features.early).shape == (2, 32, 4 * g, 4 * g)
+    assert model.hq_features(features.embedding, features.early).shape == (2, dim // 8, 4 * g, 4 * g)
     logits = model.train()(x)
     assert logits.shape == (2, NUM_CLASSES, size, size) and torch.isfinite(logits).all()
     logits.square().mean().backward()
@@ -94,7 +95,9 @@ def test_demo_profile_shapes_and_gradients(demo: dict) -> None:
 
 def test_vit_b_shapes_at_1024() -> None:
     with torch.device("meta"):  # shapes only: the 1024² forward takes ~17 s on 2 CPU cores
-        model = build_cat_sam({"input_size": 1024}, build_image_encoder("vit_b", input_size=1024, patch_size=16))
+        model = build_cat_sam(
+            {"input_size": 1024, "embed_dim": 256}, build_image_encoder("vit_b", input_size=1024, patch_size=16)
+        )
         x = torch.rand(1, 1, 64, 64)
         features = model.encode(model.preprocess(x))
         blocks = list(model.block_outputs(model.preprocess(x)))
@@ -182,7 +185,7 @@ def test_one_step_trains_only_the_bridge_hq_parts_and_head(demo: dict) -> None:
 
 def test_build_model_loads_official_sam_weights(demo: dict, tmp_path: Path) -> None:
     """An official-layout ViT-B checkpoint (built at the configured 64², patch 4, so nothing is resized)."""
-    cfg = {**demo, "stage2": {**demo["stage2"], "backbone": "vit_b"}}
+    cfg = {**demo, "stage2": {**demo["stage2"], "backbone": "vit_b", "embed_dim": 256}}  # official: SAM's neck width
     state = sam_layout(build_image_encoder("vit_b", input_size=64, patch_size=4))
     upscaling = output_upscaling(256, nn.GELU)
     state.update({f"mask_decoder.output_upscaling.{k}": torch.randn_like(v) for k, v in upscaling.state_dict().items()})

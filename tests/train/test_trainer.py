@@ -21,7 +21,7 @@ from plaque.config import load_config
 from plaque.errors import InputError
 from plaque.train.distributed import DistInfo
 from plaque.train.trainer import EpochSampler, FitConfig, fit, run_fingerprint, seed_everything
-from tests.train.toy import Scripted, ToyData, build, make_step, toy_validate
+from tests.train.toy import WARMUP, Scripted, ToyData, build, make_step, toy_validate
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = DistInfo()
@@ -40,13 +40,15 @@ def _cfg(tmp_path: Path, **kw: Any) -> FitConfig:
         mode="min",
         out_dir=tmp_path / "ckpt",
         live_dir=None,
+        warmup=WARMUP,
+        decay="cosine",
     )
     return FitConfig(**{**base, **kw})
 
 
 def _fit(cfg: FitConfig, validate=toy_validate, step=None, **kw: Any):
     seed_everything(0)
-    model, optimizer, scheduler, tracker = build()
+    model, optimizer, tracker = build()
     result = fit(
         model,
         optimizer,
@@ -56,7 +58,6 @@ def _fit(cfg: FitConfig, validate=toy_validate, step=None, **kw: Any):
         validate,
         cfg,
         CPU,
-        scheduler=scheduler,
         extra_state=tracker,
         **kw,
     )

@@ -1,7 +1,8 @@
 """A toy regression task for the trainer tests; ``python -m tests.train.toy`` runs it (also under `torchrun`).
 
 The data augmentation draws from the NumPy and Python generators, the model has dropout (torch
-generator), a StepLR scheduler changes the learning rate and a `Tracker` is the ``extra_state``:
+generator), the warmup-then-cosine schedule (`WARMUP`) changes the learning rate every step and a
+`Tracker` is the ``extra_state``:
 every piece of state that `fit` must carry across a resume is exercised.
 """
 
@@ -119,11 +120,13 @@ class Scripted:
         return {"score": score}
 
 
-def build(lr: float = 0.03) -> tuple[ToyNet, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, Tracker]:
-    """A freshly initialised model (seed first), Adam, StepLR(3, 0.5) and a Tracker."""
+WARMUP = 0.2  # share of the steps warming up; then cosine decay (FitConfig's warmup and decay)
+
+
+def build(lr: float = 0.03) -> tuple[ToyNet, torch.optim.Optimizer, Tracker]:
+    """A freshly initialised model (seed first), Adam and a Tracker."""
     model = ToyNet()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5), Tracker()
+    return model, torch.optim.Adam(model.parameters(), lr=lr), Tracker()
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     info = init_distributed(use_cuda=False)
     try:
         seed_everything(0)
-        model, optimizer, scheduler, tracker = build()
+        model, optimizer, tracker = build()
         out = args.out / f"rank{info.rank}" if args.per_rank_dirs and info.rank > 0 else args.out
         scripted = Scripted([float(s) for s in args.scores.split(",")]) if args.scores else None
         cfg = FitConfig(
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             mode="max" if scripted else "min",
             out_dir=out / "ckpt",
             live_dir=out / "live",
+            warmup=WARMUP,
+            decay="cosine",
         )
         result: FitResult = fit(
             model,
@@ -181,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
             scripted or toy_validate,
             cfg,
             info,
-            scheduler=scheduler,
             extra_state=tracker,
         )
         args.report.mkdir(parents=True, exist_ok=True)
