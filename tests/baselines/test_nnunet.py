@@ -18,6 +18,7 @@ from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from plaque.baselines.nnunet import export
 from plaque.baselines.nnunet.run import (
     CONFIGURATION,
+    cap_batch_size,
     main,
     nnunet_env,
     plan_command,
@@ -25,6 +26,7 @@ from plaque.baselines.nnunet.run import (
     run_nnunet,
     run_tool,
     tool,
+    write_curves,
 )
 from plaque.baselines.nnunet.settings import NNUNET_TRAINER, Settings, from_config
 from plaque.baselines.nnunet.trainer import (
@@ -195,6 +197,62 @@ def test_trainer_choice_and_schedule_file(tmp_path: Path, monkeypatch: pytest.Mo
         read_schedule()
 
 
+def _plans(tmp_path: Path, batch_size: int) -> Path:
+    path = tmp_path / "nnUNetPlans.json"
+    other = {"batch_size": 2, "patch_size": [8, 8, 8]}
+    path.write_text(json.dumps({"configurations": {CONFIGURATION: {"batch_size": batch_size}, "3d_fullres": other}}))
+    return path
+
+
+def test_batch_size_caps_the_2d_plans_and_auto_leaves_them_as_planned(tmp_path: Path) -> None:
+    path = _plans(tmp_path, 243)
+    assert cap_batch_size(path, "auto") == (243, 243)
+    assert json.loads(path.read_text())["configurations"][CONFIGURATION]["batch_size"] == 243
+    assert cap_batch_size(path, 16) == (243, 16)
+    plans = json.loads(path.read_text())["configurations"]
+    assert plans[CONFIGURATION]["batch_size"] == 16 and plans["3d_fullres"]["batch_size"] == 2
+    path = _plans(tmp_path, 12)
+    assert cap_batch_size(path, 32) == (12, 12)  # a cap above the planned batch changes nothing
+    assert json.loads(path.read_text())["configurations"][CONFIGURATION]["batch_size"] == 12
+
+
+def test_batch_size_is_a_setting_and_bad_caps_or_plans_are_one_line_errors(tmp_path: Path) -> None:
+    assert parse(TINY).batch_size == "auto" and parse({**TINY, "batch_size": 16}).batch_size == 16
+    assert parse({**TINY, "batch_size": 16}).as_dict()["batch_size"] == 16
+    path = _plans(tmp_path, 243)
+    for bad in (0, "all", True):
+        with pytest.raises(InputError, match=r"nnunet\.batch_size: must be auto or a positive integer"):
+            cap_batch_size(path, bad)
+    path.write_text(json.dumps({"configurations": {"3d_fullres": {"batch_size": 2}}}))
+    with pytest.raises(InputError, match="no batch_size in the '2d' configuration"):
+        cap_batch_size(path, 16)
+
+
+def test_curves_hold_per_class_pseudo_dice_and_images_seen(tmp_path: Path) -> None:
+    logged = {
+        "mean_fg_dice": [0.25, 0.5],
+        "ema_fg_dice": [0.25, 0.275],
+        "dice_per_class_or_region": [[0.4, 0.6, 0.0, 0.0], [0.7, 0.8, 0.3, float("nan")]],
+        "train_losses": [1.0, 0.5],
+        "val_losses": [0.9, 0.6],
+        "lrs": [0.01, 0.005],
+    }
+    write_curves(tmp_path / "live", logged, images_per_epoch=12 * 16)
+    images = read_dvclive_curve(tmp_path / "live", "images")
+    assert list(images["step"]) == [1, 2] and list(images["images"]) == [192, 384] and images["images"].dtype == int
+    expected = {"vessel_wall": [0.4, 0.7], "lumen": [0.6, 0.8], "calcified": [0.0, 0.3]}
+    for name, values in expected.items():
+        curve = read_dvclive_curve(tmp_path / "live", f"val/dice_{name}")
+        assert list(curve["step"]) == [1, 2] and list(curve[f"dice_{name}"]) == values
+    assert read_dvclive_curve(tmp_path / "live", "val/dice_non_calcified")["dice_non_calcified"].isna().tolist() == [
+        False,
+        True,
+    ]
+    with pytest.raises(InputError, match="epoch 1 has 3 values, expected 4"):
+        write_curves(tmp_path / "bad", {**logged, "dice_per_class_or_region": [[0.1, 0.2, 0.3]]}, 1)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_dataset_name_nnunet_cannot_use_names_the_key() -> None:
     with pytest.raises(InputError, match="nnunet.dataset_name"):
         parse({**TINY, "dataset_name": "a b"})
@@ -260,10 +318,10 @@ def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
-    """Train 1 epoch x 2 iterations and predict through the inference layer: the evaluator accepts the
-    predictions and the curve; they are what nnU-Net's own ``nnUNetv2_predict`` makes of the exported test
-    cases; the self-contained ``best.pt`` alone predicts them again."""
-    settings = parse(TINY)
+    """Train 1 epoch x 2 iterations at a batch capped to 1 and predict through the inference layer: the evaluator
+    accepts the predictions and the curves; they are what nnU-Net's own ``nnUNetv2_predict`` makes of the
+    exported test cases; the self-contained ``best.pt`` alone predicts them again."""
+    settings = parse({**TINY, "batch_size": 1})
     environ = dict(os.environ)
     metrics = run_nnunet(
         cohort, tmp_path / "work", tmp_path / "pred" / "nnunet", tmp_path / "results", CFG, settings, "cpu"
@@ -279,8 +337,12 @@ def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
     assert saved["iterations_per_epoch"] == 2 and saved["predicted_with"] == "checkpoint_best.pth"
     assert saved["best_ema_pseudo_dice"] is not None and saved["final_validation_dice"] is not None
     assert saved["plan"]["transpose_forward"] == [0, 1, 2] and saved["plan"]["patch_size"] == [16, 16]
-    curve = read_dvclive_curve(tmp_path / "results" / "live", "val/macro_dice")
-    assert list(curve["step"]) == [1]
+    assert saved["plan"]["planned_batch_size"] >= 2 and saved["plan"]["batch_size"] == 1  # capped before training
+    assert "'batch_size': 1," in (tmp_path / "work" / "logs" / "train.log").read_text()
+    live = tmp_path / "results" / "live"
+    assert list(read_dvclive_curve(live, "val/macro_dice")["step"]) == [1]
+    assert list(read_dvclive_curve(live, "images")["images"]) == [2 * 1]
+    assert len(read_dvclive_curve(live, "val/dice_non_calcified")) == 1
     assert (tmp_path / "work" / "logs" / "train.log").stat().st_size > 0
     assert dict(os.environ) == environ  # nnU-Net's variables went to its processes only
 

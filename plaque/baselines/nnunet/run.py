@@ -10,7 +10,9 @@ Data flow (every nnU-Net step is nnU-Net's own command-line tool, from this Pyth
    test patients in ``imagesTs`` only; ``splits_final.json`` (one fold: our train / val patients) in
    ``WORK/nnUNet_preprocessed/DatasetXXX_<name>/``.
 2. ``nnUNetv2_plan_and_preprocess -d ID -c 2d --verify_dataset_integrity``; then fold 0 of
-   ``splits_final.json`` must still be ours (nnU-Net falls back to a random split for a missing fold).
+   ``splits_final.json`` must still be ours (nnU-Net falls back to a random split for a missing fold). With
+   ``nnunet.batch_size`` a number N, the 2D configuration's ``batch_size`` in ``nnUNetPlans.json`` becomes
+   min(planned, N), as a user would edit the plans (`cap_batch_size`).
 3. ``nnUNetv2_train ID 2d 0 -tr TRAINER -device D``, TRAINER = ``nnUNetTrainer`` for nnU-Net's own schedule
    (1000 x 250), else ``nnUNetTrainer_Plaque`` (`plaque.baselines.nnunet.trainer`); includes nnU-Net's final
    validation of the val cases (``validation/summary.json``). The log must report our split's case counts.
@@ -19,8 +21,9 @@ Data flow (every nnU-Net step is nnU-Net's own command-line tool, from this Pyth
    like our methods' ``best.pt``; ``nnunet.checkpoint: final`` for nnU-Net's default).
 5. ``PREDICTIONS/<patient>.npz`` of the test patients, predicted from that record by nnU-Net's own predictor
    through the inference layer (`plaque.inference.predict_split`), as every method predicts.
-6. ``RESULTS/metrics.json`` and DVCLive-style curves under ``RESULTS/live/plots/metrics/`` (``val/macro_dice`` is
-   nnU-Net's per-epoch pseudo-Dice on validation patches, not our evaluator's Dice).
+6. ``RESULTS/metrics.json`` and DVCLive-style curves under ``RESULTS/live/plots/metrics/`` (``val/macro_dice`` and
+   ``val/dice_<class>`` are nnU-Net's per-epoch pseudo-Dice on validation patches, not our evaluator's Dice;
+   ``images`` counts the training images seen, as the Stage-2 methods log it).
 
 Environment of the nnU-Net processes (the user's own nnU-Net folders are never read or written; this
 process's environment is left as it is): ``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results`` =
@@ -63,6 +66,7 @@ from plaque.baselines.nnunet.predictor import NnunetPredictor, nnunet_record
 from plaque.baselines.nnunet.settings import Settings, from_config
 from plaque.baselines.nnunet.trainer import SETTINGS_ENV, TRAINER_FOLDER
 from plaque.checkpoint import save_atomic
+from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.cli import add_config_options, add_device_option, resolve_device, run_cli
 from plaque.config import load_config
 from plaque.data.processed import Processed, load_processed
@@ -184,12 +188,34 @@ def load_nnunet_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def plan_summary(plans: dict[str, Any]) -> dict[str, Any]:
-    """What nnU-Net planned for the 2D configuration."""
+def cap_batch_size(plans_file: Path, cap: int | str) -> tuple[int, int]:
+    """Cap the 2D configuration's batch in nnU-Net's ``plans_file`` to ``cap`` (``"auto"``: left as planned);
+    returns the planned and the used batch size. The file is rewritten only when the batch changes.
+
+    Raises:
+        InputError: the plans have no 2D configuration with a batch size, or ``cap`` is neither ``auto`` nor a
+            positive integer.
+    """
+    if cap != "auto" and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise InputError("nnunet.batch_size", f"must be auto or a positive integer, got {cap!r}")
+    plans = json.loads(Path(plans_file).read_text())
+    planned = plans.get("configurations", {}).get(CONFIGURATION, {}).get("batch_size")
+    if isinstance(planned, bool) or not isinstance(planned, int):
+        raise InputError(plans_file, f"no batch_size in the {CONFIGURATION!r} configuration")
+    used = planned if cap == "auto" else min(planned, cap)
+    if used != planned:
+        plans["configurations"][CONFIGURATION]["batch_size"] = used
+        Path(plans_file).write_text(json.dumps(plans, indent=4))
+    return planned, used
+
+
+def plan_summary(plans: dict[str, Any], planned_batch_size: int) -> dict[str, Any]:
+    """What nnU-Net planned for the 2D configuration; ``batch_size`` is the one used (after `cap_batch_size`)."""
     c = plans["configurations"][CONFIGURATION]
     arch = c["architecture"]["arch_kwargs"]
     return {
         "patch_size": c["patch_size"],
+        "planned_batch_size": planned_batch_size,
         "batch_size": c["batch_size"],
         "spacing_mm": c["spacing"],
         "network": c["architecture"]["network_class_name"].rsplit(".", 1)[-1],
@@ -214,24 +240,41 @@ def count_parameters(plans: dict[str, Any], dataset: dict[str, Any]) -> int:
     return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
 
 
-def write_curves(live: Path, logging_: dict[str, list]) -> None:
-    """nnU-Net's per-epoch log as DVCLive-style ``plots/metrics/<name>.tsv`` files (``step`` = epoch, from 1);
-    ``live`` is replaced atomically."""
-    curves = {
-        "val/macro_dice": logging_.get("mean_fg_dice", []),  # nnU-Net's pseudo Dice on validation patches
-        "val/ema_macro_dice": logging_.get("ema_fg_dice", []),  # its moving average (selects checkpoint_best)
-        "val/loss": logging_.get("val_losses", []),
-        "train/loss": logging_.get("train_losses", []),
-        "lr": logging_.get("lrs", []),
+def class_dice_curves(per_epoch: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """``val/dice_<class>`` curves of the foreground classes from nnU-Net's ``dice_per_class_or_region`` (one
+    row per epoch, the foreground labels 1..4 in order).
+
+    Raises:
+        InputError: a row does not hold one value per foreground class.
+    """
+    for epoch, row in enumerate(per_epoch, 1):
+        if len(row) != len(FOREGROUND):
+            raise InputError(
+                "dice_per_class_or_region", f"epoch {epoch} has {len(row)} values, expected {len(FOREGROUND)}"
+            )
+    return {f"val/dice_{CLASS_NAMES[c]}": [float(row[i]) for row in per_epoch] for i, c in enumerate(FOREGROUND)}
+
+
+def write_curves(live: Path, logging_: dict[str, list], images_per_epoch: int) -> None:
+    """nnU-Net's per-epoch log as DVCLive-style ``plots/metrics/<name>.tsv`` files (``step`` = epoch, from 1),
+    with ``images`` = training images seen by the end of each epoch (``images_per_epoch`` = iterations per
+    epoch x batch size); ``live`` is replaced atomically."""
+    epochs = len(logging_.get("train_losses", []))
+    curves: dict[str, list[float] | list[int]] = {
+        "val/macro_dice": _floats(logging_.get("mean_fg_dice", [])),  # nnU-Net's pseudo Dice on validation patches
+        "val/ema_macro_dice": _floats(logging_.get("ema_fg_dice", [])),  # its moving average (picks checkpoint_best)
+        **class_dice_curves(logging_.get("dice_per_class_or_region", [])),
+        "val/loss": _floats(logging_.get("val_losses", [])),
+        "train/loss": _floats(logging_.get("train_losses", [])),
+        "lr": _floats(logging_.get("lrs", [])),
+        "images": [epoch * images_per_epoch for epoch in range(1, epochs + 1)],
     }
     with atomic_folder(live) as tmp:
         for name, values in curves.items():
             path = tmp / "plots" / "metrics" / f"{name}.tsv"
             path.parent.mkdir(parents=True, exist_ok=True)
             column = name.rsplit("/", 1)[-1]
-            pd.DataFrame({"step": np.arange(1, len(values) + 1), column: [float(v) for v in values]}).to_csv(
-                path, sep="\t", index=False
-            )
+            pd.DataFrame({"step": np.arange(1, len(values) + 1), column: values}).to_csv(path, sep="\t", index=False)
 
 
 def _split_counts_from_log(output: str) -> tuple[int, int] | None:
@@ -252,6 +295,10 @@ def final_validation_seconds(train_log: str) -> float | None:
     if len(stamps) < 2:
         return None
     return round((stamps["Validation complete"] - stamps["Training done."]).total_seconds(), 1)
+
+
+def _floats(values: Sequence[Any]) -> list[float]:
+    return [float(v) for v in values]
 
 
 def _float(v: Any) -> float | None:
@@ -313,8 +360,9 @@ def run_nnunet(
     t0 = time.perf_counter()
     run_tool("plan and preprocess", plan_command(settings), env, logs / "plan_and_preprocess.log")
     export.check_splits(pre, splits, FOLD)
+    planned_batch, _ = cap_batch_size(pre / "nnUNetPlans.json", settings.batch_size)
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    summary = plan_summary(plans)
+    summary = plan_summary(plans, planned_batch)
     if summary["transpose_forward"][0] != 0:
         log.warning(
             "nnU-Net's planner slices the stacks along axis %d, not along the centerline (the in-plane "
@@ -322,7 +370,13 @@ def run_nnunet(
             summary["transpose_forward"][0],
         )
     timings["plan_seconds"] = time.perf_counter() - t0
-    log.info("plan: patch %s, batch %s, %s stages", summary["patch_size"], summary["batch_size"], summary["stages"])
+    log.info(
+        "plan: patch %s, batch %s (planned %s), %s stages",
+        summary["patch_size"],
+        summary["batch_size"],
+        summary["planned_batch_size"],
+        summary["stages"],
+    )
 
     t0 = time.perf_counter()
     (work / SCHEDULE_FILE).write_text(json.dumps(settings.schedule, indent=2))
@@ -397,7 +451,7 @@ def collect_metrics(
         for a, b in zip(logged.get("epoch_start_timestamps", []), logged.get("epoch_end_timestamps", []))
     )
     best_epoch = int(np.argmax(ema)) + 1 if ema else None
-    write_curves(Path(results) / "live", logged)
+    write_curves(Path(results) / "live", logged, settings.iterations_per_epoch * summary["batch_size"])
     val_summary = fold / "validation" / "summary.json"
     final_val = json.loads(val_summary.read_text()) if val_summary.is_file() else {}
     dataset = json.loads((out / "dataset.json").read_text())

@@ -1,5 +1,5 @@
 """The ``nnunet`` settings of params.yaml (validated by `plaque.config`): dataset id and name, the training
-schedule, the checkpoint predicted with, TTA and process counts.
+schedule, the checkpoint predicted with, TTA, process counts and the batch cap.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class Settings:
         tta: nnU-Net's mirroring test-time augmentation when predicting the test cases.
         processes: ``"auto"`` (nnU-Net's defaults) or the worker count for every nnU-Net step
             (fingerprint, preprocessing, augmentation, export, prediction).
+        batch_size: ``"auto"`` (the batch nnU-Net's planner picks) or N: the 2D configuration's batch is capped
+            to min(planned, N) in ``nnUNetPlans.json`` before training.
     """
 
     dataset_id: int
@@ -35,6 +37,7 @@ class Settings:
     checkpoint: str
     tta: bool
     processes: int | str
+    batch_size: int | str
 
     @property
     def dataset(self) -> str:
