@@ -3,8 +3,8 @@
     python -m plaque.predict --method ours --raw DIR --out DIR [--model models/stage2/ours/best.pt]
                              [--params FILE] [--profile NAME] [--device cpu|cuda]
 
-``DIR`` (``--raw``) is the raw layout of `plaque.io` (DICOM series, label volume, centerlines per
-patient). Writes
+``DIR`` (``--raw``) is the raw layout of `plaque.io` (DICOM series or NIfTI/NRRD volume, label volume,
+centerlines per patient). Writes
 
     OUT/processed/                 the cross-sections, as `plaque.data.preprocess` writes them, all in split "test"
     OUT/predictions/<method>/      one <patient>.npz per patient (``pred`` (N, H, W) uint8, ``index`` (N,))
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from plaque.cli import add_config_options, add_device_option, resolve_device, run_cli
+from plaque.cli import add_config_options, add_device_option, command_line, resolve_device, run_cli
 from plaque.config import load_config
 from plaque.data.preprocess import TEST_ONLY, preprocess
 from plaque.data.processed import load_processed
@@ -54,7 +54,10 @@ def predict_cohort(raw: Path, out: Path, method: str, checkpoint: Path, cfg: dic
 
 def main(argv: list[str] | None = None) -> int:
     """Command line; prints ``error: <where>: <problem>`` and returns 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m plaque.predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        **command_line("plaque.predict", "plaque-predict", "--method ours --raw data/cohort2 --out scratch/cohort2"),
+    )
     parser.add_argument("--method", default="ours", choices=sorted(METHODS), help="trained method (default: ours)")
     parser.add_argument("--raw", type=Path, required=True, help="raw cohort folder (one sub-folder per patient)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")

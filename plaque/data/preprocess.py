@@ -6,6 +6,11 @@ Output folder (written to a temporary sibling, then renamed into place)::
     OUT/labels.npy     (N, H, W) uint8 classes 0..4
     OUT/manifest.csv   one row per slice (see MANIFEST_COLUMNS)
     OUT/summary.json   counts per split, skips, class fractions, settings
+    OUT/centerlines/<pseudonym>/<vessel>.mrk.json   derived centerlines (3D Slicer markups curves), if any
+
+A patient without a centerline file gets centerlines derived from its labels (`plaque.data.centerlines`);
+the manifest's last column `centerline` says for each row where its centerline came from (`given` or
+`derived`).
 
 Rows are grouped by split (in the order of ``preprocess.split``), then by pseudonym, vessel and
 position along the vessel. No identifying value (DICOM tags, raw folder names) reaches the outputs
@@ -36,17 +41,21 @@ import pandas as pd
 
 from plaque.atomic import atomic_folder
 from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED, NUM_CLASSES
-from plaque.cli import add_config_options, run_cli
+from plaque.cli import add_config_options, command_line, run_cli
 from plaque.config import load_config
 from plaque.data import slicing
+from plaque.data.centerlines import derive_centerlines
 from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SUMMARY_FILE
 from plaque.data.pseudonym import pseudonym, pseudonym_key, scan_names
 from plaque.data.splits import split_patients
 from plaque.errors import InputError
+from plaque.io.markups import write_curves
 from plaque.io.patient import DICOM_DIR, Patient, check_unique, is_phantom, list_patients, load_patient
 from plaque.progress import progress
 
-AXIAL_VESSEL = "axial"  # manifest `vessel` of axial crops (patients without centerlines)
+GIVEN, DERIVED = "given", "derived"  # where a patient's centerlines came from (manifest column `centerline`)
+CENTERLINE_COLUMN = "centerline"  # manifest column after MANIFEST_COLUMNS: GIVEN or DERIVED
+CENTERLINES_DIR = "centerlines"  # OUT/centerlines/<patient>/<vessel>.mrk.json: the derived centerlines
 TEST_ONLY = {"test": 1.0}  # preprocess.split for a cohort that is only predicted (every patient a test patient)
 
 log = logging.getLogger(__name__)
@@ -60,12 +69,13 @@ class PatientSlices:
         header: the `Patient` without its volumes (identity and folder, for duplicate checks).
         images: ``(N, size, size)`` float32 in [0, 1].
         labels: ``(N, size, size)`` uint8.
-        vessels: ``(N,)`` vessel name per slice (`AXIAL_VESSEL` for axial crops).
-        positions: ``(N,)`` index along the vessel (axial crops: the axial slice index).
+        vessels: ``(N,)`` vessel name per slice.
+        positions: ``(N,)`` index along the vessel.
         centers_mm: ``(N, 3)`` LPS mm of each slice's centre.
         spacing_mm: pixel spacing of the stored slices (after resizing).
         skipped_sections: cross-sections dropped because they left the volume.
         has_foreground: whether the label volume holds any class > 0.
+        centerline_source: `GIVEN` (the patient's centerline file) or `DERIVED` (`derive_centerlines`).
     """
 
     header: Patient
@@ -77,6 +87,7 @@ class PatientSlices:
     spacing_mm: float
     skipped_sections: int
     has_foreground: bool
+    centerline_source: str = GIVEN
 
 
 @dataclass
@@ -90,7 +101,7 @@ class Summary:
             statistical power of each split for each class).
         skipped_patients: reason (``no_foreground``, ``no_slices_in_volume``) -> count.
         skipped_sections: cross-sections dropped because their crop left the volume.
-        axial_fallback_patients: patients without centerlines, stored as axial crops.
+        derived_centerline_patients: patients whose centerlines were derived from their labels.
         class_fractions: class name -> fraction of all stored pixels.
         window_hu, crop_px, size, step_mm: the settings used.
         pseudonym_key: ``"env"`` or ``"params"``: where the pseudonym key came from.
@@ -102,7 +113,7 @@ class Summary:
     slices_per_split: dict[str, int]
     skipped_patients: dict[str, int]
     skipped_sections: int
-    axial_fallback_patients: int
+    derived_centerline_patients: int
     class_fractions: dict[str, float]
     window_hu: list[float]
     crop_px: int
@@ -112,16 +123,20 @@ class Summary:
 
 
 def slice_patient(folder: Path, cfg: dict[str, Any]) -> PatientSlices:
-    """Load one patient and cut its slices: cross-sections per centerline, else axial crops.
+    """Load one patient and cut its cross-sections along its centerlines, derived from its labels when it has none.
 
     Args:
         folder: the raw patient folder.
         cfg: the resolved ``preprocess`` section.
 
     Raises:
-        InputError: from `load_patient`, naming the offending file.
+        InputError: from `load_patient` or `derive_centerlines`, naming the offending file.
     """
     patient = load_patient(folder, cfg["label_map"])
+    has_fg, source = bool(patient.labels.any()), GIVEN
+    if has_fg and not patient.centerlines:
+        patient.centerlines = derive_centerlines(patient.labels, patient.geometry, cfg["step_mm"], folder)
+        source = DERIVED
     header = dataclasses.replace(patient, hu=np.zeros((0, 0, 0), np.float32), labels=np.zeros((0, 0, 0), np.uint8))
     crop, size = cfg["crop_px"], cfg["size"]
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = [
@@ -134,8 +149,7 @@ def slice_patient(folder: Path, cfg: dict[str, Any]) -> PatientSlices:
         )
     ]
     skipped, spacing = 0, slicing.native_spacing(patient.geometry)
-    has_fg = bool(patient.labels.any())
-    if has_fg and patient.centerlines:
+    if has_fg:
         for name in sorted(patient.centerlines):
             line = patient.centerlines[name]
             img, lab, spacing, kept = slicing.cross_sections(
@@ -144,17 +158,6 @@ def slice_patient(folder: Path, cfg: dict[str, Any]) -> PatientSlices:
             centers = slicing.resample_centerline(line, cfg["step_mm"])
             skipped += len(centers) - len(kept)
             parts.append((img, lab, np.full(len(kept), name, dtype=object), kept, centers[kept]))
-    elif has_fg:
-        img, lab, spacing, kji = slicing.axial_crops(patient.hu, patient.labels, patient.geometry, crop)
-        parts.append(
-            (
-                img,
-                lab,
-                np.full(len(kji), AXIAL_VESSEL, dtype=object),
-                kji[:, 0].astype(np.int64),
-                patient.geometry.index_to_world(kji),
-            )
-        )
     images, vessels, positions, centers_mm = (np.concatenate([p[i] for p in parts]) for i in (0, 2, 3, 4))
     images, labels = slicing.resize(
         slicing.window(images, cfg["window_hu"]), np.concatenate([p[1] for p in parts]), size
@@ -169,6 +172,7 @@ def slice_patient(folder: Path, cfg: dict[str, Any]) -> PatientSlices:
         spacing_mm=spacing * crop / size,
         skipped_sections=skipped,
         has_foreground=has_fg,
+        centerline_source=source,
     )
 
 
@@ -207,7 +211,8 @@ def _check_out(raw: Path, out: Path) -> None:
 
 
 def _manifest(kept: list[tuple[str, str, PatientSlices]]) -> pd.DataFrame:
-    """One row per slice of ``kept`` = ``[(pseudonym, split, slices), ...]`` in storage order."""
+    """One row per slice of ``kept`` = ``[(pseudonym, split, slices), ...]`` in storage order: `MANIFEST_COLUMNS`,
+    then `CENTERLINE_COLUMN` (`GIVEN` or `DERIVED`)."""
     frames = []
     for name, split, s in kept:
         counts = np.stack([(s.labels == c).sum(axis=(1, 2)) for c in range(NUM_CLASSES)], axis=1)
@@ -228,7 +233,10 @@ def _manifest(kept: list[tuple[str, str, PatientSlices]]) -> pd.DataFrame:
         frames.append(frame)
     manifest = pd.concat(frames, ignore_index=True)
     manifest.insert(0, "index", np.arange(len(manifest), dtype=np.int64))
-    return manifest[list(MANIFEST_COLUMNS)]
+    manifest[CENTERLINE_COLUMN] = np.repeat(
+        [s.centerline_source for _, _, s in kept], [len(s.images) for _, _, s in kept]
+    )
+    return manifest[[*MANIFEST_COLUMNS, CENTERLINE_COLUMN]]
 
 
 def _write(out: Path, kept: list[tuple[str, str, PatientSlices]], manifest: pd.DataFrame, summary: Summary) -> None:
@@ -247,6 +255,9 @@ def _write(out: Path, kept: list[tuple[str, str, PatientSlices]], manifest: pd.D
         del images, labels
         manifest.to_csv(tmp / MANIFEST_FILE, index=False, float_format="%.8g")
         (tmp / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(summary), indent=2) + "\n")
+        for name, _, s in kept:
+            if s.centerline_source == DERIVED:
+                write_curves(tmp / CENTERLINES_DIR / name, s.header.centerlines)
 
 
 def plaque_stratum(labels: np.ndarray) -> str:
@@ -345,7 +356,7 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
         slices_per_split={split: int((manifest["split"] == split).sum()) for split in order},
         skipped_patients=skipped,
         skipped_sections=sum(s.skipped_sections for s in slices),
-        axial_fallback_patients=sum(1 for _, _, s in kept if not s.header.centerlines),
+        derived_centerline_patients=sum(1 for _, _, s in kept if s.centerline_source == DERIVED),
         class_fractions={CLASS_NAMES[c]: float(pixels[c] / pixels.sum()) for c in range(NUM_CLASSES)},
         window_hu=[float(v) for v in cfg["window_hu"]],
         crop_px=int(cfg["crop_px"]),
@@ -365,7 +376,10 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; prints ``error: <file>: <problem>`` and returns 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m plaque.data.preprocess", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        **command_line("plaque.data.preprocess", "plaque-preprocess", "--raw data/cohort --out data/processed"),
+    )
     parser.add_argument("--raw", type=Path, required=True, help="raw data folder (one subfolder per patient)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
     add_config_options(parser)

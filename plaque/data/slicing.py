@@ -1,4 +1,4 @@
-"""Cut 2D slices out of a CT volume: cross-sections perpendicular to a vessel centerline, or axial crops.
+"""Cut 2D slices out of a CT volume: cross-sections perpendicular to a vessel centerline, or axial tiles.
 
 Slice conventions: a slice is ``(S, S)`` with ``S = crop_px``; its pixel ``[r, c]`` lies at
 ``center + (r - (S - 1) / 2) * spacing * v + (c - (S - 1) / 2) * spacing * u`` (LPS mm), where
@@ -164,52 +164,6 @@ def cross_sections(
     coords, spacing, kept = section_coords(geometry, centerline_mm, crop_px, step_mm)
     images = sample(np.asarray(hu, dtype=np.float32), coords, order=1)
     return images, sample(np.asarray(labels, dtype=np.uint8), coords, order=0), spacing, kept
-
-
-def axial_crops(
-    hu: np.ndarray, labels: np.ndarray, geometry: Geometry, crop_px: int
-) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-    """Crops of axial slices around each in-plane connected foreground component (no centerline needed).
-
-    The crop of side ``S = crop_px`` starts ``S // 2`` pixels before the component's rounded centroid
-    along rows and columns; pixels beyond the image are padded with the volume's minimum HU and label 0.
-
-    Args:
-        hu: ``(Z, Y, X)`` Hounsfield units.
-        labels: ``(Z, Y, X)`` uint8 classes (foreground: > 0).
-        geometry: the grid.
-        crop_px: crop side ``S`` in pixels.
-
-    Returns:
-        ``(images, labels, spacing_mm, centers_kji)``: ``(N, S, S)`` float32 HU, ``(N, S, S)`` uint8,
-        the column spacing in mm (crops keep the scan's pixels), and ``(N, 3)`` fractional
-        ``(k, j, i)`` indices of each crop's geometric centre, ordered by slice then component.
-    """
-    spacing = float(geometry.spacing[2])
-    fg = labels > 0
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = True
-    comp, n = ndimage.label(fg, structure=in_plane)
-    if n == 0:
-        return _empty(crop_px) + (spacing, np.zeros((0, 3)))
-    cen = np.asarray(ndimage.center_of_mass(fg, comp, np.arange(1, n + 1)))
-    cen = cen[np.lexsort((cen[:, 2], cen[:, 1], cen[:, 0]))]
-    k = np.rint(cen[:, 0]).astype(np.intp)
-    r0 = np.rint(cen[:, 1]).astype(np.intp) - crop_px // 2
-    c0 = np.rint(cen[:, 2]).astype(np.intp) - crop_px // 2
-    rows = r0[:, None] + np.arange(crop_px)[None, :]
-    cols = c0[:, None] + np.arange(crop_px)[None, :]
-    outside = ((rows < 0) | (rows >= hu.shape[1]))[:, :, None] | ((cols < 0) | (cols >= hu.shape[2]))[:, None, :]
-    idx = (
-        k[:, None, None],
-        np.clip(rows, 0, hu.shape[1] - 1)[:, :, None],
-        np.clip(cols, 0, hu.shape[2] - 1)[:, None, :],
-    )
-    images = np.where(outside, np.float32(hu.min()), hu[idx].astype(np.float32))
-    labs = np.where(outside, np.uint8(0), labels[idx]).astype(np.uint8)
-    half = (crop_px - 1) / 2.0
-    centers = np.stack([k, r0 + half, c0 + half], axis=1).astype(np.float64)
-    return images, labs, spacing, centers
 
 
 def window(images_hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:

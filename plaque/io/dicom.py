@@ -2,7 +2,8 @@
 
 Reading decodes what scanners and PACS send: uncompressed, RLE, JPEG lossless, JPEG 2000 and JPEG-LS
 transfer syntaxes (pydicom with the pylibjpeg plugins). A folder may hold several series: one is chosen
-by its SeriesInstanceUID, and without a choice the error lists them (UID, description, files).
+by its SeriesInstanceUID, and without a choice the error lists them (UID, description, files). A folder
+holding a `DICOMDIR` (a CD or media export) is read through it: the CT images it lists, wherever they lie.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
+from pydicom.fileset import FileSet
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UncompressedTransferSyntaxes, generate_uid
@@ -22,6 +24,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UncompressedTran
 from plaque.errors import InputError
 from plaque.io.geometry import Geometry
 
+DICOMDIR = "DICOMDIR"
 RESCALE_INTERCEPT = -1024.0
 RESCALE_SLOPE = 1.0
 
@@ -169,7 +172,8 @@ def read_series(folder: Path, series: str | None = None) -> Series:
     (row_dir x col_dir), ascending, so ``slice_dir`` is that normal.
 
     Args:
-        folder: folder holding the series' files (hidden files are ignored).
+        folder: folder holding the series' files (hidden files are ignored), or a `DICOMDIR` and the files
+            it lists.
         series: the SeriesInstanceUID to read when the folder holds several series.
 
     Raises:
@@ -177,7 +181,8 @@ def read_series(folder: Path, series: str | None = None) -> Series:
             ``series``, the list of its series.
     """
     folder = Path(folder)
-    slices = _one_series(folder, [_read_file(p) for p in _list_files(folder)], series)
+    files = _dicomdir_files(folder / DICOMDIR) if (folder / DICOMDIR).is_file() else _list_files(folder)
+    slices = _one_series(folder, [_read_file(p) for p in files], series)
     if len(slices) < 2:
         raise InputError(folder, f"only one slice ({slices[0].path.name}); a series needs at least 2")
     for s in slices:
@@ -214,6 +219,30 @@ def _list_files(folder: Path) -> list[Path]:
     if not entries:
         raise InputError(folder, "DICOM folder holds no files")
     return entries
+
+
+def _dicomdir_files(path: Path) -> list[Path]:
+    """The CT image files a DICOMDIR lists (series of another modality are left out), in record order."""
+    try:
+        ds = pydicom.dcmread(path)
+        referenced = [r.ReferencedFileID for r in ds.DirectoryRecordSequence if r.get("ReferencedFileID")]
+        missing = [f for f in (path.parent.joinpath(*_parts(r)) for r in referenced) if not f.is_file()]
+        if missing:
+            raise InputError(path, f"lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}")
+        instances = list(FileSet(ds))
+    except InputError:
+        raise
+    except Exception as e:  # the parser and the File-set reader raise many exception types on bad input
+        raise InputError(path, f"cannot read DICOMDIR: {_oneline(e)}") from None
+    files = [Path(i.path) for i in instances if i.node.record_type == "IMAGE" and getattr(i, "Modality", "") == "CT"]
+    if not files:
+        raise InputError(path, "DICOMDIR lists no CT images")
+    return files
+
+
+def _parts(file_id: str | MultiValue) -> list[str]:
+    """The path components of a ReferencedFileID (one value or several)."""
+    return [str(v) for v in file_id] if isinstance(file_id, MultiValue) else [str(file_id)]
 
 
 def _read_file(path: Path) -> _Slice:

@@ -1,23 +1,19 @@
-"""Label volumes (NIfTI, same grid as the CT series) and centerline files."""
+"""Label volumes (NIfTI or NRRD, same grid as the CT image) and centerline files."""
 
 from __future__ import annotations
 
 import json
 import math
-import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
-from nibabel.spatialimages import HeaderDataError
 
 from plaque.errors import InputError
 from plaque.io.geometry import Geometry
+from plaque.io.volume import NIFTI_SUFFIXES, NRRD_SUFFIX, READ_ERRORS, oneline, read_volume
 
 GRID_TOL_MM = 0.01  # label and image grids must agree this well at every corner
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, OverflowError, zlib.error)
 
 
 def write_labels(path: Path, labels: np.ndarray, geometry: Geometry) -> None:
@@ -38,10 +34,11 @@ def write_centerlines(path: Path, centerlines: dict[str, np.ndarray]) -> None:
 
 
 def read_labels(path: Path, geometry: Geometry, label_map: dict[int, int]) -> np.ndarray:
-    """Read a NIfTI label volume on the grid of ``geometry`` and remap it to class ids.
+    """Read a NIfTI or NRRD label volume on the grid of ``geometry`` and remap it to class ids.
 
     Args:
-        path: ``.nii`` or ``.nii.gz`` file, ``[i, j, k]`` layout (optionally ``[i, j, k, 1]``) with a RAS affine.
+        path: ``.nii`` or ``.nii.gz`` file, ``[i, j, k]`` layout (optionally ``[i, j, k, 1]``) with a RAS affine,
+            or a ``.nrrd`` file (`plaque.io.volume`).
         geometry: the CT grid the labels must lie on (corners within `GRID_TOL_MM`).
         label_map: source label value -> class id (0..4); every value in the file must be a key.
 
@@ -53,12 +50,16 @@ def read_labels(path: Path, geometry: Geometry, label_map: dict[int, int]) -> np
     """
     if not path.is_file():
         raise InputError(path, "label file not found")
+    if path.name.endswith(NRRD_SUFFIX):
+        data, grid = read_volume(path)
+        _check_same_grid(path, grid, geometry)
+        return _to_classes(path, data, label_map)
     if not path.name.endswith(NIFTI_SUFFIXES):
-        raise InputError(path, f"expected a NIfTI label file ({' or '.join(NIFTI_SUFFIXES)})")
+        raise InputError(path, f"expected a NIfTI or NRRD label file ({', '.join((*NIFTI_SUFFIXES, NRRD_SUFFIX))})")
     try:
         img = nib.load(path)
     except READ_ERRORS as e:
-        raise InputError(path, f"cannot read NIfTI (truncated or corrupt): {_oneline(e)}") from None
+        raise InputError(path, f"cannot read NIfTI (truncated or corrupt): {oneline(e)}") from None
     shape = img.shape[:3] if len(img.shape) == 4 and img.shape[3] == 1 else img.shape
     if len(shape) != 3:
         raise InputError(path, f"expected a 3D label volume, got shape {img.shape}")
@@ -72,12 +73,33 @@ def read_labels(path: Path, geometry: Geometry, label_map: dict[int, int]) -> np
     try:
         data = np.asanyarray(img.dataobj).reshape(shape)
     except READ_ERRORS as e:
-        raise InputError(path, f"cannot read NIfTI (truncated or corrupt): {_oneline(e)}") from None
+        raise InputError(path, f"cannot read NIfTI (truncated or corrupt): {oneline(e)}") from None
+    return _to_classes(path, data.transpose(2, 1, 0), label_map)
+
+
+def _to_classes(path: Path, data: np.ndarray, label_map: dict[int, int]) -> np.ndarray:
+    """``(Z, Y, X)`` integer-valued ``data`` remapped to uint8 class ids."""
     if not np.issubdtype(data.dtype, np.integer):
         bad = ~np.isfinite(data) | (data != np.round(data))
         if bad.any():
             raise InputError(path, f"label values must be integers, found {_listing(np.unique(data[bad]))}")
-    return _remap(path, data.transpose(2, 1, 0), label_map)
+    return _remap(path, data, label_map)
+
+
+def _check_same_grid(path: Path, grid: Geometry, geometry: Geometry) -> None:
+    """A label volume's ``grid`` must have the image ``geometry``'s shape and corners (within `GRID_TOL_MM`)."""
+    if tuple(grid.shape) != tuple(geometry.shape):
+        raise InputError(
+            path, f"label shape (Z, Y, X) {tuple(grid.shape)} differs from the image grid {tuple(geometry.shape)}"
+        )
+    z, y, x = (n - 1 for n in geometry.shape)
+    corners = np.array([[k, j, i] for k in (0, z) for j in (0, y) for i in (0, x)], dtype=np.float64)
+    distance = np.linalg.norm(grid.index_to_world(corners) - geometry.index_to_world(corners), axis=1).max()
+    if distance > GRID_TOL_MM:
+        raise InputError(
+            path,
+            f"label grid differs from the image grid by {distance:.4g} mm at a corner (tolerance {GRID_TOL_MM} mm)",
+        )
 
 
 def _check_grid(path: Path, img: nib.spatialimages.SpatialImage, geometry: Geometry) -> None:
@@ -91,7 +113,7 @@ def _check_grid(path: Path, img: nib.spatialimages.SpatialImage, geometry: Geome
         hint = " (the file has neither sform nor qform)" if no_affine else ""
         raise InputError(
             path,
-            f"label grid differs from the DICOM grid by {distance:.4g} mm at a corner "
+            f"label grid differs from the image grid by {distance:.4g} mm at a corner "
             f"(tolerance {GRID_TOL_MM} mm){hint}",
         )
 
@@ -112,11 +134,6 @@ def _remap(path: Path, values: np.ndarray, label_map: dict[int, int]) -> np.ndar
     if unmapped.any():
         raise InputError(path, f"label values not in the label map: {_listing(np.unique(values[unmapped]))}")
     return classes
-
-
-def _oneline(e: Exception) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _listing(values: np.ndarray, limit: int = 10) -> str:

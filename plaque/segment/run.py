@@ -3,8 +3,11 @@
 Output folder (filled under a temporary name and renamed into place: it holds the previous run or this
 complete one, never a part)::
 
-    OUT/scan_001/labels.nii.gz   classes 0..4 on the series' own voxel grid, affine from its DICOM geometry
+    OUT/scan_001/labels.nii.gz   classes 0..4 on the scan's own voxel grid, affine from its geometry
     OUT/scan_001/seg.dcm         DICOM Segmentation referencing the series: opens over the CT in a viewer
+                                 (DICOM input only; a NIfTI or NRRD volume gets labels.nii.gz alone)
+    OUT/scan_001/centerlines/    the centerlines used, one 3D Slicer markups curve <vessel>.mrk.json each
+                                 (none without a centerline); the folder is a valid ``--centerline``
     OUT/scan_001/overlay.png     the cross-sections with the most predicted plaque, in the paper's colours
     OUT/volumes.csv              per scan and vessel (and ``all``): wall, lumen, calcified, non-calcified and
                                  total plaque volume in mm³, and how the scan was cut
@@ -30,13 +33,14 @@ from plaque.atomic import atomic_folder
 from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED, PLAQUE_CLASSES
 from plaque.inference import Predictor
 from plaque.io.labels import write_labels
+from plaque.io.markups import write_curves
 from plaque.io.seg import write_segmentation
 from plaque.progress import progress
 from plaque.segment.scans import Scan, load_scan, scan_folders
 from plaque.segment.volume import FALLBACK, Sections, cut_and_predict, to_voxels
 from plaque.viz import slice_grid
 
-LABELS_FILE, SEG_FILE, OVERLAY_FILE = "labels.nii.gz", "seg.dcm", "overlay.png"
+LABELS_FILE, SEG_FILE, OVERLAY_FILE, CENTERLINES_DIR = "labels.nii.gz", "seg.dcm", "overlay.png", "centerlines"
 VOLUMES_FILE, RUN_FILE, MAPPING_FILE = "volumes.csv", "segment.json", "mapping.csv"
 OVERLAY_SECTIONS = 6
 ALL_VESSELS = "all"
@@ -134,14 +138,17 @@ def segment(
             target.mkdir()
             geometry = scan.series.geometry
             write_labels(target / LABELS_FILE, result.labels, geometry)
-            write_segmentation(
-                target / SEG_FILE,
-                result.labels,
-                scan.series.headers,
-                geometry,
-                algorithm=predictor.method,
-                version=__version__,
-            )
+            if scan.series.headers:  # DICOM input: a Segmentation referencing its instances
+                write_segmentation(
+                    target / SEG_FILE,
+                    result.labels,
+                    scan.series.headers,
+                    geometry,
+                    algorithm=predictor.method,
+                    version=__version__,
+                )
+            if scan.centerlines:
+                write_curves(target / CENTERLINES_DIR, scan.centerlines)
             overlay_figure(result, target / OVERLAY_FILE)
             rows += volume_rows(scan, result)
             mapping.append({"scan": scan.name, "input": str(Path(folder).resolve())})

@@ -1,9 +1,13 @@
-"""The scans ``python -m plaque.segment --input`` names: one DICOM series folder, or a folder of patients.
+"""The scans ``python -m plaque.segment --input`` names: one scan, or a folder of patients.
 
-Accepted layouts:
+Accepted layouts (decided by the subfolders and the DICOMDIR, never by other stray files)::
 
-    INPUT/*.dcm                        one series (``--centerline FILE`` optional)
-    INPUT/<patient>/dicom/*.dcm        several, each with an optional INPUT/<patient>/centerline.json
+    INPUT/*.dcm                            one series: a folder without subfolders (``--centerline`` optional)
+    INPUT/DICOMDIR                         one series, read through the DICOMDIR (a CD or media export)
+    INPUT = scan.nii.gz | scan.nrrd        one volume file
+    INPUT/dicom/ or INPUT/image.nii.gz     one patient folder (`plaque.io.patient`), with its own centerline
+    INPUT/<patient>/dicom/ or image.*      several, each with an optional centerline (centerline.json,
+                                           centerline.mrk.json or centerlines/)
 
 Each scan is named ``scan_001``, ``scan_002``, ... in the order of its folder's name, so that outputs carry no
 folder name (folder names are often patient names); `Scan.folder` links a name back to its input, for the
@@ -18,9 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from plaque.errors import InputError
-from plaque.io.dicom import Series, read_series
-from plaque.io.labels import read_centerlines
-from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, check_centerlines_inside
+from plaque.io.dicom import DICOMDIR, Series
+from plaque.io.patient import (
+    SCAN_NAMES,
+    centerline_source,
+    check_centerlines_inside,
+    read_centerline_source,
+    read_scan,
+    scan_source,
+)
+from plaque.io.volume import is_volume_file
 
 
 @dataclass
@@ -29,7 +40,7 @@ class Scan:
 
     Attributes:
         name: its output name (``scan_NNN``).
-        folder: the DICOM folder it was read from (identifying: for the local mapping file only).
+        folder: the DICOM folder or volume file it was read from (identifying: for the local mapping file only).
         series: the series read (HU, grid, source headers).
         centerlines: vessel -> ``(P, 3)`` LPS mm; empty without a centerline file.
         centerline_file: where they came from, or ``None``.
@@ -43,40 +54,49 @@ class Scan:
 
 
 def scan_folders(input_dir: Path, centerline: Path | None) -> list[tuple[Path, Path | None]]:
-    """``(DICOM folder, centerline file or None)`` of every scan under ``input_dir`` (see the module docstring).
+    """``(DICOM folder or volume file, centerline source or None)`` of every scan under ``input_dir`` (see the
+    module docstring).
 
     Raises:
-        InputError: a missing or empty folder, a folder of patients without DICOM, or ``--centerline`` with
-            several scans.
+        InputError: a missing or empty folder, subfolders none of which is a patient folder, or ``--centerline``
+            with several scans.
     """
     input_dir = Path(input_dir)
+    if input_dir.is_file() and is_volume_file(input_dir):
+        return [(input_dir, centerline)]
     if not input_dir.is_dir():
         raise InputError(input_dir, "input folder does not exist")
     entries = [p for p in input_dir.iterdir() if not p.name.startswith(".")]
     if not entries:
-        raise InputError(input_dir, "input folder is empty: expected DICOM files or patient folders holding dicom/")
-    if any(p.is_file() for p in entries):
+        raise InputError(
+            input_dir, f"input folder is empty: expected DICOM files or patient folders holding {SCAN_NAMES}"
+        )
+    if (input_dir / DICOMDIR).is_file():
         return [(input_dir, centerline)]
-    patients = sorted(p for p in entries if (p / DICOM_DIR).is_dir())
+    own = scan_source(input_dir)
+    if own is not None:
+        return [(own, centerline if centerline is not None else centerline_source(input_dir))]
+    subfolders = [p for p in entries if p.is_dir()]
+    if not subfolders:
+        return [(input_dir, centerline)]
+    patients = sorted(p for p in subfolders if scan_source(p) is not None)
     if not patients:
-        raise InputError(input_dir, f"no DICOM files and no patient folders holding {DICOM_DIR}/")
+        raise InputError(
+            input_dir, f"no DICOMDIR and no patient folders (subfolders holding {SCAN_NAMES}) among its subfolders"
+        )
     if centerline is not None and len(patients) > 1:
         raise InputError(
             centerline,
             f"--centerline names one scan's centerline, but {input_dir} holds "
-            f"{len(patients)} patients: put a {CENTERLINE_FILE} in each patient folder",
+            f"{len(patients)} patients: put a centerline file in each patient folder",
         )
-    found = []
-    for p in patients:
-        own = p / CENTERLINE_FILE
-        found.append((p / DICOM_DIR, centerline if centerline is not None else own if own.is_file() else None))
-    return found
+    return [(scan_source(p), centerline if centerline is not None else centerline_source(p)) for p in patients]
 
 
-def load_scan(name: str, folder: Path, centerline: Path | None, series_uid: str | None = None) -> Scan:
-    """Read one scan and its centerlines (checked to lie inside the volume)."""
-    series = read_series(folder, series_uid)
-    centerlines = read_centerlines(centerline) if centerline is not None else {}
+def load_scan(name: str, source: Path, centerline: Path | None, series_uid: str | None = None) -> Scan:
+    """Read one scan (a DICOM folder or a volume file) and its centerlines (checked to lie inside the volume)."""
+    series = read_scan(source, series_uid)
+    centerlines = read_centerline_source(centerline) if centerline is not None else {}
     if centerline is not None:
         check_centerlines_inside(centerline, centerlines, series.geometry)
-    return Scan(name, folder, series, centerlines, centerline)
+    return Scan(name, source, series, centerlines, centerline)

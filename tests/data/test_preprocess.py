@@ -16,14 +16,15 @@ import yaml
 
 from plaque.config import load_config
 from plaque.data.phantom import generate_cohort
-from plaque.data.preprocess import main, preprocess
+from plaque.data.preprocess import TEST_ONLY, main, preprocess
 from plaque.data.processed import load_processed
 from plaque.data.pseudonym import KEY_ENV, pseudonym, pseudonym_key, scan_names
 from plaque.errors import InputError
-from plaque.io.dicom import write_series
+from plaque.io.dicom import read_series, write_series
 from plaque.io.geometry import Geometry
 from plaque.io.labels import write_centerlines, write_labels
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, PHANTOM_MARKER
+from tests.io.factories import write_nifti, write_nrrd
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (24, 40, 40)
@@ -100,7 +101,7 @@ def write_patient(
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Seven synthetic patients, marked as a phantom cohort (salt-keyed pseudonyms): five with centerlines, one
-    without (axial crops), one without foreground."""
+    without (centerlines derived from its labels), one without foreground."""
     root = tmp_path_factory.mktemp("cohort") / "raw"
     root.mkdir()
     (root / PHANTOM_MARKER).write_text("test cohort")
@@ -146,7 +147,11 @@ def test_outputs_are_consistent(run: tuple[Path, Any, str]) -> None:
     expected = np.stack([(np.asarray(data.labels) == c).sum(axis=(1, 2)) for c in range(5)], axis=1)
     np.testing.assert_array_equal(counts, expected)
     assert np.allclose(data.manifest["spacing_mm"], 0.4 * 16 / 24)
-    assert set(data.manifest["vessel"]) == {"LAD", "RCA", "axial"}
+    assert set(data.manifest["vessel"]) == {"LAD", "RCA", "V1"}  # V1: derived from the labels of the patient without
+    derived = data.manifest[data.manifest["vessel"] == "V1"]
+    assert set(derived["centerline"]) == {"derived"} and set(data.manifest["centerline"]) == {"given", "derived"}
+    assert [p.name for p in (out / "centerlines").iterdir()] == [derived["patient"].iloc[0]]
+    assert (out / "centerlines" / derived["patient"].iloc[0] / "V1.mrk.json").is_file()
     assert (data.manifest["count_2"] > 0).mean() > 0.9  # cross-sections are centred on the lumen
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["slices_per_split"] == {s: int((data.manifest["split"] == s).sum()) for s in CFG["split"]}
@@ -161,7 +166,7 @@ def test_outputs_are_consistent(run: tuple[Path, Any, str]) -> None:
                 (rows.groupby("patient")[f"count_{c}"].sum() > 0).sum()
             )
     assert on_disk["skipped_patients"] == {"no_foreground": 1, "no_slices_in_volume": 0}
-    assert on_disk["axial_fallback_patients"] == 1 and on_disk["pseudonym_key"] == "params"
+    assert on_disk["derived_centerline_patients"] == 1 and on_disk["pseudonym_key"] == "params"
     assert on_disk["skipped_sections"] == summary.skipped_sections >= 0
     assert abs(sum(on_disk["class_fractions"].values()) - 1.0) < 1e-9
     # cross-section centres lie on the vessel axis, one step_mm apart along it
@@ -393,3 +398,32 @@ def test_phantom_cohort_end_to_end(tmp_path: Path) -> None:
     for path in out.iterdir():
         blob = path.read_bytes().lower()
         assert not [s for s in secrets if s.lower().encode() in blob], path.name
+
+
+def test_a_cohort_of_volumes_gives_the_slices_of_its_dicom_twin(raw: Path, tmp_path: Path) -> None:
+    """The cohort as NIfTI and NRRD volumes (a stray file at the top level): every patient's slices and labels
+    are those of the DICOM cohort; only the pseudonyms (from folder names) differ."""
+    volumes = tmp_path / "volumes"
+    for n, folder in enumerate(sorted(p for p in raw.iterdir() if p.is_dir())):
+        series = read_series(folder / DICOM_DIR)
+        target = volumes / f"v{n}"
+        target.mkdir(parents=True)
+        write = write_nifti if n % 2 else write_nrrd
+        write(target / ("image.nii.gz" if n % 2 else "image.nrrd"), series.hu.astype(np.int16), series.geometry)
+        shutil.copy(folder / LABEL_FILE, target / LABEL_FILE)
+        if (folder / CENTERLINE_FILE).exists():
+            shutil.copy(folder / CENTERLINE_FILE, target / CENTERLINE_FILE)
+    shutil.copy(raw / PHANTOM_MARKER, volumes / PHANTOM_MARKER)
+    (volumes / "README.txt").write_text("notes")
+    cfg = {**CFG, "split": TEST_ONLY}
+
+    def slices(out: Path) -> set[bytes]:
+        data = load_processed(out)
+        return {
+            data.images[rows].tobytes() + data.labels[rows].tobytes()
+            for rows in data.manifest.groupby("patient").indices.values()
+        }
+
+    preprocess(raw, tmp_path / "dicom-out", cfg, processes=1)
+    preprocess(volumes, tmp_path / "volume-out", cfg, processes=1)
+    assert slices(tmp_path / "volume-out") == slices(tmp_path / "dicom-out")

@@ -7,7 +7,6 @@ import pytest
 from scipy.spatial import cKDTree
 
 from plaque.data.slicing import (
-    axial_crops,
     cross_sections,
     resample_centerline,
     resize,
@@ -158,28 +157,6 @@ def test_sections_leaving_the_volume_are_skipped_and_counted() -> None:
     # a crop wider than the field of view leaves the volume everywhere
     images, _, _, kept = cross_sections(hu, labels, GEOM, cl, crop_px=80, step_mm=0.5)
     assert len(kept) == 0 and images.shape == (0, 80, 80)
-
-
-def test_axial_crops_centre_each_component_and_pad_at_the_border() -> None:
-    geom = Geometry.axial((4, 40, 50), origin=np.zeros(3), spacing=(1.0, 0.5, 0.5))
-    labels = np.zeros(geom.shape, np.uint8)
-    labels[1, 10:15, 30:37] = 2  # centroid (12, 33)
-    labels[1, 30:33, 2:6] = 1  # near the left border: centroid (31, 3.5)
-    labels[3, 0:2, 48:50] = 3  # in the corner
-    hu = np.where(labels > 0, 300.0, -50.0).astype(np.float32)
-    hu[0, 0, 0] = -1000.0
-    images, labs, spacing, centers = axial_crops(hu, labels, geom, crop_px=16)
-    assert images.shape == labs.shape == (3, 16, 16) and spacing == 0.5
-    assert list(centers[:, 0]) == [1, 1, 3]
-    for lab in labs:
-        centroid, _, _ = moments(lab > 0)
-        assert np.abs(centroid - (16 - 1) / 2).max() <= 1.0
-    assert (labs[1][:, :4] == 0).all() and (images[1][:, :4] == -1000.0).all()  # padded columns
-    assert set(np.unique(labs[2])) == {0, 3}
-    world = geom.index_to_world(centers)
-    assert np.allclose(world[0], geom.index_to_world(np.array([1, 12 - 8 + 7.5, 33 - 8 + 7.5])))
-    none = axial_crops(hu, np.zeros_like(labels), geom, crop_px=16)
-    assert none[0].shape == (0, 16, 16) and none[3].shape == (0, 3)
 
 
 def test_window_and_resize() -> None:

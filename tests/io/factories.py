@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
+import nrrd
 import numpy as np
 
 from plaque.io.geometry import Geometry
@@ -36,3 +40,25 @@ def random_hu(shape: tuple[int, int, int] = SHAPE, seed: int = 0) -> np.ndarray:
 def random_labels(shape: tuple[int, int, int] = SHAPE, seed: int = 0) -> np.ndarray:
     """``(Z, Y, X)`` uint8 values 0..4."""
     return np.random.default_rng(seed).integers(0, 5, size=shape).astype(np.uint8)
+
+
+def write_nifti(path: Path, volume: np.ndarray, geometry: Geometry) -> Path:
+    """Write a ``(Z, Y, X)`` volume as NIfTI on ``geometry`` (``[i, j, k]`` layout, RAS affine), dtype kept."""
+    img = nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)), geometry.nifti_affine)
+    img.set_sform(geometry.nifti_affine, code=1)
+    img.set_qform(geometry.nifti_affine, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+def write_nrrd(path: Path, volume: np.ndarray, geometry: Geometry, space: str = "left-posterior-superior") -> Path:
+    """Write a ``(Z, Y, X)`` volume as NRRD on ``geometry``, in LPS or (``space`` right-anterior-superior) RAS."""
+    flip = np.array([-1.0, -1.0, 1.0]) if space == "right-anterior-superior" else np.ones(3)
+    dz, dy, dx = geometry.spacing
+    header = {
+        "space": space,
+        "space directions": np.stack([geometry.row_dir * dx, geometry.col_dir * dy, geometry.slice_dir * dz]) * flip,
+        "space origin": geometry.origin * flip,
+    }
+    nrrd.write(str(path), np.ascontiguousarray(volume.transpose(2, 1, 0)), header, index_order="F")
+    return path

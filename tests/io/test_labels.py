@@ -69,10 +69,10 @@ def test_missing_file(tmp_path: Path) -> None:
         read_labels(tmp_path / "label.nii.gz", axial(), IDENTITY)
 
 
-def test_not_nifti_suffix(tmp_path: Path) -> None:
-    (tmp_path / "label.nrrd").write_bytes(b"NRRD0004\n")
-    with pytest.raises(InputError, match=r"label\.nrrd: expected a NIfTI label file"):
-        read_labels(tmp_path / "label.nrrd", axial(), IDENTITY)
+def test_not_a_volume_suffix(tmp_path: Path) -> None:
+    (tmp_path / "label.mha").write_bytes(b"ObjectType = Image\n")
+    with pytest.raises(InputError, match=r"label\.mha: expected a NIfTI or NRRD label file"):
+        read_labels(tmp_path / "label.mha", axial(), IDENTITY)
 
 
 @pytest.mark.parametrize("name", ["label.nii.gz", "label.nii"])
@@ -120,7 +120,7 @@ def test_shifted_grid_says_by_how_much(tmp_path: Path) -> None:
     affine = axial().nifti_affine.copy()
     affine[:3, 3] += [0.3, 0.0, 0.4]
     save_nifti(tmp_path / "l.nii.gz", random_labels().transpose(2, 1, 0), affine)
-    with pytest.raises(InputError, match=r"l\.nii\.gz: label grid differs from the DICOM grid by 0\.5 mm at a corner"):
+    with pytest.raises(InputError, match=r"l\.nii\.gz: label grid differs from the image grid by 0\.5 mm at a corner"):
         read_labels(tmp_path / "l.nii.gz", axial(), IDENTITY)
 
 
@@ -135,7 +135,7 @@ def test_flipped_slice_order_is_a_grid_mismatch(tmp_path: Path) -> None:
         geometry.spacing,
     )
     write_labels(tmp_path / "l.nii.gz", random_labels(), flipped)
-    with pytest.raises(InputError, match=r"differs from the DICOM grid by 1\.5 mm"):
+    with pytest.raises(InputError, match=r"differs from the image grid by 1\.5 mm"):
         read_labels(tmp_path / "l.nii.gz", geometry, IDENTITY)
 
 

@@ -11,13 +11,15 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.fileset import FileSet
 
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
 from plaque.io.geometry import LPS_TO_RAS
 from plaque.io.labels import write_labels
+from plaque.io.markups import write_curves
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, check_unique, list_patients, load_patient
-from tests.io.factories import SHAPE, TAGS, axial, flipped_oblique
+from tests.io.factories import SHAPE, TAGS, axial, flipped_oblique, write_nifti, write_nrrd
 
 IDENTITY = {v: v for v in range(5)}
 
@@ -44,7 +46,7 @@ def test_list_patients_names_folders_without_dicom(tmp_path: Path) -> None:
     (tmp_path / "p1" / DICOM_DIR).mkdir(parents=True)
     (tmp_path / "notes").mkdir()
     (tmp_path / "p2").mkdir()
-    with pytest.raises(InputError, match=r"subfolder\(s\) without dicom/: notes, p2"):
+    with pytest.raises(InputError, match=r"subfolder\(s\) without dicom/ or image\.nii\.gz or .*: notes, p2"):
         list_patients(tmp_path)
 
 
@@ -76,7 +78,7 @@ def test_load_patient_missing_labels(tmp_path: Path, make_patient: Callable[...,
 def test_load_patient_labels_on_another_grid(tmp_path: Path, make_patient: Callable[..., Path]) -> None:
     folder = make_patient(tmp_path / "p1")
     write_labels(folder / LABEL_FILE, np.zeros(SHAPE, np.uint8), flipped_oblique())
-    with pytest.raises(InputError, match=r"label\.nii\.gz: label grid differs from the DICOM grid"):
+    with pytest.raises(InputError, match=r"label\.nii\.gz: label grid differs from the image grid"):
         load_patient(folder, IDENTITY)
 
 
@@ -171,4 +173,72 @@ def test_broken_series_is_named(tmp_path: Path, make_patient: Callable[..., Path
     shutil.rmtree(folder / DICOM_DIR)
     (folder / DICOM_DIR).mkdir()
     with pytest.raises(InputError, match=r"p1/dicom: DICOM folder holds no files"):
+        load_patient(folder, IDENTITY)
+
+
+@pytest.mark.parametrize(("image", "label"), [("image.nii.gz", "label.nii.gz"), ("image.nrrd", "label.nrrd")])
+def test_a_volume_patient_loads_as_its_dicom_twin(
+    tmp_path: Path, make_patient: Callable[..., Path], image: str, label: str
+) -> None:
+    geometry = flipped_oblique()
+    lines = {"LAD": geometry.index_to_world(np.array([[0.0, 2.0, 3.0], [3.0, 12.5, 15.4]]))}
+    twin = load_patient(make_patient(tmp_path / "dcm", geometry=geometry, centerlines=lines), IDENTITY)
+    folder = tmp_path / "vol"
+    folder.mkdir()
+    write = write_nifti if image.endswith(".nii.gz") else write_nrrd
+    write(folder / image, twin.hu.astype(np.int16), geometry)
+    write(folder / label, twin.labels, geometry)
+    write_curves(folder / "centerlines", lines)
+    patient = load_patient(folder, IDENTITY)
+    assert patient.geometry.matches(twin.geometry, tol_mm=1e-4)
+    np.testing.assert_array_equal(patient.hu, twin.hu)
+    np.testing.assert_array_equal(patient.labels, twin.labels)
+    np.testing.assert_allclose(patient.centerlines["LAD"], twin.centerlines["LAD"], atol=1e-4)
+    assert patient.patient_id == "vol" and patient.series_uid == ""
+
+
+def test_layout_comes_from_subfolders_not_stray_files(tmp_path: Path, make_patient: Callable[..., Path]) -> None:
+    make_patient(tmp_path / "p1")
+    (tmp_path / "p2").mkdir()
+    write_nifti(tmp_path / "p2" / "image.nii", np.zeros(SHAPE, np.int16), axial())
+    for name in ("cohort.json", "DICOMDIR", "README.txt"):
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in list_patients(tmp_path)] == ["p1", "p2"]
+
+
+def test_two_scans_in_one_patient_folder_is_an_error(tmp_path: Path, make_patient: Callable[..., Path]) -> None:
+    folder = make_patient(tmp_path / "p1")
+    write_nifti(folder / "image.nii.gz", np.zeros(SHAPE, np.int16), axial())
+    with pytest.raises(InputError, match=r"p1: holds several scans \(dicom, image\.nii\.gz\): keep one"):
+        load_patient(folder, IDENTITY)
+
+
+def test_volume_labels_on_another_grid(tmp_path: Path) -> None:
+    write_nrrd(tmp_path / "image.nrrd", np.zeros(SHAPE, np.int16), axial())
+    write_nrrd(tmp_path / "label.nrrd", np.zeros(SHAPE, np.uint8), flipped_oblique())
+    with pytest.raises(InputError, match=r"label\.nrrd: label grid differs from the image grid"):
+        load_patient(tmp_path, IDENTITY)
+
+
+def _cd_export(source: Path, out: Path) -> None:
+    """Write the DICOM files of ``source`` as a media export: a DICOMDIR and nested PT*/ST*/SE*/IM* files."""
+    fs = FileSet()
+    for path in sorted(source.iterdir()):
+        fs.add(path)
+    fs.write(out)
+
+
+def test_a_dicomdir_is_read_through(tmp_path: Path) -> None:
+    tags = TAGS | {"StudyDate": "20240102", "StudyTime": "101010", "StudyID": "7"}
+    hu = np.random.default_rng(1).integers(-1000, 1000, size=SHAPE).astype(np.float64)
+    write_series(tmp_path / "flat", hu, flipped_oblique(), tags, "cd")
+    folder = tmp_path / "p1"
+    _cd_export(tmp_path / "flat", folder / DICOM_DIR)
+    assert (folder / DICOM_DIR / "DICOMDIR").is_file() and not list((folder / DICOM_DIR).glob("*.dcm"))
+    write_labels(folder / LABEL_FILE, np.zeros(SHAPE, np.uint8), flipped_oblique())
+    patient = load_patient(folder, IDENTITY)
+    np.testing.assert_array_equal(patient.hu, hu)
+    assert patient.geometry.matches(flipped_oblique())
+    next((folder / DICOM_DIR).rglob("IM000002")).unlink()
+    with pytest.raises(InputError, match=r"dicom/DICOMDIR: lists 1 file\(s\) that do not exist"):
         load_patient(folder, IDENTITY)

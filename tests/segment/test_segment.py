@@ -14,6 +14,7 @@ import pandas as pd
 import pydicom
 import pytest
 import torch
+from pydicom.fileset import FileSet
 
 from plaque.checkpoint import model_record, save_atomic
 from plaque.classes import LUMEN, WALL
@@ -25,8 +26,9 @@ from plaque.io.labels import write_centerlines
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, load_patient
 from plaque.models.build import build_model
 from plaque.segment.__main__ import main
-from plaque.segment.run import LABELS_FILE, MAPPING_FILE, RUN_FILE, SEG_FILE, VOLUMES_FILE
+from plaque.segment.run import CENTERLINES_DIR, LABELS_FILE, MAPPING_FILE, RUN_FILE, SEG_FILE, VOLUMES_FILE
 from plaque.segment.volume import FALLBACK, Sections, cuts, to_voxels
+from tests.io.factories import write_nifti, write_nrrd
 
 IDENTITY = {i: i for i in range(5)}
 
@@ -174,3 +176,54 @@ def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(
         tmp_path / "none.pt",
         "",
     )
+
+
+def test_volumes_dicomdir_and_stray_files_give_the_dicom_labels_voxel_for_voxel(
+    raw: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """One phantom scan as a patient folder (DICOM), as NIfTI and NRRD volumes in a folder with stray files
+    (centerlines from the first run's Slicer markups), and as a media export with a DICOMDIR: the same labels."""
+    base = ["--checkpoint", str(checkpoint), "--device", "cpu"]
+    assert main([*base, "--input", str(raw / "case_002"), "--out", str(tmp_path / "dicom")]) == 0
+    scan = tmp_path / "dicom" / "scan_001"
+    expected = np.asarray(nib.load(scan / LABELS_FILE).dataobj)
+    assert (scan / SEG_FILE).is_file() and (scan / CENTERLINES_DIR / "LAD.mrk.json").is_file()
+
+    series = read_series(raw / "case_002" / DICOM_DIR)
+    cohort = tmp_path / "volumes"
+    for name, image in (("a", "image.nii.gz"), ("b", "image.nrrd")):
+        (cohort / name).mkdir(parents=True)
+        write = write_nifti if image.endswith(".nii.gz") else write_nrrd
+        write(cohort / name / image, series.hu.astype(np.int16), series.geometry)
+        shutil.copytree(scan / CENTERLINES_DIR, cohort / name / CENTERLINES_DIR)
+    for stray in ("cohort.json", "README.txt"):
+        (cohort / stray).write_text("{}")
+    assert main([*base, "--input", str(cohort), "--out", str(tmp_path / "vol")]) == 0
+    for name in ("scan_001", "scan_002"):
+        image = nib.load(tmp_path / "vol" / name / LABELS_FILE)
+        np.testing.assert_array_equal(np.asarray(image.dataobj), expected)
+        np.testing.assert_allclose(image.affine, series.geometry.nifti_affine, atol=1e-4)
+        assert not (tmp_path / "vol" / name / SEG_FILE).exists()
+
+    fs = FileSet()
+    for path in sorted((raw / "case_002" / DICOM_DIR).iterdir()):
+        fs.add(path)
+    fs.write(tmp_path / "cd")
+    line = ["--centerline", str(raw / "case_002" / CENTERLINE_FILE)]
+    assert main([*base, "--input", str(tmp_path / "cd"), *line, "--out", str(tmp_path / "cd-out")]) == 0
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(tmp_path / "cd-out" / "scan_001" / LABELS_FILE).dataobj), expected
+    )
+
+
+def test_a_volume_with_a_singular_affine_is_one_line_and_nothing_is_written(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    img = nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), None)
+    img.set_qform(None, code=0)
+    img.set_sform(np.diag([0.5, 0.5, 0.0, 1.0]), code=1)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(img, str(path))
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(checkpoint), "--input", str(path), "--out", str(out), "--device", "cpu"]
+    _fails_cleanly(args, out, capsys, path, "the affine is not invertible")

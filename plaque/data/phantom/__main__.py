@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from plaque.cli import add_config_options, run_cli
+from plaque.cli import add_config_options, command_line, run_cli
 from plaque.config import load_config
 from plaque.data.phantom.cohort import COHORT_FILE, generate_cohort
 from plaque.errors import InputError
@@ -20,7 +20,8 @@ from plaque.errors import InputError
 def main(argv: list[str] | None = None) -> int:
     """Generate a cohort; prints one summary line, or ``error: ...`` with exit code 2 on bad input."""
     parser = argparse.ArgumentParser(
-        prog="python -m plaque.data.phantom", description="Generate the synthetic CCTA phantom cohort (raw layout)."
+        description="Generate the synthetic CCTA phantom cohort (raw layout).",
+        **command_line("plaque.data.phantom", "plaque-phantom", "--out scratch/phantom --patients 4 --seed 0"),
     )
     parser.add_argument("--out", type=Path, required=True, help="cohort folder (replaced atomically)")
     parser.add_argument("--patients", type=int, default=None, help="number of patients (default: phantom.patients)")

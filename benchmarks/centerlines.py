@@ -1,0 +1,114 @@
+"""Centerlines derived from labels against the phantom generator's true centerlines.
+
+    python -m benchmarks.centerlines [--patients 10] [--seed 4242] [--step-mm 0.5] [--profile NAME]
+
+Generates ``--patients`` phantom patients of ``--seed`` (a seed the pipeline does not use) into a temporary
+folder, as ``python -m plaque.data.phantom`` does, derives every patient's centerlines from its label volume
+(`plaque.data.centerlines.derive_centerlines`) and compares each true vessel with the derived branch that
+overlaps it most:
+
+- mean distance (mm): CAT08's average distance, the mean over the true points of their distance to the derived
+  line and over the derived points of their distance to the true line;
+- overlap: CAT08's share of true centerline points within `OVERLAP_MM` of the derived line;
+- ostium: whether the derived branch starts at the true proximal end (nearer to it than to the distal end).
+
+Prints one row per vessel, the overall figures, and the targets (`TARGET_MEAN_MM`, `TARGET_OVERLAP`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from benchmarks.common import format_table
+from plaque.config import load_config
+from plaque.data.centerlines import derive_centerlines
+from plaque.data.phantom import generate_cohort
+from plaque.io.patient import LABEL_FILE, list_patients, load_patient
+
+OVERLAP_MM = 1.0
+TARGET_MEAN_MM = 0.5
+TARGET_OVERLAP = 0.95
+DENSE_MM = 0.05  # polylines are sampled this densely for point-to-line distances
+DEFAULT_SEED = 4242  # not the pipeline's phantom.seed
+
+
+def densify(points_mm: np.ndarray) -> np.ndarray:
+    """``(P', 3)``: a polyline ``(P, 3)`` with points at most `DENSE_MM` apart (its vertices kept)."""
+    parts = [points_mm[:1]]
+    for a, b in zip(points_mm[:-1], points_mm[1:]):
+        n = max(1, int(np.ceil(np.linalg.norm(b - a) / DENSE_MM)))
+        parts.append(a + np.linspace(0.0, 1.0, n + 1)[1:, None] * (b - a))
+    return np.concatenate(parts)
+
+
+def compare(true_mm: np.ndarray, derived_mm: np.ndarray) -> dict[str, float | bool]:
+    """Mean and maximum distance (mm), overlap and whether the ostium agrees, of a true ``(P, 3)`` and a derived
+    ``(Q, 3)`` centerline (LPS mm, proximal first)."""
+    to_derived = cKDTree(densify(derived_mm)).query(true_mm)[0]
+    to_true = cKDTree(densify(true_mm)).query(derived_mm)[0]
+    start = derived_mm[0]
+    return {
+        "mean_mm": float(np.concatenate([to_derived, to_true]).mean()),
+        "max_mm": float(max(to_derived.max(), to_true.max())),
+        "overlap": float(np.mean(to_derived <= OVERLAP_MM)),
+        "ostium": bool(np.linalg.norm(start - true_mm[0]) < np.linalg.norm(start - true_mm[-1])),
+    }
+
+
+def score_patient(folder: Path, label_map: dict[int, int], step_mm: float) -> list[dict[str, object]]:
+    """One row per true vessel of a phantom patient: the derived branch that overlaps it most, and the figures."""
+    patient = load_patient(folder, label_map)
+    derived = derive_centerlines(patient.labels, patient.geometry, step_mm, folder / LABEL_FILE)
+    rows = []
+    for vessel, true_mm in sorted(patient.centerlines.items()):
+        scores = {name: compare(true_mm, line) for name, line in derived.items()}
+        best = max(scores, key=lambda name: (scores[name]["overlap"], -scores[name]["mean_mm"]))
+        rows.append(
+            {"patient": folder.name, "vessel": vessel, "branches": len(derived), "branch": best, **scores[best]}
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.centerlines", description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=10, help="phantom patients to generate")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="cohort seed (default: one the pipeline does not use)"
+    )
+    parser.add_argument("--step-mm", type=float, default=None, help="point spacing (default: preprocess.step_mm)")
+    parser.add_argument("--profile", default=None, help="params profile (phantom and preprocess settings)")
+    args = parser.parse_args(argv)
+    cfg = load_config(None, args.profile)
+    step_mm = args.step_mm or float(cfg["preprocess"]["step_mm"])
+    with tempfile.TemporaryDirectory(prefix="centerlines-") as tmp:
+        raw = Path(tmp) / "raw"
+        generate_cohort(raw, args.patients, args.seed, cfg["phantom"], processes=1)
+        rows = [r for f in list_patients(raw) for r in score_patient(f, cfg["preprocess"]["label_map"], step_mm)]
+    headers = ["patient", "vessel", "branches", "branch", "mean_mm", "max_mm", "overlap", "ostium"]
+    print(f"centerlines derived from labels: {args.patients} phantom patients, seed {args.seed}, step {step_mm:g} mm")
+    print(format_table(headers, [[_fmt(r[h]) for h in headers] for r in rows]))
+    mean_mm = float(np.mean([r["mean_mm"] for r in rows]))
+    overlap = float(np.mean([r["overlap"] for r in rows]))
+    ostia = int(sum(r["ostium"] for r in rows))
+    print(
+        f"\noverall: mean distance {mean_mm:.3f} mm, overlap {overlap:.3f} (lowest {min(r['overlap'] for r in rows):.3f}), ostium right in {ostia}/{len(rows)}"
+    )
+    print(f"target mean distance <= {TARGET_MEAN_MM} mm: {'ok' if mean_mm <= TARGET_MEAN_MM else 'MISSED'}")
+    print(f"target overlap >= {TARGET_OVERLAP}: {'ok' if overlap >= TARGET_OVERLAP else 'MISSED'}")
+    return 0
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
