@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from plaque.cli import add_config_options, run_cli
+from plaque.cli import add_config_options, command_line, run_cli
 from plaque.config import load_config
 from plaque.data.preprocess import TEST_ONLY, preprocess
 from plaque.errors import InputError
@@ -30,7 +30,15 @@ PREDICTIONS, PROCESSED = "predictions", "processed"  # the layout `python -m pla
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plaque.eval", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        **command_line(
+            "plaque.eval",
+            "plaque-eval",
+            "--pred results/predictions --data data/processed --out results/eval",
+            "--pred scratch/cohort2 --out scratch/cohort2/eval",
+        ),
+    )
     parser.add_argument("--pred", type=Path, required=True, help="predictions: folder of method folders, or one")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, help="processed dataset with the ground truth (test split)")

@@ -1,24 +1,30 @@
-"""Copy the results table into the README's front page: ``python -m plaque.eval.readme`` (``make readme``).
+"""Copy the results table and the qualitative figure onto the README's front page (``make readme``).
 
     python -m plaque.eval.readme [--table reports/tables/summary.md] [--readme README.md]
+                                 [--figure reports/figures/qualitative.png] [--figure-copy docs/qualitative.png]
 
-The evaluate stage writes ``reports/tables/summary.md`` (a declared output); this replaces the text between
-the README's ``<!-- results:start -->`` and ``<!-- results:end -->`` markers with it, so that the results
-stay visible on the repository's front page without the pipeline writing an undeclared file. ``make demo``
-runs it after ``dvc repro``.
+The evaluate stage writes ``reports/tables/summary.md`` and ``reports/figures/qualitative.png`` (declared
+outputs); this replaces the text between the README's ``<!-- results:start -->`` and ``<!-- results:end -->``
+markers with the table, and copies the figure to ``docs/qualitative.png``, the picture the README shows (when
+the figure exists), so that the results stay visible on the repository's front page without the pipeline
+writing an undeclared file. ``make demo`` runs it after ``dvc repro``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
-from plaque.cli import run_cli
+from plaque.cli import command_line, run_cli
 from plaque.errors import InputError
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+FIGURE = Path("reports/figures/qualitative.png")  # written by the evaluate stage
+FIGURE_COPY = Path("docs/qualitative.png")  # the README's picture, committed
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -38,11 +44,34 @@ def update_readme(readme: Path, table: str) -> None:
     Path(readme).write_text(pattern.sub(lambda _: block, text, count=1))
 
 
+def copy_figure(figure: Path, copy: Path) -> bool:
+    """Copy ``figure`` to ``copy`` (through a temporary file and a rename) when it exists.
+
+    Returns:
+        Whether it was copied; a missing ``figure`` leaves ``copy`` as it was.
+    """
+    figure, copy = Path(figure), Path(copy)
+    if not figure.is_file():
+        return False
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    tmp = copy.with_name(f".{copy.name}.tmp")
+    shutil.copyfile(figure, tmp)
+    os.replace(tmp, copy)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line; one-line error and exit status 2 on a missing file or missing markers."""
-    parser = argparse.ArgumentParser(prog="python -m plaque.eval.readme", description=__doc__.splitlines()[0])
+    """Command line; one-line error and exit status 2 on a missing table or README or missing markers."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        **command_line("plaque.eval.readme", "plaque-readme", "--table reports/tables/summary.md --readme README.md"),
+    )
     parser.add_argument("--table", type=Path, default=Path("reports/tables/summary.md"), help="the results table")
     parser.add_argument("--readme", type=Path, default=Path("README.md"), help="the README to update")
+    parser.add_argument("--figure", type=Path, default=FIGURE, help=f"the qualitative figure (default: {FIGURE})")
+    parser.add_argument(
+        "--figure-copy", type=Path, default=FIGURE_COPY, help=f"where the README shows it (default: {FIGURE_COPY})"
+    )
     args = parser.parse_args(argv)
 
     def run() -> None:
@@ -51,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(path, "not found (run the pipeline first: dvc repro)")
         update_readme(args.readme, args.table.read_text())
         print(f"{args.readme}: results section replaced by {args.table}")
+        if copy_figure(args.figure, args.figure_copy):
+            print(f"{args.figure_copy}: copied from {args.figure}")
+        else:
+            print(f"{args.figure}: not found, {args.figure_copy} left as it was")
 
     return run_cli(run)
 

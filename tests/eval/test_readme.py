@@ -1,4 +1,4 @@
-"""The README's results section: replaced between its markers only, and ``make readme``'s command line."""
+"""The README's results section: replaced between its markers only; its figure copied; ``make readme``'s command line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from plaque.errors import InputError
-from plaque.eval.readme import README_END, README_START, main, update_readme
+from plaque.eval.readme import README_END, README_START, copy_figure, main, update_readme
 
 README = f"""# Project
 
@@ -56,10 +56,27 @@ def test_command_line_copies_the_table_and_names_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     readme, table = tmp_path / "README.md", tmp_path / "summary.md"
+    figure, copy = tmp_path / "figures" / "qualitative.png", tmp_path / "docs" / "qualitative.png"
+    paths = ["--table", str(table), "--readme", str(readme), "--figure", str(figure), "--figure-copy", str(copy)]
     readme.write_text(README)
-    assert main(["--table", str(table), "--readme", str(readme)]) == 2
+    assert main(paths) == 2
     assert capsys.readouterr().err.strip() == f"error: {table}: not found (run the pipeline first: dvc repro)"
     assert readme.read_text() == README
     table.write_text("| method | Dice |\n|---|---|\n| Ours | 0.8 |\n")
-    assert main(["--table", str(table), "--readme", str(readme)]) == 0
+    assert main(paths) == 0  # no figure yet: the table alone
     assert "| Ours | 0.8 |" in readme.read_text() and "| old | table |" not in readme.read_text()
+    assert not copy.exists()
+    figure.parent.mkdir()
+    figure.write_bytes(b"\x89PNG figure")
+    assert main(paths) == 0
+    assert copy.read_bytes() == b"\x89PNG figure"
+
+
+def test_copy_figure_replaces_the_copy_and_leaves_it_when_the_figure_is_missing(tmp_path: Path) -> None:
+    figure, copy = tmp_path / "qualitative.png", tmp_path / "docs" / "qualitative.png"
+    assert not copy_figure(figure, copy) and not copy.exists()
+    figure.write_bytes(b"new")
+    assert copy_figure(figure, copy) and copy.read_bytes() == b"new"
+    figure.unlink()
+    assert not copy_figure(figure, copy) and copy.read_bytes() == b"new"
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["qualitative.png"]  # no temporary file left
