@@ -10,6 +10,7 @@ from typing import Any
 from plaque.baselines.nnunet.export import dataset_folder_name
 
 NNUNET_TRAINER = "nnUNetTrainer"
+TRAINER_NAME = "nnUNetTrainer_Plaque"  # ours for any other schedule (`plaque.baselines.nnunet.trainer`)
 # nnU-Net's own schedule (nnUNetTrainer.__init__): with exactly this, the stock trainer is used.
 NNUNET_SCHEDULE = {"epochs": 1000, "iterations_per_epoch": 250, "val_iterations_per_epoch": 50}
 
@@ -47,8 +48,6 @@ class Settings:
     @property
     def trainer(self) -> str:
         """nnU-Net's stock trainer for its own schedule, else ours (`plaque.baselines.nnunet.trainer`)."""
-        from plaque.baselines.nnunet.trainer import TRAINER_NAME
-
         return NNUNET_TRAINER if self.schedule == NNUNET_SCHEDULE else TRAINER_NAME
 
     @property

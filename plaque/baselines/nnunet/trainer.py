@@ -26,10 +26,9 @@ from typing import Any
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from plaque.baselines.nnunet.settings import NNUNET_SCHEDULE
+from plaque.baselines.nnunet.settings import NNUNET_SCHEDULE, TRAINER_NAME
 
 SETTINGS_ENV = "PLAQUE_NNUNET_SETTINGS"
-TRAINER_NAME = "nnUNetTrainer_Plaque"
 TRAINER_FOLDER = Path(__file__).resolve().parent / "ext"
 SCHEDULE_KEYS = tuple(NNUNET_SCHEDULE)  # the keys of `Settings.schedule`
 PLOT_EVERY = 10
