@@ -16,6 +16,20 @@ from plaque.io.volume import NIFTI_SUFFIXES, NRRD_SUFFIX, READ_ERRORS, oneline, 
 GRID_TOL_MM = 0.01  # label and image grids must agree this well at every corner
 
 
+def read_json(path: Path) -> object:
+    """The parsed JSON of ``path``.
+
+    Raises:
+        InputError: the file is not valid UTF-8 JSON (naming the line and column).
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "invalid JSON: not UTF-8 text") from None
+
+
 def write_labels(path: Path, labels: np.ndarray, geometry: Geometry) -> None:
     """Write a ``(Z, Y, X)`` label volume as NIfTI (``[i, j, k]`` layout, RAS affine, uint8)."""
     img = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8), geometry.nifti_affine)
@@ -151,12 +165,7 @@ def read_centerlines(path: Path) -> dict[str, np.ndarray]:
     """
     if not path.is_file():
         raise InputError(path, "centerline file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "invalid JSON: not UTF-8 text") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise InputError(path, 'expected a non-empty object {"vessel name": [[x, y, z], ...], ...}')
     centerlines = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from plaque.errors import InputError
+from plaque.io.labels import read_json
 
 MARKUPS_SUFFIX = ".mrk.json"
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/main/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json"
@@ -100,12 +101,7 @@ def read_curves(path: Path) -> dict[str, np.ndarray]:
 
 def _read_file(path: Path) -> dict[str, np.ndarray]:
     """The curves of one markups file (see `read_curves`)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "invalid JSON: not UTF-8 text") from None
+    data = read_json(path)
     markups = data.get("markups") if isinstance(data, dict) else None
     if not isinstance(markups, list):
         raise InputError(path, 'not a Slicer markups file: expected an object with a "markups" list')

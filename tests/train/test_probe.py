@@ -50,3 +50,14 @@ def test_encode_batches_and_keeps_order() -> None:
     images = np.random.default_rng(0).random((600, 4, 4)).astype(np.float32)
     out = encode(lambda x: x * 2, images, torch.device("cpu"))
     assert out.shape == (600, 1, 4, 4) and torch.allclose(out[:, 0], torch.from_numpy(images) * 2)
+
+
+def test_the_probe_runs_in_float32_under_a_bf16_autocast() -> None:
+    """The trainer validates under the training precision; the probe's fit must not inherit bf16."""
+    labels, latents = labels_and_latents(64, 0, informative=True)
+    val_labels, val_latents = labels_and_latents(32, 1, informative=True)
+    plain = probe_scores(fit_probe(latents, labels, steps=150), val_latents, val_labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        probe = fit_probe(latents, labels, steps=150)
+        under_bf16 = probe_scores(probe, val_latents, val_labels)
+    assert probe.weight.dtype == torch.float32 and under_bf16 == plain

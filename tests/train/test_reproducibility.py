@@ -13,8 +13,8 @@ import torch
 
 from plaque.errors import InputError
 from plaque.train.distributed import DistInfo
-from plaque.train.trainer import FitConfig, fit, seed_everything
-from tests.train.toy import ToyData, build, make_step, toy_validate
+from plaque.train.trainer import fit, seed_everything
+from tests.train.toy import ToyData, build, make_step, toy_config, toy_validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,18 +35,7 @@ def test_separate_processes_give_bit_equal_weights(tmp_path: Path) -> None:
 def _fit_toy(out: Path, max_epochs: int) -> None:
     seed_everything(0)
     model, optimizer, tracker = build()
-    cfg = FitConfig(
-        max_epochs=max_epochs,
-        val_every=1,
-        patience=5,
-        batch_size_per_gpu=8,
-        seed=0,
-        num_workers=0,
-        samples_per_epoch="all",
-        monitor="mse",
-        mode="min",
-        out_dir=out,
-    )
+    cfg = toy_config(out, max_epochs=max_epochs)
     fit(model, optimizer, ToyData(32, 1), ToyData(8, 2), make_step(tracker), toy_validate, cfg, DistInfo(), tracker)
 
 

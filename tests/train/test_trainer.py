@@ -21,29 +21,14 @@ from plaque.config import load_config
 from plaque.errors import InputError
 from plaque.train.distributed import DistInfo
 from plaque.train.trainer import EpochSampler, FitConfig, fit, run_fingerprint, seed_everything
-from tests.train.toy import WARMUP, Scripted, ToyData, build, make_step, toy_validate
+from tests.train.toy import Scripted, ToyData, build, make_step, toy_config, toy_validate
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = DistInfo()
 
 
 def _cfg(tmp_path: Path, **kw: Any) -> FitConfig:
-    base = dict(
-        max_epochs=8,
-        val_every=1,
-        patience=8,
-        batch_size_per_gpu=8,
-        seed=0,
-        num_workers=0,
-        samples_per_epoch="all",
-        monitor="mse",
-        mode="min",
-        out_dir=tmp_path / "ckpt",
-        live_dir=None,
-        warmup=WARMUP,
-        decay="cosine",
-    )
-    return FitConfig(**{**base, **kw})
+    return toy_config(tmp_path / "ckpt", **kw)
 
 
 def _fit(cfg: FitConfig, validate=toy_validate, step=None, **kw: Any):

@@ -123,6 +123,27 @@ class Scripted:
 WARMUP = 0.2  # share of the steps warming up; then cosine decay (FitConfig's warmup and decay)
 
 
+def toy_config(out_dir: Path, **overrides: Any) -> FitConfig:
+    """The toy's `FitConfig`: 8 epochs of batch 8, validation every epoch, MSE to minimise, the warmup-then-cosine
+    schedule; ``overrides`` replace any field."""
+    base: dict[str, Any] = dict(
+        max_epochs=8,
+        val_every=1,
+        patience=8,
+        batch_size_per_gpu=8,
+        seed=0,
+        num_workers=0,
+        samples_per_epoch="all",
+        monitor="mse",
+        mode="min",
+        out_dir=out_dir,
+        live_dir=None,
+        warmup=WARMUP,
+        decay="cosine",
+    )
+    return FitConfig(**{**base, **overrides})
+
+
 def build(lr: float = 0.03) -> tuple[ToyNet, torch.optim.Optimizer, Tracker]:
     """A freshly initialised model (seed first), Adam and a Tracker."""
     model = ToyNet()
@@ -162,20 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer, tracker = build()
         out = args.out / f"rank{info.rank}" if args.per_rank_dirs and info.rank > 0 else args.out
         scripted = Scripted([float(s) for s in args.scores.split(",")]) if args.scores else None
-        cfg = FitConfig(
+        cfg = toy_config(
+            out / "ckpt",
             max_epochs=args.max_epochs,
             val_every=args.val_every,
             patience=args.patience,
             batch_size_per_gpu=args.batch,
-            seed=0,
-            num_workers=0,
-            samples_per_epoch="all",
             monitor="score" if scripted else "mse",
             mode="max" if scripted else "min",
-            out_dir=out / "ckpt",
             live_dir=out / "live",
-            warmup=WARMUP,
-            decay="cosine",
         )
         result: FitResult = fit(
             model,
