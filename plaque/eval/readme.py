@@ -1,13 +1,13 @@
-"""Copy the results table and the qualitative figure onto the README's front page (``make readme``).
+"""Copy the results table and two figures onto the README's front page (``make readme``).
 
     python -m plaque.eval.readme [--table reports/tables/summary.md] [--readme README.md]
-                                 [--figure reports/figures/qualitative.png] [--figure-copy docs/qualitative.png]
+                                 [--figures-from reports/figures] [--figures-to docs]
 
-The evaluate stage writes ``reports/tables/summary.md`` and ``reports/figures/qualitative.png`` (declared
+The evaluate stage writes ``reports/tables/summary.md`` and the figures under ``reports/figures`` (declared
 outputs); this replaces the text between the README's ``<!-- results:start -->`` and ``<!-- results:end -->``
-markers with the table, and copies the figure to ``docs/qualitative.png``, the picture the README shows (when
-the figure exists), so that the results stay visible on the repository's front page without the pipeline
-writing an undeclared file. ``make demo`` runs it after ``dvc repro``.
+markers with the table, and copies `FIGURES` (the qualitative figure and the learning curves) to ``docs/``,
+the pictures the README shows (each when it exists), so that the results stay visible on the repository's
+front page without the pipeline writing an undeclared file. ``make demo`` runs it after ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from plaque.cli import command_line, run_cli
 from plaque.errors import InputError
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-FIGURE = Path("reports/figures/qualitative.png")  # written by the evaluate stage
-FIGURE_COPY = Path("docs/qualitative.png")  # the README's picture, committed
+FIGURES_FROM = Path("reports/figures")  # written by the evaluate stage
+FIGURES_TO = Path("docs")  # the README's pictures, committed
+FIGURES = ("qualitative.png", "learning_curves.png")  # what the README shows
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -68,9 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--table", type=Path, default=Path("reports/tables/summary.md"), help="the results table")
     parser.add_argument("--readme", type=Path, default=Path("README.md"), help="the README to update")
-    parser.add_argument("--figure", type=Path, default=FIGURE, help=f"the qualitative figure (default: {FIGURE})")
     parser.add_argument(
-        "--figure-copy", type=Path, default=FIGURE_COPY, help=f"where the README shows it (default: {FIGURE_COPY})"
+        "--figures-from",
+        type=Path,
+        default=FIGURES_FROM,
+        help=f"the evaluate stage's figures (default: {FIGURES_FROM})",
+    )
+    parser.add_argument(
+        "--figures-to",
+        type=Path,
+        default=FIGURES_TO,
+        help=f"where the README shows {', '.join(FIGURES)} (default: {FIGURES_TO})",
     )
     args = parser.parse_args(argv)
 
@@ -80,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(path, "not found (run the pipeline first: dvc repro)")
         update_readme(args.readme, args.table.read_text())
         print(f"{args.readme}: results section replaced by {args.table}")
-        if copy_figure(args.figure, args.figure_copy):
-            print(f"{args.figure_copy}: copied from {args.figure}")
-        else:
-            print(f"{args.figure}: not found, {args.figure_copy} left as it was")
+        for name in FIGURES:
+            figure, copy = args.figures_from / name, args.figures_to / name
+            if copy_figure(figure, copy):
+                print(f"{copy}: copied from {figure}")
+            else:
+                print(f"{figure}: not found, {copy} left as it was")
 
     return run_cli(run)
 

@@ -56,8 +56,9 @@ def test_command_line_copies_the_table_and_names_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     readme, table = tmp_path / "README.md", tmp_path / "summary.md"
-    figure, copy = tmp_path / "figures" / "qualitative.png", tmp_path / "docs" / "qualitative.png"
-    paths = ["--table", str(table), "--readme", str(readme), "--figure", str(figure), "--figure-copy", str(copy)]
+    figure, copy = tmp_path / "figures" / "learning_curves.png", tmp_path / "docs" / "learning_curves.png"
+    paths = ["--table", str(table), "--readme", str(readme)]
+    paths += ["--figures-from", str(figure.parent), "--figures-to", str(copy.parent)]
     readme.write_text(README)
     assert main(paths) == 2
     assert capsys.readouterr().err.strip() == f"error: {table}: not found (run the pipeline first: dvc repro)"
@@ -70,6 +71,7 @@ def test_command_line_copies_the_table_and_names_a_missing_file(
     figure.write_bytes(b"\x89PNG figure")
     assert main(paths) == 0
     assert copy.read_bytes() == b"\x89PNG figure"
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["learning_curves.png"]  # the qualitative one is missing
 
 
 def test_copy_figure_replaces_the_copy_and_leaves_it_when_the_figure_is_missing(tmp_path: Path) -> None:
