@@ -73,8 +73,8 @@ class Stateful(Protocol):
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How to train. The first seven fields and the last six but two are `params.yaml`'s ``train`` section (see
-    `from_params`).
+    """How to train. The first seven fields and ``accumulate``, ``precision``, ``compile`` are `params.yaml`'s
+    ``train`` section (see `from_params`).
 
     ``samples_per_epoch`` is ``"all"`` (every training item once per epoch, the paper's protocol)
     or N: each epoch trains on N items drawn afresh (`EpochSampler`), ``rare_share`` of them from the
@@ -373,7 +373,6 @@ def fit(
     ckpt = _resume_point(last_path, cfg.resume, run_config, info)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
         if extra_state is not None:
             extra_state.load_state_dict(ckpt["extra"])
         stopper.load_state_dict(ckpt["early_stopping"])
@@ -408,10 +407,9 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg.max_epochs * steps_per_epoch, cfg.warmup, cfg.decay)
     )
-    if ckpt is not None:  # building the schedule set the rate from the restored one: put the saved rate back
+    if ckpt is not None:  # after building the schedule, which writes the optimizer's rates: the saved ones win
+        optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
-            group["lr"] = lr
     run = _Steps(train_model, ddp, optimizer, scheduler, scaler, step, precision, cfg.accumulate)
     val_loader = (
         DataLoader(
