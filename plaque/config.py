@@ -129,16 +129,6 @@ class WordOrNum:
         return v if v == self.word else self.number.check(key, v)
 
 
-@dataclass(frozen=True)
-class WordOrInt:
-    """The string ``word`` or a positive integer."""
-
-    word: str
-
-    def check(self, key: str, v: Any) -> Any:
-        return v if v == self.word else Num(1, None, integer=True).check(key, v)
-
-
 def _range(lo: float, hi: float) -> Seq:
     return Seq(Num(lo, hi), length=2)
 
@@ -189,8 +179,8 @@ SCHEMA: dict[str, Any] = {
         "val_stride": POS_INT,
         "patience": POS_INT,
         "seed": Num(0, None, integer=True),
-        "nproc_per_node": WordOrInt("auto"),
-        "samples_per_epoch": WordOrInt("all"),
+        "nproc_per_node": WordOrNum("auto", POS_INT),
+        "samples_per_epoch": WordOrNum("all", POS_INT),
         "plaque_share": Num(0.0, 0.99),
         "accumulate": POS_INT,
         "precision": Choice(PRECISIONS),
@@ -247,7 +237,7 @@ SCHEMA: dict[str, Any] = {
         "seed": Num(0, None, integer=True),
         "batch_size": POS_INT,
         "epochs": POS_INT,
-        "samples_per_epoch": WordOrInt("all"),
+        "samples_per_epoch": WordOrNum("all", POS_INT),
         "lr": Num(0.0, 1.0),
         "weight_decay": Num(0.0, 1.0),
         "mask_ratio": Num(0.05, 0.95),
@@ -263,8 +253,8 @@ SCHEMA: dict[str, Any] = {
         "val_iterations_per_epoch": POS_INT,
         "checkpoint": Choice(("best", "final")),
         "tta": Flag(),
-        "processes": WordOrInt("auto"),
-        "batch_size": WordOrInt("auto"),
+        "processes": WordOrNum("auto", POS_INT),
+        "batch_size": WordOrNum("auto", POS_INT),
     },
     "eval": {
         "bootstrap_resamples": Num(100, None, integer=True),

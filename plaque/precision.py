@@ -4,7 +4,7 @@
 fp16 autocast with a gradient scaler on one that does not (the paper's V100); on the CPU bf16 where the
 processor has native bf16 arithmetic (AVX512-BF16 or AMX, `cpu_has_bf16`), else fp32. On 2 cores with
 AVX512-BF16 and AMX, bf16 made the demo's `ours` training step 1.4-1.8x faster than fp32 at the same
-validation Dice (README, Training). ``fp16`` and
+validation Dice (docs/training.md). ``fp16`` and
 ``bf16`` may be asked for on the CPU too (PyTorch's CPU autocast runs both; slow, for tests). Losses are
 computed in float32 whatever the precision (`plaque.losses`).
 

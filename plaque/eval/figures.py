@@ -43,6 +43,7 @@ __all__ = [
     "dice_bars",
     "display_name",
     "qualitative_grid",
+    "dvclive_curve_path",
     "read_dvclive_curve",
     "row_normalise",
     "save_figure",
@@ -407,6 +408,13 @@ def _metric_column(frame: pd.DataFrame, metric: str) -> str | None:
     return None
 
 
+def dvclive_curve_path(live_dir: Path, name: str) -> Path:
+    """``live_dir/plots/metrics/<name>.tsv``: where DVCLive writes metric ``name`` (slashes become folders)."""
+    if not name or name.startswith("/") or ".." in Path(name).parts:
+        raise ValueError(f"invalid metric name {name!r}")
+    return Path(live_dir) / "plots" / "metrics" / f"{name}.tsv"
+
+
 def read_dvclive_curve(live_dir: Path, name: str) -> pd.DataFrame:
     """Read the DVCLive metric file ``live_dir/plots/metrics/<name>.tsv``.
 
@@ -419,9 +427,7 @@ def read_dvclive_curve(live_dir: Path, name: str) -> pd.DataFrame:
     Raises:
         InputError: the file is missing, unreadable, or lacks the ``step`` or value column.
     """
-    if not name or name.startswith("/") or ".." in Path(name).parts:
-        raise ValueError(f"invalid metric name {name!r}")
-    path = Path(live_dir) / "plots" / "metrics" / f"{name}.tsv"
+    path = dvclive_curve_path(live_dir, name)
     if not path.is_file():
         raise InputError(path, f"no DVCLive metric file for {name!r} (was it logged under this name?)")
     try:

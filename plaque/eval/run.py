@@ -151,9 +151,9 @@ def build_figures(
         live = runs / m / "live" if runs is not None else None
         if live is not None and live.is_dir():
             curves[method_label(m)] = {c: figures.read_dvclive_curve(live, c) for c in CURVES}
-            logged = [c for c in (figures.IMAGES, *LEARNING) if (live / "plots" / "metrics" / f"{c}.tsv").is_file()]
-            if len(logged) == 1 + len(LEARNING):
-                learning[method_label(m)] = {c: figures.read_dvclive_curve(live, c) for c in logged}
+            wanted = (figures.IMAGES, *LEARNING)
+            if all(figures.dvclive_curve_path(live, c).is_file() for c in wanted):
+                learning[method_label(m)] = {c: figures.read_dvclive_curve(live, c) for c in wanted}
     if curves:
         out["training_curves"] = figures.training_curves(curves, CURVES)
     if learning:

@@ -8,7 +8,8 @@ then its hard Dice per class is measured on the validation slices at pixel level
 every validation and seeded (`PROBE_SEED`), so the score depends on the prior alone. Fit and scoring run
 in float32 whatever autocast the caller runs under: under bf16 autocast (the trainer validates in the
 training precision) the 300 small Adam steps of the fit were lost to bf16's 8-bit mantissa and the
-probe found nothing (validation macro Dice 0.02 against 0.43 in float32, same prior).
+probe found nothing (validation macro Dice 0.02, where a float32 fit read 0.36-0.49 from priors trained
+the same way).
 
 A probe that reads only what a linear map of the prior can give is a lower bound on what Stage-2 can
 get from the prior; what it finds for the hard classes (wall, calcified, non-calcified) is the class
