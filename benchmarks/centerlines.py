@@ -23,42 +23,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from benchmarks.common import format_table
 from plaque.config import load_config
+from plaque.data.centerline_scores import best_match
 from plaque.data.centerlines import derive_centerlines
 from plaque.data.phantom import generate_cohort
 from plaque.io.patient import LABEL_FILE, list_patients, load_patient
 
-OVERLAP_MM = 1.0
 TARGET_MEAN_MM = 0.5
 TARGET_OVERLAP = 0.95
-DENSE_MM = 0.05  # polylines are sampled this densely for point-to-line distances
 DEFAULT_SEED = 4242  # not the pipeline's phantom.seed
-
-
-def densify(points_mm: np.ndarray) -> np.ndarray:
-    """``(P', 3)``: a polyline ``(P, 3)`` with points at most `DENSE_MM` apart (its vertices kept)."""
-    parts = [points_mm[:1]]
-    for a, b in zip(points_mm[:-1], points_mm[1:]):
-        n = max(1, int(np.ceil(np.linalg.norm(b - a) / DENSE_MM)))
-        parts.append(a + np.linspace(0.0, 1.0, n + 1)[1:, None] * (b - a))
-    return np.concatenate(parts)
-
-
-def compare(true_mm: np.ndarray, derived_mm: np.ndarray) -> dict[str, float | bool]:
-    """Mean and maximum distance (mm), overlap and whether the ostium agrees, of a true ``(P, 3)`` and a derived
-    ``(Q, 3)`` centerline (LPS mm, proximal first)."""
-    to_derived = cKDTree(densify(derived_mm)).query(true_mm)[0]
-    to_true = cKDTree(densify(true_mm)).query(derived_mm)[0]
-    start = derived_mm[0]
-    return {
-        "mean_mm": float(np.concatenate([to_derived, to_true]).mean()),
-        "max_mm": float(max(to_derived.max(), to_true.max())),
-        "overlap": float(np.mean(to_derived <= OVERLAP_MM)),
-        "ostium": bool(np.linalg.norm(start - true_mm[0]) < np.linalg.norm(start - true_mm[-1])),
-    }
 
 
 def score_patient(folder: Path, label_map: dict[int, int], step_mm: float) -> list[dict[str, object]]:
@@ -67,11 +42,8 @@ def score_patient(folder: Path, label_map: dict[int, int], step_mm: float) -> li
     derived = derive_centerlines(patient.labels, patient.geometry, step_mm, folder / LABEL_FILE)
     rows = []
     for vessel, true_mm in sorted(patient.centerlines.items()):
-        scores = {name: compare(true_mm, line) for name, line in derived.items()}
-        best = max(scores, key=lambda name: (scores[name]["overlap"], -scores[name]["mean_mm"]))
-        rows.append(
-            {"patient": folder.name, "vessel": vessel, "branches": len(derived), "branch": best, **scores[best]}
-        )
+        best, scores = best_match(true_mm, derived)
+        rows.append({"patient": folder.name, "vessel": vessel, "branches": len(derived), "branch": best, **scores})
     return rows
 
 

@@ -256,6 +256,19 @@ SCHEMA: dict[str, Any] = {
         "processes": WordOrNum("auto", POS_INT),
         "batch_size": WordOrNum("auto", POS_INT),
     },
+    "vessel": {
+        "spacing_mm": Num(0.1, 5.0),
+        "channels": Seq(Num(1, 1024, integer=True), min_length=2),
+        "res_units": Num(0, 4, integer=True),
+        "patch": Num(16, 512, integer=True),
+        "batch_size": POS_INT,
+        "steps": POS_INT,
+        "lr": Num(0.0, 1.0),
+        "weight_decay": Num(0.0, 1.0),
+        "on_vessel": PROB,
+        "threshold": Num(0.01, 0.99),
+        "seed": Num(0, None, integer=True),
+    },
     "eval": {
         "bootstrap_resamples": Num(100, None, integer=True),
         "seed": Num(0, None, integer=True),
@@ -306,11 +319,15 @@ PROFILE_KEYS: frozenset[str] = frozenset(
         "train.lr",
         "train.warmup",
         "train.decay",
+        "vessel.channels",
+        "vessel.patch",
+        "vessel.batch_size",
+        "vessel.steps",
     }
 )
 
 PHANTOM = "phantom"  # data.raw of the built-in cohort (else: the user's raw folder, relative to the repository)
-PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2", "foundation", "nnunet")
+PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2", "foundation", "nnunet", "vessel")
 
 DEFAULT_PARAMS = "params.yaml"
 

@@ -8,7 +8,8 @@
 Stages: ``phantom`` (only where ``data.raw`` is ``phantom``; else the user's folder is a DVC-tracked input) →
 ``preprocess`` → ``foundation`` (where ``stage2.weights`` is its folder) → ``stage1-<variant>`` (one per entry of ``priors``) →
 ``stage2-<method>`` (one per entry of ``methods`` trained by our Stage-2 trainer) and ``<method>`` for an
-external method (``nnunet``) → ``evaluate``. Every stage runs its notebook through `plaque.notebook`.
+external method (``nnunet``) → ``evaluate``; beside them ``vessel`` (after ``preprocess``: the vessel model
+that `plaque.segment` uses on scans without a centerline). Every stage runs its notebook through `plaque.notebook`.
 
 Exact dependencies, so that a stage reruns when, and only when, something it uses changes:
 
@@ -187,6 +188,16 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             plots=[f"results/stage2/{method}/live/plots/metrics"],
             method=method,
         )
+    out["vessel"] = Stage(
+        "05_vessel.ipynb",
+        "05_vessel.ipynb",
+        {"raw_dir": raw, "data_dir": "data/processed", "model_dir": "models/vessel", "results_dir": "results/vessel"},
+        ["plaque.train.vessel"],
+        ["data", "preprocess", "vessel", "train.precision"],
+        deps=[raw, "data/processed"],
+        outs=["models/vessel", "results/vessel/val_patients.csv"],
+        metrics=["results/vessel/metrics.json"],
+    )
     runs = [
         d
         for m in cfg["methods"]

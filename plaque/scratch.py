@@ -3,7 +3,7 @@
 A stage notebook run by DVC reads its inputs from the pipeline's folders. Run on its defaults (nbval,
 a first look in JupyterLab) it reads ``scratch/``, and the inputs may not exist yet: `ensure_scratch`
 makes them, by the same command-line entry points the pipeline runs, in order (phantom cohort →
-processed slices → Stage-1 prior → Stage-2 predictions), each only when missing. Paths outside
+processed slices → Stage-1 prior → Stage-2 predictions, and the vessel model), each only when missing. Paths outside
 ``scratch/`` are never created here: a missing pipeline input stays an error of the notebook.
 """
 
@@ -36,11 +36,13 @@ def ensure_scratch(
     data: Path | None = None,
     prior: Path | None = None,
     predictions: Path | None = None,
+    vessel: Path | None = None,
 ) -> None:
     """Create, when given, missing and inside ``root/scratch``, the phantom cohort ``raw``, the processed
     ``data`` (from ``scratch/raw``), the Stage-1 ``prior`` checkpoint (``.../stage1/<variant>/best.pt``:
-    the folder names the variant, trained on ``data``) and the ``predictions`` of ``ours``
-    (``.../predictions/ours``, trained on ``data`` with ``prior``).
+    the folder names the variant, trained on ``data``), the ``predictions`` of ``ours``
+    (``.../predictions/ours``, trained on ``data`` with ``prior``) and the ``vessel`` model's ``best.pt``
+    (trained on ``scratch/raw`` in the splits of ``data``).
 
     A failing step raises `subprocess.CalledProcessError`.
     """
@@ -83,6 +85,21 @@ def ensure_scratch(
             str(scratch / "results/stage2/ours"),
             "--predictions",
             str(predictions),
+            "--profile",
+            profile,
+        )
+    if _missing(root, vessel):
+        _run(
+            root,
+            "plaque.train.vessel",
+            "--raw",
+            str(scratch / "raw"),
+            "--processed",
+            str(data),
+            "--out",
+            str(Path(vessel).parent),
+            "--results",
+            str(scratch / "results/vessel"),
             "--profile",
             profile,
         )

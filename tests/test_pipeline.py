@@ -50,6 +50,7 @@ def test_each_stage_depends_on_the_code_it_loads_and_no_other(written: str) -> N
             "plaque/models/vq.py",
             "plaque/eval/metrics.py",
             "plaque/classes.py",
+            "plaque/models/vessel.py",
         )
     }
     assert loading["plaque/models/faa.py"] == ["stage2-ours", "stage2-ours_head", "stage2-ours_no_contrastive"]
@@ -60,6 +61,8 @@ def test_each_stage_depends_on_the_code_it_loads_and_no_other(written: str) -> N
         and "stage1-contrastive" in loading["plaque/models/vq.py"]
     )
     assert loading["plaque/eval/metrics.py"] == ["evaluate"]
+    assert loading["plaque/models/vessel.py"] == ["vessel"]  # segmenting uses it; no training stage but its own
+    assert {"data/raw", "data/processed"} <= deps["vessel"]
     assert set(loading["plaque/classes.py"]) == set(deps)  # the class map: every stage
     assert "plaque/eval/__main__.py" in deps["evaluate"]  # `-m plaque.eval` runs the package's __main__
     assert "plaque/data/phantom/__main__.py" in deps["phantom"]
@@ -82,6 +85,7 @@ def test_params_lists_drive_the_stages() -> None:
         "stage1-contrastive",
         "stage2-ours",
         "stage2-no_prior",
+        "vessel",
         "evaluate",
     ]
     no_sam = copy.deepcopy(cfg)

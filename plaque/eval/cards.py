@@ -12,16 +12,8 @@ from typing import Any
 from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.config import PHANTOM
 from plaque.eval.figures import display_name
+from plaque.intended_use import INTENDED_USE, PHANTOM_CAVEAT
 from plaque.methods import METHODS
-
-INTENDED_USE = (
-    "Research only: reproducing and extending the paper's experiments on coronary CT angiography. Not a "
-    "medical device, not validated on patients: never use it for diagnosis, treatment or any clinical decision."
-)
-PHANTOM_CAVEAT = (
-    "Trained on the built-in synthetic phantom: it has never seen a real scan, and its figures say nothing about "
-    "real patients. Train on your own labelled cohort (README, Your own data) before segmenting real scans."
-)
 
 
 def _interval(entry: Mapping[str, Any]) -> str:

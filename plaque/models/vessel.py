@@ -1,0 +1,90 @@
+"""The vessel model: a small 3D U-Net (MONAI) that finds the coronary vessels in a whole scan.
+
+It is not part of the paper. It lets `plaque.segment` cut cross-sections along vessels of a scan that
+comes without a centerline: its mask is skeletonised into centerlines (`plaque.data.centerlines`).
+Input and grid: `plaque.data.vessel`. Choice of network and its measurement: docs/vessel-model.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNet
+from scipy import ndimage
+from torch import nn
+
+from plaque.checkpoint import load_checkpoint, load_state_strictly
+from plaque.data.vessel import to_grid
+from plaque.errors import InputError
+from plaque.precision import device_autocast
+
+KIND = "vessel"  # the ``kind`` of a vessel model's checkpoint
+WINDOW_OVERLAP = 0.25  # overlap of the sliding windows at inference
+
+
+def build_vessel_net(channels: Sequence[int], res_units: int) -> nn.Module:
+    """A 3D U-Net: ``(B, 1, D, H, W)`` windowed scan -> ``(B, 2, D, H, W)`` logits (background, vessel).
+
+    Args:
+        channels: widths per resolution; the grid halves between them (``D, H, W`` of a training patch must
+            be divisible by ``2 ** (len(channels) - 1)``).
+        res_units: residual units per block (MONAI ``num_res_units``).
+    """
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=2,
+        channels=tuple(int(c) for c in channels),
+        strides=(2,) * (len(channels) - 1),
+        num_res_units=int(res_units),
+    )
+
+
+@torch.no_grad()
+def vessel_probability(net: nn.Module, image: np.ndarray, patch: int, device: torch.device) -> np.ndarray:
+    """``(Z', Y', X')`` float32 probability of the vessel for a windowed scan ``image`` ``(Z', Y', X')`` on the
+    model's grid, by overlapping ``patch``³ windows (edges padded)."""
+    net.eval()
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    with device_autocast(device):
+        logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size=1, predictor=net, overlap=WINDOW_OVERLAP)
+    return torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
+
+
+def predict_vessel(
+    net: nn.Module, image: np.ndarray, shape: tuple[int, int, int], settings: dict[str, Any], device: torch.device
+) -> np.ndarray:
+    """``shape`` bool: the vessel on a scan's own grid, from its windowed image ``(Z', Y', X')`` on the model's
+    grid (`plaque.data.vessel.scan_on_grid`): the probability resampled back, thresholded at
+    ``settings["threshold"]``, and its enclosed holes filled (a vessel is solid; a hole of a few voxels would
+    make a loop of its skeleton)."""
+    probability = vessel_probability(net, image, int(settings["patch"]), device)
+    return ndimage.binary_fill_holes(to_grid(probability, shape, linear=True) >= float(settings["threshold"]))
+
+
+def vessel_record(
+    state: dict[str, torch.Tensor], vessel: dict[str, Any], window_hu: Sequence[float], **more: Any
+) -> dict[str, Any]:
+    """What a vessel model's ``best.pt`` holds, so that it works on its own: the weights, its ``vessel``
+    settings (grid, widths, patch, threshold), the HU window of its input, and ``more`` (its validation)."""
+    return {"kind": KIND, "model": state, "vessel": dict(vessel), "window_hu": [float(w) for w in window_hu], **more}
+
+
+def load_vessel_model(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a vessel model's ``best.pt`` on ``device``, and its record (`vessel_record`).
+
+    Raises:
+        InputError: the file is missing, unreadable, or not a vessel model.
+    """
+    record = load_checkpoint(path, map_location="cpu")
+    if record.get("kind") != KIND or not isinstance(record.get("vessel"), dict):
+        raise InputError(path, "is not a vessel model (train one with `dvc repro vessel`)")
+    settings = record["vessel"]
+    net = build_vessel_net(settings["channels"], settings["res_units"])
+    load_state_strictly(net, record["model"], Path(path), "a vessel model's best.pt")
+    return net.to(device).eval(), record
