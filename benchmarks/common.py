@@ -214,3 +214,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
     return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
+
+
+def print_patient_figures(header: str, figures: dict[str, Any], columns: Sequence[str], signed: bool) -> None:
+    """Print ``header``, a table of ``figures["patients"]`` (one row per patient: strings as they are, numbers to
+    3 decimals) with a last row of ``figures["mean"]``, and one line per entry of ``figures["targets"]``
+    (``value``, ``limit``, ``ok``; values with their sign where ``signed``)."""
+    rows = [[r[c] if isinstance(r[c], str) else f"{r[c]:.3f}" for c in columns] for r in figures["patients"]]
+    rows.append(["mean", *(f"{figures['mean'][c]:.3f}" for c in columns[1:])])
+    print(header)
+    print(format_table(columns, rows))
+    for name, t in figures["targets"].items():
+        value = f"{t['value']:+.3f}" if signed else f"{t['value']:.3f}"
+        print(f"target {name}: {value} (limit {t['limit']}) {'ok' if t['ok'] else 'MISSED'}")

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import format_table, machine_info
+from benchmarks.common import machine_info, print_patient_figures
 from plaque.atomic import write_json_atomic
 from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.config import load_config
@@ -140,16 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         "section_macro",
         *(f"{kind}_{CLASS_NAMES[c]}" for c in FOREGROUND for kind in ("voxel", "section")),
     ]
-    rows = [[r[c] if isinstance(r[c], str) else f"{r[c]:.3f}" for c in columns] for r in figures["patients"]]
-    rows.append(["mean", *(f"{figures['mean'][c]:.3f}" for c in columns[1:])])
     machine = figures["machine"]
-    print(
+    header = (
         f"{machine['cpu']}, torch {machine.get('torch')}, load {machine['load_average_1min']:.1f} | "
         f"{figures['method']} ({figures['profile']}), {args.threads} threads"
     )
-    print(format_table(columns, rows))
-    for name, t in figures["targets"].items():
-        print(f"target {name}: {t['value']:+.3f} (limit {t['limit']}) {'ok' if t['ok'] else 'MISSED'}")
+    print_patient_figures(header, figures, columns, signed=True)
     write_json_atomic(args.json, figures)
     return 0
 

@@ -6,11 +6,13 @@ complete one, never a part)::
     OUT/scan_001/labels.nii.gz   classes 0..4 on the scan's own voxel grid, affine from its geometry
     OUT/scan_001/seg.dcm         DICOM Segmentation referencing the series: opens over the CT in a viewer
                                  (DICOM input only; a NIfTI or NRRD volume gets labels.nii.gz alone)
-    OUT/scan_001/centerlines/    the centerlines used, one 3D Slicer markups curve <vessel>.mrk.json each
-                                 (none without a centerline); the folder is a valid ``--centerline``
+    OUT/scan_001/centerlines/    the centerlines used (given, or derived from the vessel model's mask), one
+                                 3D Slicer markups curve <vessel>.mrk.json each (none for axial tiles); the
+                                 folder is a valid ``--centerline``
     OUT/scan_001/overlay.png     the cross-sections with the most predicted plaque, in the paper's colours
     OUT/volumes.csv              per scan and vessel (and ``all``): wall, lumen, calcified, non-calcified and
-                                 total plaque volume in mm³, and how the scan was cut
+                                 total plaque volume in mm³, and how the scan was cut (`GIVEN`, `DERIVED` or
+                                 the axial tiles of `plaque.segment.volume.FALLBACK`)
     OUT/segment.json             method, checkpoint, and per scan how it was cut and how long it took
     OUT/mapping.csv              scan name -> input folder. Folder names are often patient names: this file
                                  stays on your machine (delete it before sharing OUT)
@@ -37,6 +39,7 @@ from plaque.io.markups import write_curves
 from plaque.io.seg import write_segmentation
 from plaque.progress import progress
 from plaque.segment.scans import Scan, load_scan, scan_folders
+from plaque.segment.vessels import VesselFinder
 from plaque.segment.volume import FALLBACK, Sections, cut_and_predict, to_voxels
 from plaque.viz import slice_grid
 
@@ -44,6 +47,8 @@ LABELS_FILE, SEG_FILE, OVERLAY_FILE, CENTERLINES_DIR = "labels.nii.gz", "seg.dcm
 VOLUMES_FILE, RUN_FILE, MAPPING_FILE = "volumes.csv", "segment.json", "mapping.csv"
 OVERLAY_SECTIONS = 6
 ALL_VESSELS = "all"
+GIVEN = "centerline"  # cut along the centerline that came with the scan
+DERIVED = "centerline from the vessel model"  # cut along centerlines derived from the vessel model's mask
 
 log = logging.getLogger(__name__)
 
@@ -53,34 +58,46 @@ class Segmented:
     """One scan, segmented.
 
     Attributes:
+        cut: how the scan was cut: `GIVEN`, `DERIVED` or `FALLBACK`.
         labels: ``(Z, Y, X)`` uint8 classes on the scan's grid.
         owner: ``(Z, Y, X)`` int16 index into ``sections`` of the cross-sections that decided each voxel, -1: none.
         sections: the cross-sections cut and predicted, per vessel (or the axial tiles of the fallback).
     """
 
+    cut: str
     labels: np.ndarray
     owner: np.ndarray
     sections: list[Sections]
 
 
-def segment_scan(predictor: Predictor, scan: Scan) -> Segmented:
-    """Cut, predict and map back one scan (`plaque.segment.volume`)."""
-    if not scan.centerlines:
+def segment_scan(predictor: Predictor, scan: Scan, finder: VesselFinder | None) -> Segmented:
+    """Cut, predict and map back one scan (`plaque.segment.volume`). A scan without a centerline is cut along
+    the centerlines ``finder`` derives (they replace ``scan.centerlines``), or into axial tiles without one.
+
+    Raises:
+        InputError: the vessel model finds no usable vessel in the scan.
+    """
+    cut = GIVEN if scan.centerlines else FALLBACK
+    if not scan.centerlines and finder is not None:
+        step_mm = float(predictor.preprocess["step_mm"])
+        scan.centerlines = finder.centerlines(scan.series.hu, scan.series.geometry, step_mm, scan.folder)
+        cut = DERIVED
+        log.info("%s: %d centerline(s) derived from the vessel model's mask", scan.name, len(scan.centerlines))
+    if cut == FALLBACK:
         log.warning("%s: no centerline; cut into %s, expect false positives away from the vessels", scan.name, FALLBACK)
     sections = cut_and_predict(predictor, scan.series.hu, scan.series.geometry, scan.centerlines)
     labels, owner = to_voxels(scan.series.geometry, sections)
-    return Segmented(labels, owner, sections)
+    return Segmented(cut, labels, owner, sections)
 
 
 def volume_rows(scan: Scan, result: Segmented) -> list[dict[str, object]]:
     """Rows of `VOLUMES_FILE` for one scan: one per vessel and one for the whole scan, volumes in mm³."""
     voxel_mm3 = float(np.prod(scan.series.geometry.spacing))
-    cut = "centerline" if scan.centerlines else FALLBACK
     parts = [(s.cut.vessel, result.owner == n) for n, s in enumerate(result.sections)]
     rows = []
     for vessel, where in [*parts, (ALL_VESSELS, np.ones(result.labels.shape, dtype=bool))]:
         counts = np.bincount(result.labels[where], minlength=len(CLASS_NAMES))
-        row: dict[str, object] = {"scan": scan.name, "vessel": vessel, "cut": cut}
+        row: dict[str, object] = {"scan": scan.name, "vessel": vessel, "cut": result.cut}
         row.update({f"{CLASS_NAMES[c]}_mm3": round(float(counts[c]) * voxel_mm3, 3) for c in FOREGROUND})
         row["plaque_mm3"] = round(float(counts[CALCIFIED] + counts[NONCALCIFIED]) * voxel_mm3, 3)
         rows.append(row)
@@ -118,9 +135,11 @@ def segment(
     centerline: Path | None = None,
     series_uid: str | None = None,
     checkpoint: Path | None = None,
+    finder: VesselFinder | None = None,
 ) -> pd.DataFrame:
     """Segment every scan of ``input_dir`` (layouts: `plaque.segment.scans`) into ``out`` (see the module
-    docstring); returns the volume table.
+    docstring); returns the volume table. Scans without a centerline are cut along centerlines from
+    ``finder``'s vessel mask, or into axial tiles where ``finder`` is ``None``.
 
     Raises:
         InputError: bad input (naming the file and the problem); nothing is written then.
@@ -133,7 +152,7 @@ def segment(
         for n, (folder, line) in enumerate(progress(folders, desc="segment", unit="scan"), start=1):
             t0 = time.perf_counter()
             scan = load_scan(f"scan_{n:03d}", folder, line, series_uid)
-            result = segment_scan(predictor, scan)
+            result = segment_scan(predictor, scan, finder)
             target = tmp / scan.name
             target.mkdir()
             geometry = scan.series.geometry
@@ -155,7 +174,7 @@ def segment(
             runs.append(
                 {
                     "scan": scan.name,
-                    "cut": "centerline" if scan.centerlines else FALLBACK,
+                    "cut": result.cut,
                     "vessels": sorted(scan.centerlines),
                     "cross_sections": int(sum(len(s.pred) for s in result.sections)),
                     "voxels": list(geometry.shape),
@@ -170,6 +189,7 @@ def segment(
                 {
                     "method": predictor.method,
                     "checkpoint": None if checkpoint is None else str(checkpoint),
+                    "vessel_model": None if finder is None else str(finder.path),
                     "plaque_version": __version__,
                     "preprocess": predictor.preprocess,
                     "scans": runs,

@@ -42,7 +42,8 @@ class Scan:
         name: its output name (``scan_NNN``).
         folder: the DICOM folder or volume file it was read from (identifying: for the local mapping file only).
         series: the series read (HU, grid, source headers).
-        centerlines: vessel -> ``(P, 3)`` LPS mm; empty without a centerline file.
+        centerlines: vessel -> ``(P, 3)`` LPS mm; empty without a centerline file (segmenting then fills in
+            the centerlines it derives from the vessel model: `plaque.segment.run.segment_scan`).
         centerline_file: where they came from, or ``None``.
     """
 

@@ -19,14 +19,30 @@ from pydicom.fileset import FileSet
 from plaque.checkpoint import model_record, save_atomic
 from plaque.classes import LUMEN, WALL
 from plaque.config import load_config
+from plaque.data.centerline_scores import best_match
 from plaque.data.phantom import generate_cohort
 from plaque.data.slicing import sample
+from plaque.errors import InputError
+from plaque.inference import load_predictor
 from plaque.io.dicom import read_series
+from plaque.io.geometry import Geometry
 from plaque.io.labels import write_centerlines
+from plaque.io.markups import read_curves
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, load_patient
 from plaque.models.build import build_model
+from plaque.models.vessel import build_vessel_net, vessel_record
 from plaque.segment.__main__ import main
-from plaque.segment.run import CENTERLINES_DIR, LABELS_FILE, MAPPING_FILE, RUN_FILE, SEG_FILE, VOLUMES_FILE
+from plaque.segment.run import (
+    CENTERLINES_DIR,
+    DERIVED,
+    LABELS_FILE,
+    MAPPING_FILE,
+    RUN_FILE,
+    SEG_FILE,
+    VOLUMES_FILE,
+    segment,
+)
+from plaque.segment.vessels import VesselFinder
 from plaque.segment.volume import FALLBACK, Sections, cuts, to_voxels
 from tests.io.factories import write_nifti, write_nrrd
 
@@ -86,7 +102,8 @@ def test_segment_writes_labels_seg_volumes_and_mapping_on_the_scans_grids(
         shutil.copytree(folder / DICOM_DIR, cohort / folder.name / DICOM_DIR)
     shutil.copy(raw / "case_000" / CENTERLINE_FILE, cohort / "case_000" / CENTERLINE_FILE)  # case_001: none
     out = tmp_path / "out"
-    assert main(["--checkpoint", str(checkpoint), "--input", str(cohort), "--out", str(out), "--device", "cpu"]) == 0
+    args = ["--checkpoint", str(checkpoint), "--input", str(cohort), "--out", str(out), "--axial-tiles"]
+    assert main([*args, "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [MAPPING_FILE, VOLUMES_FILE, RUN_FILE, "scan_001", "scan_002"]
     )
@@ -154,7 +171,7 @@ def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(
     raw: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    base = ["--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu"]
+    base = ["--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu", "--axial-tiles"]
     empty = tmp_path / "empty"
     empty.mkdir()
     _fails_cleanly([*base, "--input", str(empty)], out, capsys, empty, "empty")
@@ -226,4 +243,64 @@ def test_a_volume_with_a_singular_affine_is_one_line_and_nothing_is_written(
     nib.save(img, str(path))
     out = tmp_path / "out"
     args = ["--checkpoint", str(checkpoint), "--input", str(path), "--out", str(out), "--device", "cpu"]
-    _fails_cleanly(args, out, capsys, path, "the affine is not invertible")
+    _fails_cleanly([*args, "--axial-tiles"], out, capsys, path, "the affine is not invertible")
+
+
+class TruthFinder(VesselFinder):
+    """A vessel model that answers with the scan's true vessel (or nothing): what segmenting does with a mask."""
+
+    def __init__(self, truth: np.ndarray) -> None:
+        super().__init__(torch.nn.Identity(), {}, Path("truth"), torch.device("cpu"))
+        self.truth = truth
+
+    def mask(self, hu: np.ndarray, geometry: Geometry) -> np.ndarray:
+        assert hu.shape == geometry.shape == self.truth.shape
+        return self.truth
+
+
+def test_a_scan_alone_is_cut_along_centerlines_derived_from_the_vessel_mask(
+    raw: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    patient = load_patient(raw / "case_001", IDENTITY)
+    scans = tmp_path / "scans"
+    shutil.copytree(raw / "case_001" / DICOM_DIR, scans / "p" / DICOM_DIR)  # no centerline
+    out = tmp_path / "out"
+    predictor = load_predictor(checkpoint, "cpu")
+    volumes = segment(predictor, scans, out, finder=TruthFinder(patient.labels > 0))
+    run = json.loads((out / RUN_FILE).read_text())["scans"][0]
+    assert run["cut"] == DERIVED and run["vessels"] == ["V1"] and set(volumes["cut"]) == {DERIVED}
+    derived = read_curves(out / "scan_001" / CENTERLINES_DIR)
+    _, score = best_match(patient.centerlines["LAD"], derived)
+    assert score["overlap"] >= 0.95 and score["mean_mm"] <= 0.5
+    labels = np.asarray(nib.load(out / "scan_001" / LABELS_FILE).dataobj).transpose(2, 1, 0)
+    assert labels.shape == patient.labels.shape
+    assert list(volumes["vessel"]) == ["V1", "all"]
+
+
+def test_no_vessel_found_or_no_vessel_model_is_one_line_and_nothing_is_written(
+    raw: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scans = tmp_path / "scans"
+    shutil.copytree(raw / "case_000" / DICOM_DIR, scans / "p" / DICOM_DIR)
+    out = tmp_path / "out"
+    empty = TruthFinder(np.zeros(load_patient(raw / "case_000", IDENTITY).labels.shape, bool))
+    with pytest.raises(InputError, match="the vessel model found no usable vessel"):
+        segment(load_predictor(checkpoint, "cpu"), scans, out, finder=empty)
+    assert not out.exists()
+    base = ["--checkpoint", str(checkpoint), "--input", str(scans), "--out", str(out), "--device", "cpu"]
+    missing = tmp_path / "none" / "best.pt"
+    _fails_cleanly([*base, "--vessel-model", str(missing)], out, capsys, missing, "vessel model not found")
+    _fails_cleanly([*base, "--vessel-model", str(checkpoint)], out, capsys, checkpoint, "is not a vessel model")
+    untrained = tmp_path / "vessel" / "best.pt"
+    net = build_vessel_net([4, 8], 1)
+    with torch.no_grad():  # background everywhere: zero weights, the class-output biases favour background
+        for p in net.parameters():
+            p.zero_()
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) and m.out_channels == 2:
+                m.bias.copy_(torch.tensor([10.0, -10.0]))
+    settings = {"spacing_mm": 0.5, "channels": [4, 8], "res_units": 1, "patch": 32, "threshold": 0.5}
+    save_atomic(vessel_record(net.state_dict(), settings, (-300.0, 1300.0)), untrained)
+    _fails_cleanly(
+        [*base, "--vessel-model", str(untrained.parent)], out, capsys, scans / "p" / DICOM_DIR, "no usable vessel"
+    )

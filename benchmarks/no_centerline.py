@@ -1,0 +1,187 @@
+"""A scan in, plaque out: segmenting with no centerline against the same model given the true centerlines.
+
+    python -m benchmarks.no_centerline [--checkpoint models/stage2/ours/best.pt] [--vessel-model models/vessel/best.pt]
+                                       [--patients 10] [--seed 4242] [--threads 2] [--json results/bench/no_centerline.json]
+
+Generates ``--patients`` phantom patients of ``--seed`` (a seed the pipeline does not use) into a temporary
+folder and, for each, as a user would run ``python -m plaque.segment``:
+
+- the vessel model alone: voxel Dice of its mask against the true vessel, and the centerlines derived from it
+  against the generator's true centerlines (`plaque.data.centerline_scores`: mean distance, overlap);
+- the scan segmented with no centerline (the vessel model's centerlines) and with its true centerline: voxel
+  Dice per class of each against the label volume, their difference, the total plaque volume of each, and the
+  time of the run without a centerline.
+
+Targets (`TARGETS`): vessel Dice >= 0.85 and centerline overlap >= 0.90; per class, the mean voxel Dice without a
+centerline within 0.05 of the mean with the true one; plaque volume within 15 % of the true-centerline result
+(mean absolute relative difference over the patients where that result has at least `MIN_PLAQUE_MM3`); at most
+60 s per patient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmarks.common import machine_info, print_patient_figures
+from benchmarks.segment import voxel_dice
+from plaque.atomic import write_json_atomic
+from plaque.classes import CLASS_NAMES, FOREGROUND
+from plaque.config import load_config
+from plaque.data.centerline_scores import best_match
+from plaque.data.phantom import generate_cohort
+from plaque.errors import InputError
+from plaque.inference import Predictor, load_predictor
+from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, list_patients, load_patient
+from plaque.paths import repo_root
+from plaque.segment.run import LABELS_FILE, segment
+from plaque.segment.vessels import VesselFinder, load_vessel_finder
+
+DEFAULT_SEED = 4242  # not the pipeline's phantom.seed
+MIN_PLAQUE_MM3 = 1.0
+TARGETS = {"vessel_dice": 0.85, "centerline_overlap": 0.90, "dice_gap": 0.05, "plaque_volume": 0.15, "seconds": 60.0}
+
+
+def segment_once(
+    predictor: Predictor, folder: Path, out: Path, finder: VesselFinder | None
+) -> tuple[np.ndarray, float, float]:
+    """Segment the one scan in ``folder`` into ``out``; returns its labels ``(Z, Y, X)``, total plaque volume
+    (mm³) and seconds."""
+    t0 = time.perf_counter()
+    volumes = segment(predictor, folder, out, finder=finder)
+    seconds = time.perf_counter() - t0
+    labels = np.asarray(nib.load(out / "scan_001" / LABELS_FILE).dataobj).transpose(2, 1, 0)
+    plaque = float(volumes.loc[volumes["vessel"] == "all", "plaque_mm3"].iloc[0])
+    return labels, plaque, seconds
+
+
+def score_patient(
+    predictor: Predictor, finder: VesselFinder, folder: Path, tmp: Path, label_map: dict[int, int]
+) -> dict[str, object]:
+    """The figures of the module docstring for one phantom patient folder."""
+    patient = load_patient(folder, label_map)
+    truth, vessel = patient.labels, patient.labels > 0
+    mask = finder.mask(patient.hu, patient.geometry)
+    row: dict[str, object] = {
+        "patient": folder.name,
+        "vessel_dice": float(2 * (mask & vessel).sum() / (mask.sum() + vessel.sum())),
+    }
+    try:
+        derived = finder.centerlines(patient.hu, patient.geometry, float(predictor.preprocess["step_mm"]), folder)
+    except InputError:
+        derived = {}
+    scores = [best_match(line, derived)[1] for line in patient.centerlines.values()]
+    row["branches"] = len(derived)
+    row["overlap"] = float(np.mean([s["overlap"] for s in scores]))
+    row["mean_mm"] = float(np.mean([s["mean_mm"] for s in scores])) if derived else float("nan")
+    given, alone = tmp / folder.name / "given", tmp / folder.name / "alone"
+    shutil.copytree(folder / DICOM_DIR, given / DICOM_DIR)
+    shutil.copy(folder / CENTERLINE_FILE, given / CENTERLINE_FILE)
+    shutil.copytree(folder / DICOM_DIR, alone / DICOM_DIR)
+    labels_given, plaque_given, _ = segment_once(predictor, given, tmp / folder.name / "out-given", None)
+    try:
+        labels_alone, plaque_alone, seconds = segment_once(predictor, alone, tmp / folder.name / "out-alone", finder)
+    except InputError:  # no usable vessel found: nothing segmented
+        labels_alone, plaque_alone, seconds = np.zeros_like(truth), 0.0, float("nan")
+    for kind, labels in (("given", labels_given), ("alone", labels_alone)):
+        row.update({f"{kind}_{k}": v for k, v in voxel_dice(labels, truth).items()})
+    row.update({"plaque_given_mm3": plaque_given, "plaque_alone_mm3": plaque_alone, "seconds": seconds})
+    return row
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Generate, segment and score; returns the figures."""
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.params)
+    device = torch.device(args.device)
+    predictor = load_predictor(args.checkpoint, device)
+    finder = load_vessel_finder(args.vessel_model, device)
+    with tempfile.TemporaryDirectory(prefix="no-centerline-") as tmp:
+        raw = Path(tmp) / "raw"
+        generate_cohort(raw, args.patients, args.seed, cfg["phantom"], processes=1)
+        rows = [
+            score_patient(predictor, finder, f, Path(tmp), cfg["preprocess"]["label_map"]) for f in list_patients(raw)
+        ]
+    table = pd.DataFrame(rows)
+    mean = table.drop(columns="patient").mean(numeric_only=True)
+    classes = [CLASS_NAMES[c] for c in FOREGROUND]
+    gaps = {c: float(mean[f"alone_{c}"] - mean[f"given_{c}"]) for c in classes}
+    with_plaque = table[table["plaque_given_mm3"] >= MIN_PLAQUE_MM3]
+    relative = (with_plaque["plaque_alone_mm3"] - with_plaque["plaque_given_mm3"]).abs() / with_plaque[
+        "plaque_given_mm3"
+    ]
+    figures = {
+        "vessel_dice": float(mean["vessel_dice"]),
+        "centerline_overlap": float(mean["overlap"]),
+        "dice_gap": float(max(abs(g) for g in gaps.values() if np.isfinite(g))),
+        "plaque_volume": float(relative.mean()) if len(relative) else float("nan"),
+        "seconds": float(table["seconds"].max()),
+    }
+    upper = {"dice_gap", "plaque_volume", "seconds"}
+    return {
+        "machine": machine_info(device, repo_root()),
+        "method": predictor.method,
+        "profile": cfg["profile"],
+        "seed": args.seed,
+        "threads": args.threads,
+        "patients": table.to_dict(orient="records"),
+        "mean": mean.to_dict(),
+        "gaps": gaps,
+        "targets": {
+            k: {
+                "value": v,
+                "limit": TARGETS[k],
+                "ok": bool(v <= TARGETS[k] if k in upper else v >= TARGETS[k]),
+            }
+            for k, v in figures.items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.no_centerline", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=Path("models/stage2/ours/best.pt"))
+    parser.add_argument("--vessel-model", type=Path, default=Path("models/vessel/best.pt"))
+    parser.add_argument("--params", type=Path, default=None)
+    parser.add_argument("--patients", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=Path("results/bench/no_centerline.json"))
+    args = parser.parse_args(argv)
+    figures = run(args)
+    classes = [CLASS_NAMES[c] for c in FOREGROUND]
+    columns = [
+        "patient",
+        "vessel_dice",
+        "overlap",
+        "seconds",
+        *(f"{kind}_{c}" for c in classes for kind in ("given", "alone")),
+        "plaque_given_mm3",
+        "plaque_alone_mm3",
+    ]
+    machine = figures["machine"]
+    header = (
+        f"{machine['cpu']}, torch {machine.get('torch')} | {figures['method']} ({figures['profile']}), "
+        f"{args.threads} threads, {args.patients} phantom patients of seed {args.seed}"
+    )
+    print_patient_figures(header, figures, columns, signed=False)
+    print(
+        "Dice without a centerline minus with the true one: "
+        + ", ".join(f"{c} {g:+.3f}" for c, g in figures["gaps"].items())
+    )
+    write_json_atomic(args.json, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
