@@ -1,7 +1,7 @@
 """Benchmark harness: step cost per method, data-loader headroom, FAA scaling, all measured one way.
 
     python -m benchmarks [--device cpu|cuda] [--profile demo] [--batch-size N] [--threads N] [--steps N] [--warmup N]
-                         [--methods ours,no_prior,...] [--skip-loader] [--skip-faa] [--faa-max-grid 64]
+                         [--methods ours,no_prior,...] [--attention folded|flex] [--skip-loader] [--skip-faa] [--faa-max-grid 64]
                          [--faa-batch 1] [--data data/processed] [--json results/bench/benchmarks.json] [--repro]
 
 1. Steps (`benchmarks.steps`): training step and inference time, images/s and peak memory of each
@@ -38,6 +38,7 @@ from benchmarks.steps import STEPS, TARGET_OVERHEAD, WARMUP, StepReport, benchma
 from plaque.atomic import write_json_atomic
 from plaque.config import load_config
 from plaque.methods import stage2_methods
+from plaque.models.attention import KERNELS
 from plaque.paths import repo_root
 
 DEFAULT_JSON = Path("results/bench/benchmarks.json")
@@ -110,6 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per method (default {STEPS})")
     parser.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed steps first (default {WARMUP})")
     parser.add_argument("--methods", default=",".join(stage2_methods()), help="comma-separated (default: all)")
+    parser.add_argument(
+        "--attention",
+        choices=KERNELS,
+        default="folded",
+        help="SAM attention kernel (plaque.models.attention): folded channels (default) or flex attention",
+    )
     parser.add_argument("--skip-loader", action="store_true", help="leave out the data-loader part")
     parser.add_argument("--skip-faa", action="store_true", help="leave out the FAA scaling part")
     parser.add_argument("--faa-max-grid", type=int, default=64, help="largest FAA grid side (default 64)")
@@ -158,6 +165,7 @@ def step_lines(report: StepReport) -> list[str]:
                 f"{f.infer_slices_per_s:.1f}",
                 *memory,
                 f"{f.train_flops / f.batch_size / 1e9:.2f}",
+                "n/a" if f.train_flops_executed is None else f"{f.train_flops_executed / f.batch_size / 1e9:.2f}",
                 f"{f.train_tflops_per_s:.3f}",
                 "n/a" if f.train_mfu is None else f"{f.train_mfu:.1%}",
                 f"{f.infer_flops / f.batch_size / 1e9:.2f}",
@@ -179,6 +187,7 @@ def step_lines(report: StepReport) -> list[str]:
                 "peak GiB",
                 "above base GiB",
                 "train GFLOP/img",
+                "executed GFLOP/img",
                 "train TFLOP/s",
                 "train MFU",
                 "infer GFLOP/img",
@@ -295,7 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(device, root)
     print("\n".join(header_lines(machine, cfg)), end="\n\n", flush=True)
     steps = benchmark_steps(
-        cfg, methods, device, batch_size, warmup=args.warmup, steps=args.steps, peak=args.peak_tflops
+        cfg,
+        methods,
+        device,
+        batch_size,
+        warmup=args.warmup,
+        steps=args.steps,
+        peak=args.peak_tflops,
+        kernel=args.attention,
     )
     print("\n".join(step_lines(steps)), end="\n\n", flush=True)
     loader = None if args.skip_loader else run_loader(args, cfg, device, batch_size, steps)

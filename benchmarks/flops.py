@@ -1,18 +1,32 @@
 """Model FLOPs of a step and the model FLOPs utilisation (MFU) they imply on a device.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one real step (matrix products,
-convolutions and attention, forward and backward; 2 FLOPs per multiply-add), not estimated. The MFU is the
-achieved rate, counted FLOPs / measured seconds, over the device's dense peak for the precision the step
-ran in: `PEAKS` holds the vendors' dense (no sparsity) peaks of common GPUs; ``--peak-tflops`` overrides
+convolutions and attention, forward and backward; 2 FLOPs per multiply-add), not estimated. Two counts:
+
+- **reference**: the work SAM's architecture needs. Within `sam_reference_attention` every SAM attention
+  computes as ``segment_anything`` writes it (logits, the decomposed relative-position term from its two
+  small tables, softmax, values), so the count is comparable with any other implementation of SAM;
+- **executed**: what the step's kernels actually multiply. The folded attention kernel
+  (`plaque.models.attention`) adds ``h + w`` channels to every query-key product, which in a 1024² ViT-B
+  global block triples it.
+
+The MFU is the reference count over the measured seconds, over the device's dense peak for the precision
+the step ran in: `PEAKS` holds the vendors' dense (no sparsity) peaks of common GPUs; ``--peak-tflops`` overrides
 it, and must be given for a CPU or a GPU not listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from plaque.models.attention import SdpaAttention
 
 # Dense peak TFLOP/s by GPU name fragment: (bf16/fp16 tensor cores, fp32). Vendor data sheets, no sparsity;
 # SXM parts where a card comes in several forms. A name matches the first fragment it contains.
@@ -71,6 +85,51 @@ def count_flops(fn: Callable[[], object]) -> int:
     with counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def _sam_attention_forward(self: SdpaAttention, x: Tensor, prompt: Tensor | None = None) -> Tensor:
+    """SAM's attention written out (``segment_anything``'s ``Attention.forward``), with CAT-SAM's optional prompt
+    token prepended without positional term: tokens (B, h, w, C) → (B, h, w, C)."""
+    b, h, w, c = x.shape
+    tokens = x.reshape(b, h * w, c)
+    if prompt is not None:
+        tokens = torch.cat([prompt.to(tokens.dtype).expand(b, 1, c), tokens], dim=1)
+    total, prefix = tokens.shape[1], tokens.shape[1] - h * w
+    qkv = self.qkv(tokens).reshape(b, total, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(3, b * self.num_heads, total, -1).unbind(0)
+    logits = (q * self.scale) @ k.transpose(-2, -1)
+    if self.use_rel_pos:
+        grid = add_decomposed_rel_pos(
+            logits[:, prefix:, prefix:], q[:, prefix:], self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)
+        )
+        logits = torch.cat([logits[:, :prefix], torch.cat([logits[:, prefix:, :prefix], grid], dim=2)], dim=1)
+    out = (logits.softmax(dim=-1) @ v)[:, prefix:]
+    return self.proj(out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
+
+
+@contextmanager
+def sam_reference_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Within it, every `SdpaAttention` of ``model`` computes SAM's attention as ``segment_anything`` writes it,
+    on the same parameters (the reference count of the module docstring); restored on exit."""
+    modules = [m for m in model.modules() if isinstance(m, SdpaAttention)]
+    for m in modules:
+        m.forward = types.MethodType(_sam_attention_forward, m)
+    try:
+        yield model
+    finally:
+        for m in modules:
+            del m.forward
+
+
+def executed_flops(fn: Callable[[], object]) -> int | None:
+    """`count_flops` of what the kernels execute; ``None`` where the counter cannot trace a kernel (flex
+    attention outside a compiled GPU kernel)."""
+    try:
+        return count_flops(fn)
+    except TypeError as e:
+        if "flex_attention" not in str(e):
+            raise
+        return None
 
 
 def peak_tflops(device: torch.device, precision: str, override: float | None = None) -> float | None:

@@ -14,8 +14,10 @@ slices (B, 1, s, s) in [0, 1], s = ``preprocess.size``, with random labels 0..4.
   takes `MEMORY_STEPS` training steps and one inference step; on CUDA the peak of
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, on the CPU the peak
   resident memory of that process.
-- FLOPs: each method's training and inference step counted once, before timing (`benchmarks.flops`); the
-  achieved TFLOP/s and, where the device's dense peak is known (or given), the MFU.
+- FLOPs: each method's training and inference step counted once, before timing (`benchmarks.flops`), twice:
+  the reference (SAM's architecture's work), from which the achieved TFLOP/s and, where the device's dense
+  peak is known (or given), the MFU; and what the kernels executed.
+- Attention kernel: ``kernel`` (`plaque.models.attention.KERNELS`) for every SAM attention of every method.
 - Ratios (`ratio_pairs`): `ours` over `no_prior` (the cost of the prior and FAA) and every method
   over `sam_lora`.
 """
@@ -32,10 +34,11 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import current_bytes, memory_kind, peak_bytes, reset_peak, run_isolated
-from benchmarks.flops import count_flops, mfu, peak_tflops
+from benchmarks.flops import count_flops, executed_flops, mfu, peak_tflops, sam_reference_attention
 from plaque.classes import NUM_CLASSES
 from plaque.losses.segmentation import SegLoss
 from plaque.methods import stage2_methods
+from plaque.models.attention import set_attention_kernel
 from plaque.models.build import build_model
 from plaque.precision import device_autocast, resolve_precision
 from plaque.train.distributed import DistInfo
@@ -75,8 +78,10 @@ class MethodFigures:
     infer_step_s: float
     infer_slices_per_s: float
     memory: Memory | None
-    train_flops: int
+    train_flops: int  # reference: SAM's architecture's work (`benchmarks.flops`)
     infer_flops: int
+    train_flops_executed: int | None  # what the kernels multiplied (None: not countable, `executed_flops`)
+    infer_flops_executed: int | None
     train_tflops_per_s: float
     infer_tflops_per_s: float
     train_mfu: float | None
@@ -124,12 +129,13 @@ def random_batch(size: int, batch_size: int, seed: int = 0) -> tuple[Tensor, Ten
     return x, labels
 
 
-def build_run(cfg: dict[str, Any], method: str, device: torch.device) -> Run:
-    """``method``'s model on ``device`` in training mode, AdamW over its trainable parameters, its step."""
+def build_run(cfg: dict[str, Any], method: str, device: torch.device, kernel: str = "folded") -> Run:
+    """``method``'s model on ``device`` in training mode with the attention ``kernel``, AdamW over its
+    trainable parameters, its step."""
     s2 = cfg["stage2"]
     torch.manual_seed(cfg["train"]["seed"])
     model, _ = build_model(cfg, method, None, pretrained=False)
-    model.to(device).train()
+    set_attention_kernel(model, kernel).to(device).train()
     optimizer = torch.optim.AdamW(
         list(model.trainable_parameters()), lr=s2["optim"]["lr"], weight_decay=s2["optim"]["weight_decay"]
     )
@@ -177,14 +183,16 @@ def interleaved_medians(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def method_memory(cfg: dict[str, Any], method: str, device: torch.device, batch_size: int) -> Memory:
+def method_memory(
+    cfg: dict[str, Any], method: str, device: torch.device, batch_size: int, kernel: str = "folded"
+) -> Memory:
     """Peak memory of building ``method`` and taking `MEMORY_STEPS` training steps and one inference step.
 
     Meant for a fresh process (`benchmarks.common.run_isolated`): the reading covers the whole process.
     """
     base = current_bytes(device)
     reset_peak(device)
-    run = build_run(cfg, method, device)
+    run = build_run(cfg, method, device, kernel)
     x, labels = (t.to(device) for t in random_batch(cfg["preprocess"]["size"], batch_size))
     info = DistInfo(device=device)
     for _ in range(MEMORY_STEPS):
@@ -225,22 +233,31 @@ def benchmark_steps(
     steps: int,
     memory: bool = True,
     peak: float | None = None,
+    kernel: str = "folded",
 ) -> StepReport:
     """Time ``methods`` in turn (see the module docstring), count each step's model FLOPs (`benchmarks.flops`),
     and with ``memory`` measure each one's peak. ``peak`` (TFLOP/s) overrides the device's known peak for MFU."""
     methods = check_methods(methods)
-    memories = {m: run_isolated(method_memory, cfg, m, device, batch_size) if memory else None for m in methods}
+    memories = {m: run_isolated(method_memory, cfg, m, device, batch_size, kernel) if memory else None for m in methods}
     size = cfg["preprocess"]["size"]
     x, labels = (t.to(device) for t in random_batch(size, batch_size))
     info = DistInfo(device=device)
-    runs = {m: build_run(cfg, m, device) for m in methods}
-    train_flops = {m: count_flops(lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}
+    runs = {m: build_run(cfg, m, device, kernel) for m in methods}
+    train_executed = {m: executed_flops(lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}
+    train_flops = {}
+    for m, r in runs.items():
+        with sam_reference_attention(r.model):
+            train_flops[m] = count_flops(lambda r=r: train_step(r, (x, labels), info))
     train = interleaved_medians(
         {m: (lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}, device, warmup, steps
     )
     for run in runs.values():
         run.model.eval()
-    infer_flops = {m: count_flops(lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}
+    infer_executed = {m: executed_flops(lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}
+    infer_flops = {}
+    for m, r in runs.items():
+        with sam_reference_attention(r.model):
+            infer_flops[m] = count_flops(lambda r=r: infer_step(r.model, x, device))
     infer = interleaved_medians(
         {m: (lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}, device, warmup, steps
     )
@@ -259,6 +276,8 @@ def benchmark_steps(
             memories[m],
             train_flops[m],
             infer_flops[m],
+            train_executed[m],
+            infer_executed[m],
             train_flops[m] / train[m] / 1e12,
             infer_flops[m] / infer[m] / 1e12,
             mfu(train_flops[m], train[m], top),

@@ -13,7 +13,7 @@ import torch
 from benchmarks.__main__ import TARGETS, Target, main
 from benchmarks.common import ensure_processed
 from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
-from benchmarks.flops import count_flops, mfu, peak_tflops
+from benchmarks.flops import count_flops, executed_flops, mfu, peak_tflops, sam_reference_attention
 from benchmarks.loader import loader_throughput
 from benchmarks.repro_times import stage_order
 from benchmarks.sam_attention import Case, cases, measure
@@ -21,7 +21,10 @@ from benchmarks.steps import Memory, MethodFigures, benchmark_steps, ratio_pairs
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
 from plaque.methods import stage2_methods
+from plaque.models.attention import set_attention_kernel
 from plaque.models.faa import FAA
+from plaque.models.sam import build_image_encoder
+from tests.models.test_attention import plain_sam_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -46,6 +49,8 @@ def test_step_benchmark_times_every_method_and_its_ratio() -> None:
         assert f.infer_slices_per_s == pytest.approx(2 / f.infer_step_s)
         assert f.train_flops > 2 * f.infer_flops > 0  # backward costs about twice the forward it follows
         assert f.train_mfu == pytest.approx(f.train_flops / f.train_step_s / 0.1e12)
+        # the folded attention kernel multiplies more than SAM's architecture needs (the prior alone: equal)
+        assert f.train_flops_executed > f.train_flops and f.infer_flops_executed > f.infer_flops
     # FLOPs follow the architecture: the prior and FAA add to ours what no_prior lacks
     assert report.methods["ours"].infer_flops > report.methods["no_prior"].infer_flops
     ours, no_prior = report.methods["ours"], report.methods["no_prior"]
@@ -66,7 +71,7 @@ def test_every_method_is_compared_with_sam_lora_once_it_exists() -> None:
         ("ours", "sam_lora"),
     ]
     figures = {
-        m: MethodFigures(m, 4, t, 4 / t, t / 2, 8 / t, Memory("peak_rss", peak, 0), 0, 0, 0.0, 0.0, None, None)
+        m: MethodFigures(m, 4, t, 4 / t, t / 2, 8 / t, Memory("peak_rss", peak, 0), 0, 0, 0, 0, 0.0, 0.0, None, None)
         for m, t, peak in (("ours", 3.0, 600), ("sam_lora", 2.0, 400))
     }
     assert ratios(figures) == {"ours/sam_lora": {"train_step": 1.5, "infer_step": 1.5, "peak_memory": 1.5}}
@@ -227,3 +232,21 @@ def test_flops_are_counted_and_peaks_looked_up() -> None:
     )  # backward: 5 products
     assert peak_tflops(CPU, "fp32") is None and peak_tflops(CPU, "fp32", 1.5) == 1.5
     assert mfu(10**12, 2.0, 1.0) == pytest.approx(0.5) and mfu(1, 1.0, None) is None
+
+
+def test_the_reference_count_is_sams_own_encoder_and_leaves_the_model_as_it_was() -> None:
+    torch.manual_seed(0)
+    encoder = build_image_encoder("vit_tiny", input_size=64, patch_size=4)
+    plain = plain_sam_encoder("vit_tiny", input_size=64, patch_size=4)
+    plain.load_state_dict(encoder.state_dict())
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        sams = count_flops(lambda: plain(images))
+        executed = count_flops(lambda: encoder(images))
+        with sam_reference_attention(encoder):
+            reference = count_flops(lambda: encoder(images))
+            torch.testing.assert_close(encoder(images), plain(images), rtol=0, atol=1e-5)
+        assert all("forward" not in vars(block.attn) for block in encoder.blocks)
+        set_attention_kernel(encoder, "flex")
+        assert executed_flops(lambda: encoder(images)) is None  # the counter cannot trace flex on the CPU
+    assert reference == sams and executed > reference

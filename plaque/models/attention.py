@@ -22,17 +22,48 @@ the flash and memory-efficient kernels (a 1024² ViT-B global block: 64 + 64 + 6
 
 An optional prompt token (CAT-SAM's prompt bridge) is prepended to every sequence with zero
 positional channels, so its row and column of the bias are zero; its own output is dropped.
+
+The folding makes the kernels do more than SAM's work: a 1024² ViT-B global block multiplies 192
+channels per query-key pair where SAM multiplies 64 and adds the bias. ``kernel="flex"`` instead adds
+``rel_h[i, h_j] + rel_w[i, w_j]`` to each logit inside ``torch.nn.attention.flex_attention`` through a
+``score_mod`` that reads the two small tables, so the q·k product keeps SAM's 64 channels. It is compiled
+on a GPU; elsewhere flex attention runs PyTorch's unfused reference, forward only (PyTorch has no flex
+backward on the CPU): the tests check its forward against SAM's attention in float64 on the CPU, and
+forward and gradients within bf16 tolerance on a GPU. The folded path stays the default until the flex
+kernel is measured on a GPU (``benchmarks``: ``--attention flex``).
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import flex_attention
 
 CHANNEL_MULTIPLE = 8  # the fused kernels want head widths that are multiples of 8
+KERNELS = ("folded", "flex")  # how SAM's relative-position term reaches the fused attention (module docstring)
+
+
+@functools.cache
+def _compiled_flex_attention() -> object:
+    """``flex_attention`` compiled once per process (its fused GPU kernel)."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _flex_attention(q: Tensor, k: Tensor, v: Tensor, score_mod: object, scale: float) -> Tensor:
+    """Flex attention: the compiled kernel on a GPU, PyTorch's unfused reference elsewhere (quietly)."""
+    if q.is_cuda:
+        return _compiled_flex_attention()(q, k, v, score_mod=score_mod, scale=scale)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        raise RuntimeError("the flex attention kernel trains on a GPU only; use the folded kernel on the CPU")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention.*")
+        return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
 
 
 def _pad_channels(t: Tensor, width: int) -> Tensor:
@@ -54,8 +85,11 @@ class SdpaAttention(nn.Module):
     ``rel_pos_h``, ``rel_pos_w``), so state-dict keys, weight loading and LoRA on ``qkv`` are unchanged.
     """
 
-    def __init__(self, attn: Attention) -> None:
+    def __init__(self, attn: Attention, kernel: str = "folded") -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"attention kernel must be one of {KERNELS}, got {kernel!r}")
+        self.kernel = kernel
         self.num_heads = attn.num_heads
         self.scale = attn.scale
         self.qkv = attn.qkv
@@ -65,21 +99,43 @@ class SdpaAttention(nn.Module):
             self.rel_pos_h = attn.rel_pos_h
             self.rel_pos_w = attn.rel_pos_w
 
+    def rel_tables(self, grid_q: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """The grid queries' scores (B, heads, h·w, h) and (B, heads, h·w, w) against every row and column
+        offset: ``rel_h[i, h_j]`` and ``rel_w[i, w_j]`` of the module docstring, from queries (B, heads, h·w, hd)."""
+        b, heads, _, hd = grid_q.shape
+        h, w = size
+        grid = grid_q.reshape(b, heads, h, w, hd)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid, get_rel_pos(h, h, self.rel_pos_h))
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid, get_rel_pos(w, w, self.rel_pos_w))
+        return rel_h.reshape(b, heads, h * w, h), rel_w.reshape(b, heads, h * w, w)
+
     def fold_rel_pos(self, q: Tensor, k: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Queries and keys (B, heads, P + h·w, hd), P prompt tokens first, → extended (B, heads, P + h·w, hd + h + w)
         whose dot product is ``scale·q·k`` plus SAM's relative-position term (zero on the prompt's row and column)."""
         b, heads, total, hd = q.shape
         h, w = size
         prefix = total - h * w
-        grid_q = q[:, :, prefix:].reshape(b, heads, h, w, hd)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, get_rel_pos(h, h, self.rel_pos_h))
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, get_rel_pos(w, w, self.rel_pos_w))
-        rel = torch.cat([rel_h.reshape(b, heads, h * w, h), rel_w.reshape(b, heads, h * w, w)], dim=-1)
+        rel = torch.cat(self.rel_tables(q[:, :, prefix:], size), dim=-1)
         codes = grid_codes(size, device=k.device, dtype=k.dtype)
         rel, codes = F.pad(rel, (0, 0, prefix, 0)), F.pad(codes, (0, 0, prefix, 0))
         q = torch.cat([q * self.scale, rel.to(q.dtype)], dim=-1)
         k = torch.cat([k, codes.expand(b, heads, total, h + w)], dim=-1)
         return q, k
+
+    def flex_rel_pos(self, q: Tensor, k: Tensor, v: Tensor, size: tuple[int, int]) -> Tensor:
+        """Attention of queries, keys and values (B, heads, P + h·w, hd), P prompt tokens first, with SAM's
+        relative-position term added to each logit by flex attention's ``score_mod`` (zero on the prompt's row
+        and column) → (B, heads, P + h·w, hd)."""
+        prefix = q.shape[2] - size[0] * size[1]
+        rel_h, rel_w = self.rel_tables(q[:, :, prefix:], size)
+        w = size[1]
+
+        def score_mod(score: Tensor, b: Tensor, head: Tensor, i: Tensor, j: Tensor) -> Tensor:
+            qi, kj = (i - prefix).clamp(min=0), (j - prefix).clamp(min=0)
+            bias = rel_h[b, head, qi, kj // w] + rel_w[b, head, qi, kj % w]
+            return torch.where((i >= prefix) & (j >= prefix), score + bias.to(score.dtype), score)
+
+        return _flex_attention(q, k, v, score_mod, self.scale)
 
     def forward(self, x: Tensor, prompt: Tensor | None = None) -> Tensor:
         """Tokens ``x`` (B, h, w, C), a grid (global block) or a batch of windows → (B, h, w, C).
@@ -94,7 +150,9 @@ class SdpaAttention(nn.Module):
         total = tokens.shape[1]
         q, k, v = self.qkv(tokens).reshape(b, total, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         hd = v.shape[-1]
-        if self.use_rel_pos:
+        if self.use_rel_pos and self.kernel == "flex":
+            out = self.flex_rel_pos(q, k, v, (h, w))
+        elif self.use_rel_pos:
             q, k = self.fold_rel_pos(q, k, (h, w))
             width = -(-q.shape[-1] // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE
             out = F.scaled_dot_product_attention(
@@ -112,3 +170,13 @@ def use_sdpa_attention(encoder: ImageEncoderViT) -> ImageEncoderViT:
         if not isinstance(block.attn, SdpaAttention):
             block.attn = SdpaAttention(block.attn)
     return encoder
+
+
+def set_attention_kernel(model: nn.Module, kernel: str) -> nn.Module:
+    """Make every `SdpaAttention` of ``model`` use ``kernel`` (one of `KERNELS`); returns ``model``."""
+    if kernel not in KERNELS:
+        raise ValueError(f"attention kernel must be one of {KERNELS}, got {kernel!r}")
+    for module in model.modules():
+        if isinstance(module, SdpaAttention):
+            module.kernel = kernel
+    return model

@@ -12,7 +12,7 @@ import torch.nn as nn
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Attention, add_decomposed_rel_pos
 
-from plaque.models.attention import SdpaAttention, grid_codes, use_sdpa_attention
+from plaque.models.attention import SdpaAttention, grid_codes, set_attention_kernel, use_sdpa_attention
 from plaque.models.sam import build_image_encoder, encoder_spec
 
 
@@ -144,3 +144,62 @@ def test_built_encoders_use_it_and_compute_plain_sam(input_size: int) -> None:
         torch.testing.assert_close(encoder(images), plain(images), rtol=0, atol=1e-5)
     attentions = [block.attn for block in encoder.blocks]
     assert [block.attn for block in use_sdpa_attention(encoder).blocks] == attentions  # idempotent
+
+
+@pytest.mark.parametrize("width,heads,size,batch", CASES)
+def test_the_flex_kernel_is_sams_attention_in_float64(
+    width: int, heads: int, size: tuple[int, int], batch: int
+) -> None:
+    """Flex attention with SAM's bias in its ``score_mod`` (PyTorch's reference on the CPU): SAM's output to
+    float64 precision."""
+    reference = sam_attention(width, heads, size).double()
+    flex = SdpaAttention(copy.deepcopy(reference), kernel="flex")
+    x = torch.randn(batch, *size, width, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(flex(x), reference(x), rtol=0, atol=1e-10)
+
+
+def test_the_flex_kernel_does_not_train_on_the_cpu() -> None:
+    flex = SdpaAttention(sam_attention(192, 3, (8, 8)), kernel="flex")
+    with pytest.raises(RuntimeError, match="GPU only"):
+        flex(torch.randn(1, 8, 8, 192))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled flex kernel needs a GPU")
+def test_the_compiled_flex_kernel_matches_sams_attention_within_bf16_on_a_gpu() -> None:
+    reference = sam_attention(768, 12, (64, 64)).cuda()
+    flex = SdpaAttention(copy.deepcopy(reference), kernel="flex")
+    x = torch.randn(2, 64, 64, 768, device="cuda")
+    x_ref, x_flex = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out_ref = reference(x_ref)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out_flex = flex(x_flex)
+    assert (out_flex.float() - out_ref).norm() / out_ref.norm() < 2e-2
+    upstream = torch.randn_like(out_ref)
+    out_ref.backward(upstream)
+    out_flex.float().backward(upstream)
+    assert (x_flex.grad - x_ref.grad).norm() / x_ref.grad.norm() < 3e-2
+    names = dict(flex.named_parameters())
+    for name, p in reference.named_parameters():
+        assert (names[name].grad - p.grad).norm() / p.grad.norm() < 3e-2, name
+
+
+def test_the_flex_kernel_attends_a_prompt_token_without_positional_term() -> None:
+    reference = sam_attention(192, 3, (8, 8)).double()
+    x, prompt = torch.randn(2, 8, 8, 192, dtype=torch.float64), torch.randn(192, dtype=torch.float64)
+    flex = SdpaAttention(copy.deepcopy(reference), kernel="flex")
+    with torch.no_grad():
+        torch.testing.assert_close(flex(x, prompt), reference_attention(reference, x, prompt), rtol=0, atol=1e-10)
+
+
+def test_the_kernel_is_chosen_per_model_and_checked() -> None:
+    torch.manual_seed(0)
+    encoder = build_image_encoder("vit_tiny", input_size=64, patch_size=4)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        folded = encoder(images)
+        flexed = set_attention_kernel(encoder, "flex")(images)
+    assert {block.attn.kernel for block in encoder.blocks} == {"flex"}
+    torch.testing.assert_close(flexed, folded, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="attention kernel"):
+        set_attention_kernel(encoder, "triton")
