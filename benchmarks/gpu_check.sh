@@ -34,6 +34,9 @@
 #    OUT/sam_attention.{txt,json}: python -m benchmarks.sam_attention --device DEVICE --batch 8
 #    --grid FAA_MAX_GRID: SAM's own encoder attention against the fused one (time, memory, bf16
 #    error, flash kernel).
+#    OUT/flex.txt, OUT/benchmarks_flex.{txt,json}: the flex attention kernel (plaque.models.attention):
+#    its GPU test against SAM's attention within bf16 tolerance (where pytest is importable), then
+#    `python -m benchmarks --attention flex --methods ours` (the step with the attention lever alone).
 # 4. OUT/ddp.txt and OUT/ddp/: a smoke cohort in a temporary folder (plaque.data.phantom,
 #    plaque.data.preprocess, plaque.train.stage1, one process each), then plaque.train.stage2 under
 #    `python -m torch.distributed.run --standalone --nproc_per_node N`, all on the smoke profile; it
@@ -174,6 +177,20 @@ sam_attention() {
     --json "$OUT_DIR/sam_attention.json" 2>&1 | tee "$OUT_DIR/sam_attention.txt"
 }
 
+flex() {
+  local failed=0
+  if "$PY" -c 'import pytest' 2>/dev/null; then
+    (cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider tests/models/test_attention.py -k flex) 2>&1 |
+      tee "$OUT_DIR/flex.txt" || failed=1
+  else
+    echo "flex: pytest not importable here, the GPU test of the kernel skipped" | tee "$OUT_DIR/flex.txt"
+  fi
+  timeout "$BENCH_TIMEOUT" "$PY" -m benchmarks --device "$DEVICE" --profile "$PROFILE" --batch-size 8 \
+    --methods ours --attention flex --skip-loader --skip-faa --steps "$STEPS" \
+    --json "$OUT_DIR/benchmarks_flex.json" 2>&1 | tee "$OUT_DIR/benchmarks_flex.txt" || failed=1
+  return $failed
+}
+
 # The smoke cohort, a Stage-1 prior, then Stage-2 on NPROC ranks (run by `bash -c` under `timeout`).
 ddp_smoke() {
   set -euo pipefail
@@ -220,6 +237,11 @@ if [[ $DEVICE == cuda ]] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cu
 fi
 part benchmarks benchmarks
 part sam_attention sam_attention
+if [[ $DEVICE == cuda ]]; then
+  part flex_attention flex
+else
+  echo "flex_attention: skipped (the flex kernel trains on a GPU only)" | tee -a "$SUMMARY"
+fi
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
 NPROC=$([[ $DDP == always || ${GPUS:-0} -ge 2 ]] && echo 2 || echo 1)
 if [[ $DDP == never ]]; then
