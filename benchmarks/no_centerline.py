@@ -44,7 +44,7 @@ from plaque.inference import Predictor, load_predictor
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, list_patients, load_patient
 from plaque.paths import repo_root
 from plaque.segment.run import LABELS_FILE, segment
-from plaque.segment.vessels import VesselFinder, load_vessel_finder
+from plaque.segment.vessels import VesselFinder, load_vessel_finder, mask_centerlines
 
 DEFAULT_SEED = 4242  # not the pipeline's phantom.seed
 MIN_PLAQUE_MM3 = 1.0
@@ -76,7 +76,7 @@ def score_patient(
         "vessel_dice": float(2 * (mask & vessel).sum() / (mask.sum() + vessel.sum())),
     }
     try:
-        derived = finder.centerlines(patient.hu, patient.geometry, float(predictor.preprocess["step_mm"]), folder)
+        derived = mask_centerlines(mask, patient.geometry, float(predictor.preprocess["step_mm"]), folder)
     except InputError:
         derived = {}
     scores = [best_match(line, derived)[1] for line in patient.centerlines.values()]

@@ -49,6 +49,13 @@ CHANNEL_MULTIPLE = 8  # the fused kernels want head widths that are multiples of
 KERNELS = ("folded", "flex")  # how SAM's relative-position term reaches the fused attention (module docstring)
 
 
+def check_kernel(kernel: str) -> str:
+    """``kernel`` when it is one of `KERNELS`; else ``ValueError``."""
+    if kernel not in KERNELS:
+        raise ValueError(f"attention kernel must be one of {KERNELS}, got {kernel!r}")
+    return kernel
+
+
 @functools.cache
 def _compiled_flex_attention() -> object:
     """``flex_attention`` compiled once per process (its fused GPU kernel)."""
@@ -87,9 +94,7 @@ class SdpaAttention(nn.Module):
 
     def __init__(self, attn: Attention, kernel: str = "folded") -> None:
         super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"attention kernel must be one of {KERNELS}, got {kernel!r}")
-        self.kernel = kernel
+        self.kernel = check_kernel(kernel)
         self.num_heads = attn.num_heads
         self.scale = attn.scale
         self.qkv = attn.qkv
@@ -174,8 +179,7 @@ def use_sdpa_attention(encoder: ImageEncoderViT) -> ImageEncoderViT:
 
 def set_attention_kernel(model: nn.Module, kernel: str) -> nn.Module:
     """Make every `SdpaAttention` of ``model`` use ``kernel`` (one of `KERNELS`); returns ``model``."""
-    if kernel not in KERNELS:
-        raise ValueError(f"attention kernel must be one of {KERNELS}, got {kernel!r}")
+    check_kernel(kernel)
     for module in model.modules():
         if isinstance(module, SdpaAttention):
             module.kernel = kernel

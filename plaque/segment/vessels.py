@@ -53,13 +53,23 @@ class VesselFinder:
             InputError: naming ``where``, when the model finds no vessel or none with a branch of at least
                 `plaque.data.centerlines.MIN_BRANCH_MM`.
         """
-        mask = self.mask(hu, geometry)
-        try:
-            return derive_centerlines(mask.astype(np.uint8), geometry, step_mm, where)
-        except InputError as e:
-            raise InputError(
-                where, f"the vessel model found no usable vessel ({e.problem}); give --centerline, or --axial-tiles"
-            ) from None
+        return mask_centerlines(self.mask(hu, geometry), geometry, step_mm, where)
+
+
+def mask_centerlines(mask: np.ndarray, geometry: Geometry, step_mm: float, where: Path) -> dict[str, np.ndarray]:
+    """Vessel -> ``(P, 3)`` LPS mm centerlines of a vessel model's ``mask`` ``(Z, Y, X)`` bool on ``geometry``,
+    points ``step_mm`` apart.
+
+    Raises:
+        InputError: naming ``where``, when the mask holds no vessel or none with a branch of at least
+            `plaque.data.centerlines.MIN_BRANCH_MM`.
+    """
+    try:
+        return derive_centerlines(mask.astype(np.uint8), geometry, step_mm, where)
+    except InputError as e:
+        raise InputError(
+            where, f"the vessel model found no usable vessel ({e.problem}); give --centerline, or --axial-tiles"
+        ) from None
 
 
 def load_vessel_finder(path: Path, device: torch.device) -> VesselFinder:
