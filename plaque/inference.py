@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from plaque.atomic import atomic_folder
-from plaque.checkpoint import load_checkpoint
+from plaque.checkpoint import load_checkpoint, save_atomic
 from plaque.data.processed import Processed
 from plaque.errors import InputError
 from plaque.methods import get_method, import_object
+from plaque.postprocess import PlaqueFloor, VesselPrediction, choose_floor, voxel_volume
 from plaque.precision import device_autocast
 
 PREDICT_BATCH = 32
@@ -104,7 +105,49 @@ def load_predictor(checkpoint: Path, device: torch.device | str = "cpu", profile
             f"or use a model trained with {profile!r}",
         )
     loader = import_object(get_method(record["method"]).predictor)
-    return loader(checkpoint, record, torch.device(device))
+    predictor = loader(checkpoint, record, torch.device(device))
+    if "plaque_floor_mm3" not in record:
+        return predictor
+    return FlooredPredictor(predictor, PlaqueFloor.from_record(record["plaque_floor_mm3"]))
+
+
+class FlooredPredictor:
+    """A `Predictor` whose plaque components under the model's floor become vessel wall (`plaque.postprocess`)."""
+
+    def __init__(self, inner: Predictor, floor: PlaqueFloor) -> None:
+        self.inner, self.floor = inner, floor
+        self.method, self.preprocess = inner.method, inner.preprocess
+
+    def predict(self, images: np.ndarray, spacing_mm: float) -> np.ndarray:
+        """As `Predictor.predict`, then `PlaqueFloor.apply` on the vessel's stack."""
+        voxel = voxel_volume(spacing_mm, self.preprocess["step_mm"])
+        return self.floor.apply(self.inner.predict(images, spacing_mm), voxel)
+
+
+def fit_plaque_floor(
+    predictor: Predictor, processed: Processed, checkpoint: Path, split: str = "val"
+) -> FlooredPredictor:
+    """Choose the plaque floor of a freshly trained model on ``split`` (`plaque.postprocess.choose_floor`), store
+    it in its ``checkpoint`` (``plaque_floor_mm3`` and ``plaque_floor_validation``, written atomically) and
+    return the predictor that applies it."""
+    spacing = processed.manifest["spacing_mm"].to_numpy(dtype=np.float64)
+    vessels = []
+    for patient, stacks in vessel_stacks(processed, split).items():
+        for stack in stacks:
+            stack_spacing = float(np.median(spacing[stack]))
+            vessels.append(
+                VesselPrediction(
+                    patient,
+                    predictor.predict(processed.images[stack], stack_spacing),
+                    np.asarray(processed.labels[stack]),
+                    voxel_volume(stack_spacing, predictor.preprocess["step_mm"]),
+                )
+            )
+    floor, table = choose_floor(vessels)
+    record = load_checkpoint(checkpoint)
+    record["plaque_floor_mm3"], record["plaque_floor_validation"] = floor.as_record(), table
+    save_atomic(record, checkpoint)
+    return FlooredPredictor(predictor, floor)
 
 
 def write_predictions(out: Path, predictions: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> list[str]:

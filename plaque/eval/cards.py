@@ -14,6 +14,7 @@ from plaque.config import PHANTOM
 from plaque.eval.figures import display_name
 from plaque.intended_use import INTENDED_USE, PHANTOM_CAVEAT
 from plaque.methods import METHODS
+from plaque.postprocess import describe_floor
 
 
 def _interval(entry: Mapping[str, Any]) -> str:
@@ -57,6 +58,8 @@ def model_card(method: str, summ: Mapping[str, Any], data: str, preprocess: Mapp
         f"| optimiser | {run.get('optimiser') or 'its own'}"
         + (f" (the paper's: {summ['optimiser']['paper']})" if summ.get("optimiser") else "")
         + " |",
+        f"| plaque floor | {describe_floor(run)} (chosen on the validation split; smaller plaque components become "
+        "vessel wall) |",
         f"| test cohort | {summ.get('cohort', '?')} |",
         f"| macro Dice | {_interval(result['macro_dice'])} |",
         *(f"| Dice {display_name(CLASS_NAMES[c])} | {_interval(result['dice'][CLASS_NAMES[c]])} |" for c in FOREGROUND),

@@ -34,6 +34,7 @@ from plaque.eval.stats import (
     pearson_r,
 )
 from plaque.methods import METHODS, method_label, order_methods
+from plaque.postprocess import describe_floor
 
 REFERENCE = "ours"
 VOLUME_KINDS: dict[str, tuple[int, ...]] = {
@@ -43,7 +44,15 @@ VOLUME_KINDS: dict[str, tuple[int, ...]] = {
 }
 PER_CLASS_METRICS = ("dice", "iou", "hd95_mm", "assd_mm")
 # What the results section says about each method's training run (its RUNS/<method>/metrics.json)
-RUN_FIELDS = ("backbone", "backbone_weights", "trainable_parameters", "train_seconds", "epochs_run", "optimiser")
+RUN_FIELDS = (
+    "backbone",
+    "backbone_weights",
+    "trainable_parameters",
+    "train_seconds",
+    "epochs_run",
+    "optimiser",
+    "plaque_floor_mm3",
+)
 
 
 def finite(value: float) -> float | None:
@@ -286,8 +295,8 @@ def runs_markdown(summ: Mapping[str, Any]) -> str:
         return "n/a" if value is None else form.format(value)
 
     lines = [
-        "| method | trainable parameters | training time | epochs | encoder (weights) | optimiser |",
-        "|---" * 6 + "|",
+        "| method | trainable parameters | training time | epochs | encoder (weights) | optimiser | plaque floor |",
+        "|---" * 7 + "|",
     ]
     for m in rows:
         r = runs[m]
@@ -296,9 +305,10 @@ def runs_markdown(summ: Mapping[str, Any]) -> str:
         minutes = fmt(None if r.get("train_seconds") is None else r["train_seconds"] / 60, "{:.1f} min")
         lines.append(
             f"| {method_label(m)} | {params} | {minutes} | {fmt(r.get('epochs_run'), '{}')} | {encoder} "
-            f"| {r.get('optimiser') or 'its own'} |"
+            f"| {r.get('optimiser') or 'its own'} | {describe_floor(r)} |"
         )
     return (
         "\n".join(lines) + "\n\nTraining time: the training loop of the stage (validation included, test "
-        "prediction not), on the machine that ran the pipeline.\n"
+        "prediction not), on the machine that ran the pipeline. Plaque floor: plaque components smaller than "
+        "this became vessel wall in the method's predictions, chosen on the validation split (`plaque.postprocess`).\n"
     )

@@ -12,9 +12,10 @@ bf16 or fp16 autocast on a GPU, fp32 on the CPU) through the shared trainer, sel
 method, resolved configuration, class map and cross-section settings, `plaque.checkpoint.model_record`)
 and ``OUT/last.pt``, ``RESULTS/metrics.json`` (best validation Dice, trainable parameters, train and
 prediction seconds of this run, a resumed run counting its last leg only), DVCLive curves under
-``RESULTS/live`` and, once training is over, the test predictions of ``best.pt`` through the inference
-layer (`plaque.inference.predict_split`: one ``PREDICTIONS/<patient>.npz`` per test patient). Runs alone
-too (one process).
+``RESULTS/live`` and, once training is over, chooses ``best.pt``'s plaque floor on the validation split
+(`plaque.inference.fit_plaque_floor`, stored in ``best.pt``) and writes the test predictions through the
+inference layer (`plaque.inference.predict_split`: one ``PREDICTIONS/<patient>.npz`` per test patient).
+Runs alone too (one process).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from plaque.classes import CLASS_NAMES, FOREGROUND
 from plaque.data.dataset import SliceDataset
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
-from plaque.inference import SegmenterPredictor, predict_split
+from plaque.inference import SegmenterPredictor, fit_plaque_floor, predict_split
 from plaque.losses.segmentation import DiceMeter, SegLoss, macro_dice
 from plaque.methods import METHODS, get_method, method_config, method_stage2
 from plaque.models.build import build_model
@@ -151,7 +152,11 @@ def train_stage2(
             model, load_checkpoint(result.best_path).get("model"), result.best_path, "a Stage-2 best.pt"
         )
         started = time.perf_counter()
-        predictor = SegmenterPredictor(model, method, processed.preprocess_settings(), info.device)
+        predictor = fit_plaque_floor(
+            SegmenterPredictor(model, method, processed.preprocess_settings(), info.device),
+            processed,
+            result.best_path,
+        )
         predict_split(predictor, processed, "test", predictions)
         write_metrics(
             results / "metrics.json",
@@ -162,6 +167,7 @@ def train_stage2(
                 "train_seconds": round(train_seconds, 1),
                 "predict_seconds": round(time.perf_counter() - started, 1),
                 "device": info.device.type,
+                "plaque_floor_mm3": predictor.floor.as_record(),
             },
         )
         log.info(

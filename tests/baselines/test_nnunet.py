@@ -35,12 +35,14 @@ from plaque.baselines.nnunet.trainer import (
     TRAINER_NAME,
     read_schedule,
 )
+from plaque.checkpoint import load_checkpoint
 from plaque.config import load_config
 from plaque.data.processed import MANIFEST_FILE, load_processed
 from plaque.errors import InputError
 from plaque.eval.figures import read_dvclive_curve
 from plaque.eval.predictions import load_method
 from plaque.inference import load_predictor
+from plaque.postprocess import PlaqueFloor, voxel_volume
 from tests.eval.factories import STEP_MM, write_processed
 
 WINDOW = [-300.0, 1300.0]
@@ -375,8 +377,11 @@ def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
     cases = export.cases_of(processed)
     predictor = load_predictor(work / "best.pt")
     assert predictor.method == "nnunet" and predictor.preprocess["window_hu"] == WINDOW
+    # ours = nnU-Net's own prediction with the plaque floor chosen on the validation cases
+    floor = PlaqueFloor.from_record(load_checkpoint(work / "best.pt")["plaque_floor_mm3"])
+    assert saved["plaque_floor_mm3"] == floor.as_record()
     for c in (c for c in cases if c.split == "test"):
-        cli = export.read_stack(tmp_path / "cli" / f"{c.case}.nii.gz")
+        cli = floor.apply(export.read_stack(tmp_path / "cli" / f"{c.case}.nii.gz"), voxel_volume(c.spacing_mm, STEP_MM))
         rows = processed.manifest.index[processed.manifest["patient"] == c.patient].to_numpy()
         ours = preds[c.patient][np.searchsorted(rows, c.rows)]
         np.testing.assert_array_equal(ours, cli)

@@ -47,6 +47,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "train_seconds": 150.0,
             "epochs_run": 6,
             "optimiser": "AdamW peak 0.001, weight decay 0.0001, warmup 5% of steps, cosine decay",
+            "plaque_floor_mm3": {"calcified": 0.0, "non_calcified": 4.0},
             "macro_dice": 0.5,
         },
         "sam_lora": {"backbone_weights": "pretrained"},
@@ -96,6 +97,7 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
         "train_seconds": 150.0,
         "epochs_run": 6,
         "optimiser": "AdamW peak 0.001, weight decay 0.0001, warmup 5% of steps, cosine decay",
+        "plaque_floor_mm3": {"calcified": 0.0, "non_calcified": 4.0},
     }
     assert summ["runs"]["sam_lora"]["trainable_parameters"] is None
     assert summ["optimiser"]["paper"] == "AdamW 0.0001, weight decay 0.0001, constant"
@@ -114,7 +116,9 @@ def test_model_cards_state_data_weights_dice_and_intended_use(evaluated: tuple[d
         "| optimiser | AdamW peak 0.001, weight decay 0.0001, warmup 5% of steps, cosine decay "
         "(the paper's: AdamW 0.0001, weight decay 0.0001, constant) |" in card
     )
+    assert "| plaque floor | non_calcified ≥ 4 mm³ (chosen on the validation split" in card
     lora = summ["methods"]["sam_lora"]["dice"]["calcified"]
+    assert "| plaque floor | none (" in (out.parent / "tables" / "model_card_sam_lora.md").read_text()
     assert (
         f"| Dice calcified | {lora['mean']:.3f} [{lora['low']:.3f}, {lora['high']:.3f}] |"
         in (out.parent / "tables" / "model_card_sam_lora.md").read_text()
@@ -168,7 +172,8 @@ def test_summary_markdown_and_figures(evaluated: tuple[dict[str, Any], Path, Pat
     ours_row = next(line for line in markdown.splitlines() if line.startswith("| Ours |"))
     assert ours_row.count("**1.000** [1.000, 1.000]") == 5  # best in every column
     assert "| Ours | 1,234,567 | 2.5 min | 6 | vit_tiny (random) |" in markdown  # the runs table
-    assert "| SAM+LoRA | n/a | n/a | n/a | n/a (pretrained) |" in markdown
+    assert "cosine decay | non_calcified ≥ 4 mm³ |" in markdown
+    assert "| SAM+LoRA | n/a | n/a | n/a | n/a (pretrained) | its own | none |" in markdown
     assert "| SAM+LoRA |" in markdown
     assert "**The SAM image encoder of Ours was randomly initialised**" in markdown
     names = sorted(p.name for p in figs.iterdir())

@@ -62,6 +62,10 @@ def test_stage2_trains_and_predicts_the_test_split(cohort: tuple[Path, Path], tm
     assert record["method"] == "ours" and record["classes"][4] == "non_calcified"
     assert record["config"] == {k: cfg[k] for k in ("profile", "train", "augment", "stage2", "stage1")}
     assert record["preprocess"] == load_processed(processed).preprocess_settings()
+    # the plaque floor was chosen on the validation split and is applied wherever best.pt predicts
+    assert set(record["plaque_floor_mm3"]) == {"calcified", "non_calcified"}
+    assert metrics["plaque_floor_mm3"] == record["plaque_floor_mm3"]
+    assert set(record["plaque_floor_validation"]["calcified"]) == {"0", "0.5", "1", "2", "4", "8", "16"}
     predictor = load_predictor(models / "best.pt")
 
     # the prior is frozen: Stage-2's best checkpoint carries it bit for bit
@@ -81,7 +85,8 @@ def test_stage2_trains_and_predicts_the_test_split(cohort: tuple[Path, Path], tm
         assert np.array_equal(index, rows["index"].to_numpy())
         assert pred.dtype == np.uint8 and pred.shape == (len(rows), *data.images.shape[1:])
         assert pred.max() <= 4
-        np.testing.assert_array_equal(predictor.predict(data.images[index], 0.4), pred)
+        spacing = float(np.median(rows["spacing_mm"]))  # each stack is predicted with its median spacing
+        np.testing.assert_array_equal(predictor.predict(data.images[index], spacing), pred)
 
 
 def test_cli_reports_a_bad_prior_in_one_line(

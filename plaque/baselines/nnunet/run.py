@@ -19,8 +19,10 @@ Data flow (every nnU-Net step is nnU-Net's own command-line tool, from this Pyth
 4. ``WORK/best.pt``: the model, self-contained (`plaque.baselines.nnunet.predictor.nnunet_record`): nnU-Net's plans,
    ``dataset.json`` and the network weights of ``checkpoint_best.pth`` (the best EMA pseudo-Dice on validation,
    like our methods' ``best.pt``; ``nnunet.checkpoint: final`` for nnU-Net's default).
-5. ``PREDICTIONS/<patient>.npz`` of the test patients, predicted from that record by nnU-Net's own predictor
-   through the inference layer (`plaque.inference.predict_split`), as every method predicts.
+5. The plaque floor chosen on the validation patients and stored in ``WORK/best.pt``
+   (`plaque.inference.fit_plaque_floor`), then ``PREDICTIONS/<patient>.npz`` of the test patients, predicted
+   from that record by nnU-Net's own predictor through the inference layer (`plaque.inference.predict_split`),
+   as every method predicts.
 6. ``RESULTS/metrics.json`` and DVCLive-style curves under ``RESULTS/live/plots/metrics/`` (``val/macro_dice`` and
    ``val/dice_<class>`` are nnU-Net's per-epoch pseudo-Dice on validation patches, not our evaluator's Dice;
    ``images`` counts the training images seen, as the Stage-2 methods log it).
@@ -71,7 +73,7 @@ from plaque.cli import add_config_options, add_device_option, resolve_device, ru
 from plaque.config import load_config
 from plaque.data.processed import Processed, load_processed
 from plaque.errors import InputError
-from plaque.inference import predict_split
+from plaque.inference import fit_plaque_floor, predict_split
 from plaque.methods import method_config
 
 log = logging.getLogger("plaque.baselines.nnunet")
@@ -415,11 +417,13 @@ def run_nnunet(
         settings.tta,
     )
     save_atomic(record, work / BEST)
-    patients = predict_split(NnunetPredictor(record, torch.device(device)), processed, "test", predictions)
+    predictor = fit_plaque_floor(NnunetPredictor(record, torch.device(device)), processed, work / BEST)
+    patients = predict_split(predictor, processed, "test", predictions)
     timings["predict_seconds"] = time.perf_counter() - t0
     log.info("predictions of %d test patient(s) in %s; the model in %s", len(patients), predictions, work / BEST)
 
     metrics = collect_metrics(work, settings, device, plans, summary, timings, results)
+    metrics["plaque_floor_mm3"] = predictor.floor.as_record()
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json_atomic(Path(results) / "metrics.json", metrics)
     log.info(
