@@ -37,10 +37,12 @@ TRAINABLE_PARTS = {
 
 
 @pytest.fixture(scope="module")
-def demo() -> dict:
-    """The demo profile, with a random encoder allowed (no foundation checkpoint in the tests)."""
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The demo profile, with a random encoder allowed and no foundation checkpoint (whatever the working
+    tree's models/ holds)."""
     cfg = load_config(profile="demo")
     cfg["stage2"]["allow_random_weights"] = True
+    cfg["stage2"]["weights"] = str(tmp_path_factory.mktemp("no-foundation") / "absent")
     return cfg
 
 
