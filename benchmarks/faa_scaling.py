@@ -53,11 +53,11 @@ PRIMING_GRID = 2
 class ExplicitFAA(FAA):
     """`FAA` with the attention written out: softmax(QKᵀ/√d)V through the full (B, heads, N, M) matrix."""
 
-    def attend(self, queries: Tensor, context: Tensor) -> Tensor:
-        """MHCA of ``queries`` (B, N, C) over ``context`` (B, M, C) → (B, N, C), as `FAA.attend`."""
+    def attend(self, queries: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """MHCA of ``queries`` (B, N, C) over ``keys`` and ``values`` (B, M, C) → (B, N, C), as `FAA.attend`."""
         q = self._heads(self.q_proj(queries))
-        k = self._heads(self.k_proj(context))
-        v = self._heads(self.v_proj(context))
+        k = self._heads(self.k_proj(keys))
+        v = self._heads(self.v_proj(values))
         weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
         out = weights @ v
         b, _, n, _ = out.shape
