@@ -121,6 +121,12 @@ def sam_reference_attention(model: nn.Module) -> Iterator[nn.Module]:
             del m.forward
 
 
+def reference_flops(model: nn.Module, fn: Callable[[], object]) -> int:
+    """`count_flops` of ``fn`` with ``model``'s SAM attention computed as SAM writes it (`sam_reference_attention`)."""
+    with sam_reference_attention(model):
+        return count_flops(fn)
+
+
 def executed_flops(fn: Callable[[], object]) -> int | None:
     """`count_flops` of what the kernels execute; ``None`` where the counter cannot trace a kernel (flex
     attention outside a compiled GPU kernel)."""

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import current_bytes, memory_kind, peak_bytes, reset_peak, run_isolated
-from benchmarks.flops import count_flops, executed_flops, mfu, peak_tflops, sam_reference_attention
+from benchmarks.flops import executed_flops, mfu, peak_tflops, reference_flops
 from plaque.classes import NUM_CLASSES
 from plaque.losses.segmentation import SegLoss
 from plaque.methods import stage2_methods
@@ -244,20 +244,14 @@ def benchmark_steps(
     info = DistInfo(device=device)
     runs = {m: build_run(cfg, m, device, kernel) for m in methods}
     train_executed = {m: executed_flops(lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}
-    train_flops = {}
-    for m, r in runs.items():
-        with sam_reference_attention(r.model):
-            train_flops[m] = count_flops(lambda r=r: train_step(r, (x, labels), info))
+    train_flops = {m: reference_flops(r.model, lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}
     train = interleaved_medians(
         {m: (lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}, device, warmup, steps
     )
     for run in runs.values():
         run.model.eval()
     infer_executed = {m: executed_flops(lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}
-    infer_flops = {}
-    for m, r in runs.items():
-        with sam_reference_attention(r.model):
-            infer_flops[m] = count_flops(lambda r=r: infer_step(r.model, x, device))
+    infer_flops = {m: reference_flops(r.model, lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}
     infer = interleaved_medians(
         {m: (lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}, device, warmup, steps
     )

@@ -130,11 +130,10 @@ def fit_plaque_floor(
     """Choose the plaque floor of a freshly trained model on ``split`` (`plaque.postprocess.choose_floor`), store
     it in its ``checkpoint`` (``plaque_floor_mm3`` and ``plaque_floor_validation``, written atomically) and
     return the predictor that applies it."""
-    spacing = processed.manifest["spacing_mm"].to_numpy(dtype=np.float64)
     vessels = []
     for patient, stacks in vessel_stacks(processed, split).items():
         for stack in stacks:
-            stack_spacing = float(np.median(spacing[stack]))
+            stack_spacing = stack_spacing_mm(processed, stack)
             vessels.append(
                 VesselPrediction(
                     patient,
@@ -186,14 +185,18 @@ def predict_patient(
     predictor: Predictor, processed: Processed, stacks: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """One patient's class maps ``(N, s, s)`` uint8 and rows ``(N,)`` in manifest order, vessel by vessel."""
-    spacing = processed.manifest["spacing_mm"].to_numpy(dtype=np.float64)
     rows = np.sort(np.concatenate(stacks))
     pred = np.zeros((len(rows), *processed.images.shape[1:]), dtype=np.uint8)
     for stack in stacks:
         pred[np.searchsorted(rows, stack)] = predictor.predict(
-            processed.images[stack], float(np.median(spacing[stack]))
+            processed.images[stack], stack_spacing_mm(processed, stack)
         )
     return pred, rows
+
+
+def stack_spacing_mm(processed: Processed, stack: np.ndarray) -> float:
+    """The pixel spacing a vessel's stack of cross-sections (rows ``stack`` (N,)) is predicted with: their median."""
+    return float(np.median(processed.manifest["spacing_mm"].to_numpy(dtype=np.float64)[stack]))
 
 
 def predict_split(predictor: Predictor, processed: Processed, split: str, out: Path) -> list[str]:

@@ -34,11 +34,11 @@ CANDIDATES_MM3: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 
 
-def component_volumes(pred: np.ndarray, cls: int, voxel_mm3: float) -> tuple[np.ndarray, np.ndarray]:
+def components(pred: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:
     """26-connected components of class ``cls`` in a stack ``pred`` (N, s, s): the component id of each voxel
-    ``(N, s, s)`` int32 (0 outside the class) and each component's volume ``(K + 1,)`` mm³ (entry 0 unused)."""
+    ``(N, s, s)`` int32 (0 outside the class) and each component's voxel count ``(K + 1,)`` (entry 0 unused)."""
     labels, count = ndimage.label(pred == cls, structure=_CONNECTIVITY)
-    return labels, np.bincount(labels.ravel(), minlength=count + 1) * voxel_mm3
+    return labels, np.bincount(labels.ravel(), minlength=count + 1)
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class PlaqueFloor:
         for cls, floor in self.min_mm3.items():
             if floor <= 0:
                 continue
-            labels, volumes = component_volumes(pred, cls, voxel_mm3)
-            small = volumes < floor
+            labels, sizes = components(pred, cls)
+            small = sizes * voxel_mm3 < floor
             small[0] = False
             out[small[labels]] = WALL
         return out
@@ -87,13 +87,12 @@ def floor_dice(vessels: Iterable[VesselPrediction], cls: int, floors: Iterable[f
     # per patient and floor: intersection, predicted and true voxel counts (truth does not depend on the floor)
     counts: dict[str, np.ndarray] = {}
     for v in vessels:
-        labels, volumes = component_volumes(v.pred, cls, v.voxel_mm3)
+        labels, sizes = components(v.pred, cls)
         truth = v.truth == cls
-        hits = np.bincount(labels[truth], minlength=len(volumes))
-        sizes = np.bincount(labels.ravel(), minlength=len(volumes))
+        hits = np.bincount(labels[truth], minlength=len(sizes))
         row = counts.setdefault(v.patient, np.zeros((len(floors), 3)))
         for i, floor in enumerate(floors):
-            keep = volumes >= floor
+            keep = sizes * v.voxel_mm3 >= floor
             keep[0] = False
             row[i] += (hits[keep].sum(), sizes[keep].sum(), truth.sum())
     result = {}
