@@ -3,6 +3,12 @@
 The vessel is every labelled voxel (wall, lumen and plaque: classes 1..4). Its mask is resampled to an
 isotropic grid (the scan's finest spacing, so that anisotropic voxels do not bias the medial axis),
 skeletonised (`skimage.morphology.skeletonize`) and turned into a graph of branches (`skan.Skeleton`).
+scikit-image's 3D thinning can delete a whole stretch of vessel whose cross-section is an even number of
+voxels across, symmetric about a voxel corner (a straight bar 1 x 2 voxels wide vanishes entirely; scikit-image
+issue 3757). So the skeleton must cover the mask, every vessel voxel within `COVER_RADII` of the largest vessel
+radius of the skeleton (plus a voxel); if it does not, the isotropic grid is resampled at the next of
+`GRID_PHASES` (a sub-voxel shift, which changes the digital cross-sections) and thinned again, and the best
+covering skeleton is kept.
 Spurs, short branches that end in a tip, are pruned when shorter than `SPUR_RADII` vessel radii at their
 junction. Each connected tree is then split into branches from its ostium outward: the ostium is the tip
 where the vessel is widest (coronary arteries taper from the aorta towards their distal ends); the main
@@ -40,6 +46,8 @@ SMOOTH_MM = 1.5  # Gaussian sigma (mm of arclength) of the smoothing along each 
 DENSE_MM = 0.1  # arclength step at which branches are smoothed
 TANGENT_MM = 3.0  # the end tangent of a branch is the chord over this much arclength
 CROP_MARGIN = 2  # voxels kept around the vessel's bounding box
+GRID_PHASES = (0.0, 0.5, 1.0 / 3.0, 2.0 / 3.0)  # shifts of the isotropic grid (its voxels) tried in turn
+COVER_RADII = 2.0  # a skeleton covers the mask when no vessel voxel is farther from it than this many radii
 
 _TIP_TO_JUNCTION = 1  # skan branch type: one end a tip, the other a junction
 
@@ -94,8 +102,8 @@ def derive_centerlines(
     mask = vessel_mask(labels)
     if not mask.any():
         raise InputError(where, "the label volume holds no vessel voxel (classes 1-4): cannot derive a centerline")
-    offset, iso_mm, iso = _isotropic_crop(mask, geometry.spacing)
-    graph = _pruned_graph(iso, iso_mm)
+    offset, iso_mm, iso, skeleton = _covering_skeleton(mask, geometry.spacing)
+    graph = _pruned_graph(iso, skeleton, iso_mm)
     to_volume = iso_mm / np.asarray(geometry.spacing)  # isotropic index step -> volume index step, per axis
     lines: dict[str, np.ndarray] = {}
     for n, tree in enumerate(_trees(graph), start=1):
@@ -108,8 +116,43 @@ def derive_centerlines(
     return lines
 
 
-def _isotropic_crop(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, float, np.ndarray]:
-    """The vessel's bounding box (plus `CROP_MARGIN`), resampled to isotropic voxels of the finest spacing.
+def _covering_skeleton(
+    mask: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """The isotropic mask of the vessel and its skeleton, at the first of `GRID_PHASES` whose skeleton covers
+    the mask (else the one that leaves the smallest gap).
+
+    Returns:
+        ``(offset, iso_mm, iso, skeleton)``: as `_isotropic_crop`, and the ``(Z', Y', X')`` bool skeleton.
+    """
+    best: tuple[float, tuple[np.ndarray, float, np.ndarray, np.ndarray]] | None = None
+    for phase in GRID_PHASES:
+        offset, iso_mm, iso = _isotropic_crop(mask, spacing, phase)
+        skeleton = skeletonize(iso)
+        gap = _uncovered(iso, skeleton)
+        if gap <= 0.0:
+            return offset, iso_mm, iso, skeleton
+        if best is None or gap < best[0]:
+            best = (gap, (offset, iso_mm, iso, skeleton))
+    assert best is not None
+    return best[1]
+
+
+def _uncovered(iso: np.ndarray, skeleton: np.ndarray) -> float:
+    """How far (voxels) the vessel voxel farthest from the skeleton lies beyond `COVER_RADII` of the largest
+    radius on the skeleton plus one voxel (<= 0: the skeleton covers the mask; inf: no skeleton)."""
+    if not skeleton.any():
+        return np.inf
+    radius = float(ndimage.distance_transform_edt(iso)[skeleton].max())
+    farthest = float(ndimage.distance_transform_edt(~skeleton)[iso].max())
+    return farthest - (COVER_RADII * radius + 1.0)
+
+
+def _isotropic_crop(
+    mask: np.ndarray, spacing: tuple[float, float, float], phase: float
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """The vessel's bounding box (plus `CROP_MARGIN`), resampled to isotropic voxels of the finest spacing, the
+    grid shifted by ``phase`` of its voxel along every axis.
 
     Returns:
         ``(offset, iso_mm, iso)``: ``(3,)`` volume index of isotropic voxel ``[0, 0, 0]``, the isotropic step
@@ -121,15 +164,16 @@ def _isotropic_crop(mask: np.ndarray, spacing: tuple[float, float, float]) -> tu
     crop = mask[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
     iso_mm = float(min(spacing))
     step = iso_mm / np.asarray(spacing, dtype=np.float64)  # volume voxels per isotropic voxel, per axis
-    shape = tuple(int(np.floor((n - 1) / s)) + 1 for n, s in zip(crop.shape, step))
-    iso = ndimage.affine_transform(crop, step, output_shape=shape, order=1, mode="nearest") >= 0.5
-    return lo.astype(np.float64), iso_mm, iso
+    shift = phase * step  # volume voxels
+    shape = tuple(int(np.floor((n - 1 - d) / s)) + 1 for n, s, d in zip(crop.shape, step, shift))
+    iso = ndimage.affine_transform(crop, step, offset=shift, output_shape=shape, order=1, mode="nearest") >= 0.5
+    return lo + shift, iso_mm, iso
 
 
-def _pruned_graph(iso: np.ndarray, iso_mm: float) -> _Graph:
-    """Skeletonise ``iso`` and prune its spurs until none is left."""
+def _pruned_graph(iso: np.ndarray, skeleton: np.ndarray, iso_mm: float) -> _Graph:
+    """The graph of ``skeleton`` (of the mask ``iso``), its spurs pruned until none is left."""
     radius_mm = ndimage.distance_transform_edt(iso) * iso_mm
-    graph = _graph(Skeleton(skeletonize(iso), spacing=iso_mm), radius_mm)
+    graph = _graph(Skeleton(skeleton, spacing=iso_mm), radius_mm)
     while True:
         spurs = _spurs(graph)
         if not spurs.size:

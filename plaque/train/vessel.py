@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from plaque.intended_use import INTENDED_USE, PHANTOM_CAVEAT
 from plaque.models.vessel import build_vessel_net, predict_vessel, vessel_record
 from plaque.precision import autocast, grad_scaler, resolve_precision
 from plaque.progress import progress
+from plaque.schedule import lr_factor
 
 FOUND_OVERLAP = 0.5  # a given vessel counts as found when the derived line covers at least half of it
 BEST_FILE, CARD_FILE, METRICS_FILE, PATIENTS_FILE = "best.pt", "model_card.md", "metrics.json", "val_patients.csv"
@@ -68,7 +68,7 @@ def train_vessel_net(
         net.parameters(), lr=float(settings["lr"]), weight_decay=float(settings["weight_decay"])
     )
     steps, batch, patch = int(settings["steps"]), int(settings["batch_size"]), int(settings["patch"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: lr_factor(s, steps, 0.0, "cosine"))
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     scaler = grad_scaler(device, precision)
     net.train()
