@@ -33,7 +33,8 @@ from plaque.baselines.nnunet.trainer import (
     SETTINGS_ENV,
     TRAINER_FOLDER,
     TRAINER_NAME,
-    read_schedule,
+    nnUNetTrainer_Plaque,
+    read_settings,
 )
 from plaque.checkpoint import load_checkpoint
 from plaque.config import load_config
@@ -182,21 +183,39 @@ def test_nnunet_finds_our_trainer_through_nnunet_exttrainer(monkeypatch: pytest.
     assert recursive_find_trainer_class_by_name(NNUNET_TRAINER) is nnUNetTrainer
 
 
-def test_trainer_choice_and_schedule_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert (
-        from_config(load_config(profile="paper")).trainer == NNUNET_TRAINER
-    )  # nnU-Net's own 1000 x 250: the stock trainer
+def test_trainer_choice_and_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paper = from_config(load_config(profile="paper"))
+    assert paper.trainer == NNUNET_TRAINER  # nnU-Net's own 1000 x 250 with TTA: the stock trainer
+    assert parse({**paper.as_dict(), "tta": False}).trainer == TRAINER_NAME  # validates without mirroring
     assert parse(TINY).trainer == TRAINER_NAME
-    path = tmp_path / "schedule.json"
-    path.write_text(json.dumps(parse(TINY).schedule))
+    path = tmp_path / "trainer_settings.json"
+    path.write_text(json.dumps(parse(TINY).trainer_settings))
     monkeypatch.setenv(SETTINGS_ENV, str(path))
-    assert read_schedule() == {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1}
-    path.write_text(json.dumps({"epochs": 0, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1}))
+    assert read_settings() == {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": False}
+    path.write_text(json.dumps({"epochs": 0, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": False}))
     with pytest.raises(RuntimeError, match="epochs must be a positive integer"):
-        read_schedule()
+        read_settings()
+    path.write_text(json.dumps({"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": 1}))
+    with pytest.raises(RuntimeError, match="tta must be true or false"):
+        read_settings()
     monkeypatch.delenv(SETTINGS_ENV)
     with pytest.raises(RuntimeError, match=SETTINGS_ENV):
-        read_schedule()
+        read_settings()
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_final_validation_mirrors_only_with_tta(tta: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's own validation sees the mirror axes only with TTA; the trainer's axes are restored after."""
+    seen: list[object] = []
+    monkeypatch.setattr(
+        nnUNetTrainer,
+        "perform_actual_validation",
+        lambda self, save=False: seen.append(self.inference_allowed_mirroring_axes),
+    )
+    trainer = object.__new__(nnUNetTrainer_Plaque)  # no plans needed for this method
+    trainer.validation_mirroring, trainer.inference_allowed_mirroring_axes = tta, (0, 1)
+    trainer.perform_actual_validation()
+    assert seen == [(0, 1) if tta else None] and trainer.inference_allowed_mirroring_axes == (0, 1)
 
 
 def _plans(tmp_path: Path, batch_size: int) -> Path:

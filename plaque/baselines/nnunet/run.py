@@ -14,7 +14,7 @@ Data flow (every nnU-Net step is nnU-Net's own command-line tool, from this Pyth
    ``nnunet.batch_size`` a number N, the 2D configuration's ``batch_size`` in ``nnUNetPlans.json`` becomes
    min(planned, N), as a user would edit the plans (`cap_batch_size`).
 3. ``nnUNetv2_train ID 2d 0 -tr TRAINER -device D``, TRAINER = ``nnUNetTrainer`` for nnU-Net's own schedule
-   (1000 x 250), else ``nnUNetTrainer_Plaque`` (`plaque.baselines.nnunet.trainer`); includes nnU-Net's final
+   (1000 x 250) with TTA, else ``nnUNetTrainer_Plaque`` (`plaque.baselines.nnunet.trainer`); includes nnU-Net's final
    validation of the val cases (``validation/summary.json``). The log must report our split's case counts.
 4. ``WORK/best.pt``: the model, self-contained (`plaque.baselines.nnunet.predictor.nnunet_record`): nnU-Net's plans,
    ``dataset.json`` and the network weights of ``checkpoint_best.pth`` (the best EMA pseudo-Dice on validation,
@@ -30,7 +30,7 @@ Data flow (every nnU-Net step is nnU-Net's own command-line tool, from this Pyth
 Environment of the nnU-Net processes (the user's own nnU-Net folders are never read or written; this
 process's environment is left as it is): ``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results`` =
 ``WORK/nnUNet_*``; ``nnUNet_extTrainer`` = the folder that holds our trainer; ``PLAQUE_NNUNET_SETTINGS`` =
-``WORK/schedule.json``; with ``nnunet.processes`` a number: ``nnUNet_n_proc_DA`` and ``nnUNet_def_n_proc`` = it
+``WORK/trainer_settings.json``; with ``nnunet.processes`` a number: ``nnUNet_n_proc_DA`` and ``nnUNet_def_n_proc`` = it
 (and ``-np``/``-npfp``/``-npp``/``-nps``), with ``auto`` nnU-Net's defaults (or the user's values of those two
 variables); on the CPU ``nnUNet_compile=f``; ``nnUNet_wandb_enabled=0``.
 
@@ -83,7 +83,7 @@ CONFIGURATION = "2d"
 FOLD = 0
 MARKER = ".plaque-nnunet"
 BEST = "best.pt"
-SCHEDULE_FILE = "schedule.json"
+SETTINGS_FILE = "trainer_settings.json"
 # nnU-Net output lines worth showing in our log (all of it goes to WORK/logs/<step>.log).
 _SHOWN = re.compile(
     r"(: (Epoch \d+|train_loss|val_loss|Pseudo dice|Epoch time|Yayy|Mean Validation Dice|This split)"
@@ -104,7 +104,7 @@ def nnunet_env(work: Path, settings: Settings, device: str) -> dict[str, str]:
             "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
             "nnUNet_results": str(work / "nnUNet_results"),
             "nnUNet_extTrainer": str(TRAINER_FOLDER),
-            SETTINGS_ENV: str(work / SCHEDULE_FILE),
+            SETTINGS_ENV: str(work / SETTINGS_FILE),
             "nnUNet_wandb_enabled": "0",
             "MPLBACKEND": "Agg",
             "PYTHONUNBUFFERED": "1",  # stream nnU-Net's prints into the log as they come
@@ -381,7 +381,7 @@ def run_nnunet(
     )
 
     t0 = time.perf_counter()
-    (work / SCHEDULE_FILE).write_text(json.dumps(settings.schedule, indent=2))
+    (work / SETTINGS_FILE).write_text(json.dumps(settings.trainer_settings, indent=2))
     output = run_tool(
         "train",
         [

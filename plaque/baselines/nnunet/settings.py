@@ -10,7 +10,7 @@ from typing import Any
 from plaque.baselines.nnunet.export import dataset_folder_name
 
 NNUNET_TRAINER = "nnUNetTrainer"
-TRAINER_NAME = "nnUNetTrainer_Plaque"  # ours for any other schedule (`plaque.baselines.nnunet.trainer`)
+TRAINER_NAME = "nnUNetTrainer_Plaque"  # ours for anything else (`plaque.baselines.nnunet.trainer`)
 # nnU-Net's own schedule (nnUNetTrainer.__init__): with exactly this, the stock trainer is used.
 NNUNET_SCHEDULE = {"epochs": 1000, "iterations_per_epoch": 250, "val_iterations_per_epoch": 50}
 
@@ -23,7 +23,8 @@ class Settings:
         dataset_id, dataset_name: nnU-Net's ``DatasetXXX_<name>``.
         epochs, iterations_per_epoch, val_iterations_per_epoch: the training schedule.
         checkpoint: ``best`` (nnU-Net's best EMA pseudo-Dice on validation, like our methods' best.pt) or ``final``.
-        tta: nnU-Net's mirroring test-time augmentation when predicting the test cases.
+        tta: nnU-Net's mirroring test-time augmentation when predicting the test cases (and, with our trainer,
+            the val cases of nnU-Net's final validation).
         processes: ``"auto"`` (nnU-Net's defaults) or the worker count for every nnU-Net step
             (fingerprint, preprocessing, augmentation, export, prediction).
         batch_size: ``"auto"`` (the batch nnU-Net's planner picks) or N: the 2D configuration's batch is capped
@@ -47,12 +48,18 @@ class Settings:
 
     @property
     def trainer(self) -> str:
-        """nnU-Net's stock trainer for its own schedule, else ours (`plaque.baselines.nnunet.trainer`)."""
-        return NNUNET_TRAINER if self.schedule == NNUNET_SCHEDULE else TRAINER_NAME
+        """nnU-Net's stock trainer for its own schedule with TTA (how nnU-Net validates), else ours
+        (`plaque.baselines.nnunet.trainer`)."""
+        return NNUNET_TRAINER if self.schedule == NNUNET_SCHEDULE and self.tta else TRAINER_NAME
 
     @property
     def schedule(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in NNUNET_SCHEDULE}
+
+    @property
+    def trainer_settings(self) -> dict[str, int | bool]:
+        """What our trainer reads (`plaque.baselines.nnunet.trainer.read_settings`): the schedule and ``tta``."""
+        return {**self.schedule, "tta": self.tta}
 
     @property
     def checkpoint_file(self) -> str:
