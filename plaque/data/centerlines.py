@@ -102,8 +102,8 @@ def derive_centerlines(
     mask = vessel_mask(labels)
     if not mask.any():
         raise InputError(where, "the label volume holds no vessel voxel (classes 1-4): cannot derive a centerline")
-    offset, iso_mm, iso, skeleton = _covering_skeleton(mask, geometry.spacing)
-    graph = _pruned_graph(iso, skeleton, iso_mm)
+    offset, iso_mm, depth, skeleton = _covering_skeleton(mask, geometry.spacing)
+    graph = _pruned_graph(skeleton, depth * iso_mm, iso_mm)
     to_volume = iso_mm / np.asarray(geometry.spacing)  # isotropic index step -> volume index step, per axis
     lines: dict[str, np.ndarray] = {}
     for n, tree in enumerate(_trees(graph), start=1):
@@ -119,33 +119,33 @@ def derive_centerlines(
 def _covering_skeleton(
     mask: np.ndarray, spacing: tuple[float, float, float]
 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """The isotropic mask of the vessel and its skeleton, at the first of `GRID_PHASES` whose skeleton covers
-    the mask (else the one that leaves the smallest gap).
+    """The vessel on the isotropic grid, as its depth and its skeleton, at the first of `GRID_PHASES` whose
+    skeleton covers the mask (else the first that leaves the smallest gap).
 
     Returns:
-        ``(offset, iso_mm, iso, skeleton)``: as `_isotropic_crop`, and the ``(Z', Y', X')`` bool skeleton.
+        ``(offset, iso_mm, depth, skeleton)``: ``offset`` and ``iso_mm`` as `_isotropic_crop`; the ``(Z', Y', X')``
+        distance of every isotropic voxel to the background (voxels, 0 outside the vessel) and the bool skeleton.
     """
-    best: tuple[float, tuple[np.ndarray, float, np.ndarray, np.ndarray]] | None = None
+    tried = []
     for phase in GRID_PHASES:
         offset, iso_mm, iso = _isotropic_crop(mask, spacing, phase)
+        depth = ndimage.distance_transform_edt(iso)
         skeleton = skeletonize(iso)
-        gap = _uncovered(iso, skeleton)
+        gap = _uncovered(iso, depth, skeleton)
         if gap <= 0.0:
-            return offset, iso_mm, iso, skeleton
-        if best is None or gap < best[0]:
-            best = (gap, (offset, iso_mm, iso, skeleton))
-    assert best is not None
-    return best[1]
+            return offset, iso_mm, depth, skeleton
+        tried.append((gap, (offset, iso_mm, depth, skeleton)))
+    return min(tried, key=lambda t: t[0])[1]
 
 
-def _uncovered(iso: np.ndarray, skeleton: np.ndarray) -> float:
+def _uncovered(iso: np.ndarray, depth: np.ndarray, skeleton: np.ndarray) -> float:
     """How far (voxels) the vessel voxel farthest from the skeleton lies beyond `COVER_RADII` of the largest
-    radius on the skeleton plus one voxel (<= 0: the skeleton covers the mask; inf: no skeleton)."""
+    radius on the skeleton (``depth``: distance to the background) plus one voxel (<= 0: the skeleton covers
+    the mask; inf: no skeleton)."""
     if not skeleton.any():
         return np.inf
-    radius = float(ndimage.distance_transform_edt(iso)[skeleton].max())
     farthest = float(ndimage.distance_transform_edt(~skeleton)[iso].max())
-    return farthest - (COVER_RADII * radius + 1.0)
+    return farthest - (COVER_RADII * float(depth[skeleton].max()) + 1.0)
 
 
 def _isotropic_crop(
@@ -170,9 +170,9 @@ def _isotropic_crop(
     return lo + shift, iso_mm, iso
 
 
-def _pruned_graph(iso: np.ndarray, skeleton: np.ndarray, iso_mm: float) -> _Graph:
-    """The graph of ``skeleton`` (of the mask ``iso``), its spurs pruned until none is left."""
-    radius_mm = ndimage.distance_transform_edt(iso) * iso_mm
+def _pruned_graph(skeleton: np.ndarray, radius_mm: np.ndarray, iso_mm: float) -> _Graph:
+    """The graph of ``skeleton`` (vessel radius ``radius_mm`` per isotropic voxel), its spurs pruned until none
+    is left."""
     graph = _graph(Skeleton(skeleton, spacing=iso_mm), radius_mm)
     while True:
         spurs = _spurs(graph)
