@@ -55,6 +55,7 @@ HEADER = (
     "# reports/notebooks/); its plaque deps are the files its notebook and command load.\n"
 )
 FOUNDATION_DIR = "models/foundation"
+FOUNDATION_RUN_DIR = "models/foundation_run"  # the MIM run's best.pt and last.pt, apart from the encoder
 PHANTOM_RAW = "data/raw"  # where the phantom stage writes the built-in cohort
 
 
@@ -120,7 +121,12 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         "foundation": Stage(
             "03_foundation.ipynb",
             "03_foundation.ipynb",
-            {"data_dir": "data/foundation", "model_dir": FOUNDATION_DIR, "results_dir": "results/foundation"},
+            {
+                "data_dir": "data/foundation",
+                "model_dir": FOUNDATION_DIR,
+                "run_dir": FOUNDATION_RUN_DIR,
+                "results_dir": "results/foundation",
+            },
             ["plaque.data.phantom", "plaque.data.preprocess", "plaque.train.foundation"],
             [
                 "phantom",
@@ -134,8 +140,8 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                 "stage2.patch_size",
                 "stage2.weights",
             ],
-            outs=["data/foundation"],
-            persist=[FOUNDATION_DIR],
+            outs=["data/foundation", FOUNDATION_DIR],
+            persist=[FOUNDATION_RUN_DIR],
             metrics=["results/foundation/metrics.json"],
             plots=["results/foundation/live/plots/metrics"],
         ),

@@ -105,6 +105,9 @@ def test_checkpoint_folders_persist_so_an_interrupted_training_resumes() -> None
     planned = stages(load_config(ROOT / "params.yaml"))
     assert planned["stage2-ours"].persist == ["models/stage2/ours"]
     assert planned["stage1-contrastive"].persist == ["models/stage1/contrastive"]
+    # the foundation run resumes from its own folder; the encoder's folder is rewritten whole
+    assert planned["foundation"].persist == ["models/foundation_run"]
+    assert "models/foundation" in planned["foundation"].outs
 
 
 @pytest.mark.slow

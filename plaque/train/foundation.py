@@ -1,7 +1,7 @@
 """Foundation: pretrain a SAM image encoder without official weights by masked-image modelling.
 
     python -m plaque.train.foundation --data data/foundation/processed --out models/foundation \\
-        --results results/foundation [--profile NAME] [--fresh]
+        --run models/foundation_run --results results/foundation [--profile NAME] [--fresh]
 
 SAM's official checkpoints exist for ViT-B/L/H only. A backbone without them (the demo's ``vit_tiny``)
 gets a stand-in pretrained the way SAM's own encoder began: self-supervised masked-image modelling,
@@ -10,8 +10,8 @@ never the evaluation cohort's). Trains with AdamW through the shared trainer (``
 batch, epochs, samples per epoch, learning rate, mask ratio and block), keeps its last epoch (as
 SimMIM does) and reports its validation L1, and writes the encoder of the best epoch in SAM's checkpoint layout
 (``image_encoder.*`` keys only) as ``OUT/sam_<backbone>_<sha256 prefix>.pth``, which
-`plaque.models.sam.load_sam_image_encoder` verifies and loads exactly like an official checkpoint.
-Also writes ``RESULTS/metrics.json`` and DVCLive curves under ``RESULTS/live``.
+`plaque.models.sam.load_sam_image_encoder` verifies and loads exactly like an official checkpoint; the
+run's own checkpoints go to ``RUN`` (``best.pt``, ``last.pt``; resumed from there). Also writes ``RESULTS/metrics.json`` and DVCLive curves under ``RESULTS/live``.
 """
 
 from __future__ import annotations
@@ -99,9 +99,13 @@ class FoundationValidation:
 
 
 def train_foundation(
-    data: Path, out: Path, results: Path, cfg: dict[str, Any], info: DistInfo, resume: bool = True
+    data: Path, out: Path, run: Path, results: Path, cfg: dict[str, Any], info: DistInfo, resume: bool = True
 ) -> FitResult:
-    """Pretrain ``stage2.backbone`` by SimMIM on ``data``'s train split; write its SAM-layout checkpoint to ``out``."""
+    """Pretrain ``stage2.backbone`` by SimMIM on ``data``'s train split; write its SAM-layout checkpoint to ``out``.
+
+    ``out`` receives the encoder (``sam_<backbone>_<sha256>.pth`` and its ``.json``) and nothing else, so a
+    folder the SAM-based methods depend on changes exactly when the encoder's weights do; the MIM run's own
+    ``best.pt`` and ``last.pt`` (which also record the code they ran with) go to ``run``."""
     s2, fd = cfg["stage2"], cfg["foundation"]
     seed_everything(fd["seed"])
     encoder = build_image_encoder(
@@ -124,7 +128,7 @@ def train_foundation(
         precision=cfg["train"]["precision"],
         monitor=MONITOR,
         mode="min",
-        out_dir=out / "train",
+        out_dir=run,
         live_dir=results / "live",
         resume=resume,
     )
@@ -168,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     """Command line; prints ``error: <where>: <problem>`` and returns 2 on bad input."""
     parser = argparse.ArgumentParser(prog="python -m plaque.train.foundation", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="preprocessed slices of the foundation cohort")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/foundation)")
+    parser.add_argument("--out", type=Path, required=True, help="encoder folder (models/foundation)")
+    parser.add_argument("--run", type=Path, required=True, help="the MIM run's checkpoints (models/foundation_run)")
     parser.add_argument("--results", type=Path, required=True, help="metrics folder (results/foundation)")
     add_common_options(parser)
     args = parser.parse_args(argv)
     return run_stage(
-        args, lambda cfg, info: train_foundation(args.data, args.out, args.results, cfg, info, resume=not args.fresh)
+        args,
+        lambda cfg, info: train_foundation(
+            args.data, args.out, args.run, args.results, cfg, info, resume=not args.fresh
+        ),
     )
 
 

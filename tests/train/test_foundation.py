@@ -56,10 +56,13 @@ def test_the_two_cohorts_cannot_be_configured_to_coincide() -> None:
 @pytest.mark.slow
 def test_pretraining_writes_an_encoder_every_sam_method_loads(cohorts: dict[str, Path], tmp_path: Path) -> None:
     cfg = load_config(profile="smoke")
-    out, results = tmp_path / "models" / "foundation", tmp_path / "results"
-    result = train_foundation(cohorts["processed"], out, results, cfg, DistInfo())
+    out, run, results = tmp_path / "models" / "foundation", tmp_path / "models" / "run", tmp_path / "results"
+    result = train_foundation(cohorts["processed"], out, run, results, cfg, DistInfo())
     assert result.epochs_run == cfg["foundation"]["epochs"]
     (checkpoint,) = out.glob("sam_vit_tiny_*.pth")
+    # the encoder's folder holds the encoder alone: what depends on it reruns only when its weights change
+    assert {p.name for p in out.iterdir()} == {checkpoint.name, checkpoint.with_suffix(".json").name}
+    assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt"}
     note = json.loads(checkpoint.with_suffix(".json").read_text())
     metrics = json.loads((results / "metrics.json").read_text())
     assert note["source"] == SOURCE == "phantom-simmim" and metrics["checkpoint"] == checkpoint.name
