@@ -11,7 +11,8 @@ batch, epochs, samples per epoch, learning rate, mask ratio and block), keeps it
 SimMIM does) and reports its validation L1, and writes the encoder of the best epoch in SAM's checkpoint layout
 (``image_encoder.*`` keys only) as ``OUT/sam_<backbone>_<sha256 prefix>.pth``, which
 `plaque.models.sam.load_sam_image_encoder` verifies and loads exactly like an official checkpoint; the
-run's own checkpoints go to ``RUN`` (``best.pt``, ``last.pt``; resumed from there). Also writes ``RESULTS/metrics.json`` and DVCLive curves under ``RESULTS/live``.
+run's own checkpoints go to ``RUN`` (``best.pt``, ``last.pt``; resumed from there). Also writes
+``RESULTS/metrics.json`` and DVCLive curves under ``RESULTS/live``.
 """
 
 from __future__ import annotations
