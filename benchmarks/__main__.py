@@ -1,11 +1,13 @@
 """Benchmark harness: step cost per method, data-loader headroom, FAA scaling, all measured one way.
 
     python -m benchmarks [--device cpu|cuda] [--profile demo] [--batch-size N] [--threads N] [--steps N] [--warmup N]
-                         [--methods ours,no_prior,...] [--attention folded|flex] [--skip-loader] [--skip-faa] [--faa-max-grid 64]
+                         [--methods ours,no_prior,...] [--attention folded|flex] [--fused-adamw]
+                         [--compile default|reduce-overhead|max-autotune] [--skip-loader] [--skip-faa] [--faa-max-grid 64]
                          [--faa-batch 1] [--data data/processed] [--json results/bench/benchmarks.json] [--repro]
 
 1. Steps (`benchmarks.steps`): training step and inference time, images/s and peak memory of each
-   method our Stage-2 trainer trains (`plaque.methods.stage2_methods`, default: all), and their ratios.
+   method our Stage-2 trainer trains (`plaque.methods.stage2_methods`, default: all), and their ratios,
+   with the levers asked for (`benchmarks.steps.Levers`: attention kernel, fused AdamW, torch.compile).
 2. Loader (`benchmarks.loader`): one epoch of the augmented training loader against the images/s
    of a training step of `ours`. Needs ``--data`` (generated from the profile's phantom cohort into a
    temporary folder when missing).
@@ -34,7 +36,7 @@ from benchmarks.common import ensure_processed, format_table, gib, machine_info,
 from benchmarks.faa_scaling import FaaReport, faa_lines, faa_scaling, grids_up_to
 from benchmarks.loader import TARGET_HEADROOM, LoaderFigures, loader_throughput
 from benchmarks.repro_times import repro_lines, repro_times
-from benchmarks.steps import STEPS, TARGET_OVERHEAD, WARMUP, StepReport, benchmark_steps, check_methods
+from benchmarks.steps import STEPS, TARGET_OVERHEAD, WARMUP, Levers, StepReport, benchmark_steps, check_methods
 from plaque.atomic import write_json_atomic
 from plaque.config import load_config
 from plaque.methods import stage2_methods
@@ -43,6 +45,7 @@ from plaque.paths import repo_root
 
 DEFAULT_JSON = Path("results/bench/benchmarks.json")
 GPU_MEMORY_LIMIT = 32 * 2**30  # per process, paper profile: the 32 GB of the paper's V100s
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="folded",
         help="SAM attention kernel (plaque.models.attention): folded channels (default) or flex attention",
     )
+    parser.add_argument("--fused-adamw", action="store_true", help="AdamW's fused implementation (fused=True)")
+    parser.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default=None,
+        help="torch.compile the model in this mode (reduce-overhead: with CUDA graphs); default eager",
+    )
     parser.add_argument("--skip-loader", action="store_true", help="leave out the data-loader part")
     parser.add_argument("--skip-faa", action="store_true", help="leave out the FAA scaling part")
     parser.add_argument("--faa-max-grid", type=int, default=64, help="largest FAA grid side (default 64)")
@@ -173,10 +183,13 @@ def step_lines(report: StepReport) -> list[str]:
             )
         )
     kinds = sorted({f.memory.kind for f in report.methods.values() if f.memory is not None}) or ["not measured"]
+    levers = report.levers
     lines = [
         f"steps: batch {report.batch_size} of {report.slice_size}² random slices on {report.device}, median of "
         f"{report.steps} after {report.warmup} warm-up, methods in turn; peak memory: {', '.join(kinds)} of a "
         f"fresh process per method (and above what it held before building the model)",
+        f"levers: attention {levers.kernel}, AdamW {'fused' if levers.fused_adamw else 'default'}, "
+        f"{'torch.compile ' + levers.compile if levers.compile else 'eager'}",
         format_table(
             (
                 "method",
@@ -311,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         steps=args.steps,
         peak=args.peak_tflops,
-        kernel=args.attention,
+        levers=Levers(args.attention, args.fused_adamw, args.compile),
     )
     print("\n".join(step_lines(steps)), end="\n\n", flush=True)
     loader = None if args.skip_loader else run_loader(args, cfg, device, batch_size, steps)

@@ -4,10 +4,11 @@
 #
 #   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--profile paper] [--out DIR]
 #                                [--venv .venv | --python PYTHON] [--wheels DIR]
-#                                [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64]
+#                                [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64] [--levers]
 #
 # Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, PYTHON, WHEELS, DDP,
-# STEPS, FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 150) cap the two parts.
+# STEPS, FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 150) cap the two parts,
+# LEVER_TIMEOUT (default 240) each run of --levers.
 # Output folder: --out, else $OUT, else results/bench/gpu. On a CPU machine, test it with
 #   PROFILE=smoke bash benchmarks/gpu_check.sh --device cpu --steps 1 --faa-max-grid 16 --ddp always
 #
@@ -45,6 +46,14 @@
 #    runs 2 ranks whatever the count (on the CPU with --device cpu, where the ranks use gloo);
 #    --ddp never skips the part.
 # 5. OUT/summary.txt: each part's status and seconds. Exit status 1 when a part failed.
+#
+# With --levers, parts 3 and 4 give way to the lever table, the training step with one speed-up at a time
+# (expect 8 to 12 minutes on one H200 with the paper profile: run it on its own): `ours` stepped by
+# `python -m benchmarks` once per row of LEVER_RUNS (below; the environment may replace it, one run per line),
+# each lever alone against the baseline and then all of them together, into
+# OUT/levers/<run>.{json,txt}, and the table of `python -m benchmarks.levers` in OUT/levers.txt (step time,
+# images/s, reference TFLOP/s, MFU, peak memory). Micro-batches 16 and 32 stand for `train.accumulate` keeping
+# the effective batch: the optimiser sees the same batch, each step more images.
 
 set -euo pipefail
 
@@ -60,6 +69,17 @@ STEPS=${STEPS:-10}
 FAA_MAX_GRID=${FAA_MAX_GRID:-64}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
 DDP_TIMEOUT=${DDP_TIMEOUT:-150}
+LEVER_TIMEOUT=${LEVER_TIMEOUT:-240}
+LEVERS=0
+# <run name> <options of python -m benchmarks>, in the order of the table
+LEVER_RUNS=${LEVER_RUNS:-"baseline --batch-size 8
+batch16 --batch-size 16
+batch32 --batch-size 32
+flex --batch-size 8 --attention flex
+fused_adamw --batch-size 8 --fused-adamw
+compile --batch-size 8 --compile default
+cuda_graphs --batch-size 8 --compile reduce-overhead
+all --batch-size 32 --attention flex --fused-adamw --compile default"}
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
@@ -76,6 +96,7 @@ while [[ $# -gt 0 ]]; do
     --ddp) DDP=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --faa-max-grid) FAA_MAX_GRID=$2; shift 2 ;;
+    --levers) LEVERS=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -191,6 +212,26 @@ flex() {
   return $failed
 }
 
+# Each row of LEVER_RUNS on `ours`, then the table; a run that fails or times out is reported and left out.
+levers() {
+  local dir=$OUT_DIR/levers failed=0 name options done_runs=()
+  mkdir -p "$dir"
+  while read -r name options; do
+    echo "lever run $name: $options"
+    # shellcheck disable=SC2086  # the options are words
+    if timeout "$LEVER_TIMEOUT" "$PY" -m benchmarks --device "$DEVICE" --profile "$PROFILE" --methods ours \
+      --skip-loader --skip-faa --steps "$STEPS" $options --json "$dir/$name.json" >"$dir/$name.txt" 2>&1; then
+      done_runs+=("$dir/$name.json")
+    else
+      failed=1
+      echo "lever run $name: FAILED or timed out after $LEVER_TIMEOUT s; its last lines:"
+      tail -n 5 "$dir/$name.txt"
+    fi
+  done <<<"$LEVER_RUNS"
+  [[ ${#done_runs[@]} -gt 0 ]] && "$PY" -m benchmarks.levers "${done_runs[@]}" | tee "$OUT_DIR/levers.txt"
+  return $failed
+}
+
 # The smoke cohort, a Stage-1 prior, then Stage-2 on NPROC ranks (run by `bash -c` under `timeout`).
 ddp_smoke() {
   set -euo pipefail
@@ -234,6 +275,11 @@ describe >"$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 if [[ $DEVICE == cuda ]] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
   die "--device cuda, but torch sees no CUDA device (see $OUT_DIR/env.txt)"
+fi
+if [[ $LEVERS == 1 ]]; then
+  part levers levers
+  echo "gpu_check: done in $SECONDS s; figures in $OUT_DIR"
+  exit $FAILED
 fi
 part benchmarks benchmarks
 part sam_attention sam_attention

@@ -17,7 +17,9 @@ slices (B, 1, s, s) in [0, 1], s = ``preprocess.size``, with random labels 0..4.
 - FLOPs: each method's training and inference step counted once, before timing (`benchmarks.flops`), twice:
   the reference (SAM's architecture's work), from which the achieved TFLOP/s and, where the device's dense
   peak is known (or given), the MFU; and what the kernels executed.
-- Attention kernel: ``kernel`` (`plaque.models.attention.KERNELS`) for every SAM attention of every method.
+- Levers (`Levers`): the attention kernel (`plaque.models.attention.KERNELS`) of every SAM attention, AdamW's
+  fused implementation, and ``torch.compile`` of the model (mode ``reduce-overhead`` adds CUDA graphs). FLOPs are
+  counted on the eager model before it is compiled; time and memory are taken with every lever applied.
 - Ratios (`ratio_pairs`): `ours` over `no_prior` (the cost of the prior and FAA) and every method
   over `sam_lora`.
 """
@@ -50,6 +52,22 @@ STEPS = 10  # timed rounds (default)
 TARGET_OVERHEAD = 0.15  # ours / no_prior - 1 on 2 CPU cores, demo profile: what the prior and FAA may add
 # The second step runs with AdamW's moment buffers in place: the steady-state peak.
 MEMORY_STEPS = 2
+
+
+@dataclass(frozen=True)
+class Levers:
+    """How the step runs, beyond the model and batch size.
+
+    Attributes:
+        kernel: SAM attention kernel (`plaque.models.attention.KERNELS`).
+        fused_adamw: AdamW's fused implementation (``fused=True``) instead of PyTorch's default.
+        compile: ``torch.compile`` mode of the model (``"default"``, ``"reduce-overhead"``: CUDA graphs too,
+            ``"max-autotune"``), or ``None`` for eager.
+    """
+
+    kernel: str = "folded"
+    fused_adamw: bool = False
+    compile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,15 +117,18 @@ class StepReport:
     steps: int
     methods: dict[str, MethodFigures]
     ratios: dict[str, dict[str, float]]
+    levers: Levers
 
 
 @dataclass
 class Run:
-    """A method's model, optimizer and training step."""
+    """A method's model, optimizer and training step; ``forward`` is what the timed steps call: the model
+    itself, or its ``torch.compile`` (`compile_run`)."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     step: Stage2Step
+    forward: torch.nn.Module
 
 
 def check_methods(methods: Iterable[str]) -> list[str]:
@@ -129,23 +150,34 @@ def random_batch(size: int, batch_size: int, seed: int = 0) -> tuple[Tensor, Ten
     return x, labels
 
 
-def build_run(cfg: dict[str, Any], method: str, device: torch.device, kernel: str = "folded") -> Run:
-    """``method``'s model on ``device`` in training mode with the attention ``kernel``, AdamW over its
-    trainable parameters, its step."""
+def build_run(cfg: dict[str, Any], method: str, device: torch.device, levers: Levers = Levers()) -> Run:
+    """``method``'s model on ``device`` in training mode with the attention kernel of ``levers``, AdamW over its
+    trainable parameters (fused where ``levers`` says), its step; eager (`compile_run` compiles it)."""
     s2 = cfg["stage2"]
     torch.manual_seed(cfg["train"]["seed"])
     model, _ = build_model(cfg, method, None, pretrained=False)
-    set_attention_kernel(model, kernel).to(device).train()
+    set_attention_kernel(model, levers.kernel).to(device).train()
     optimizer = torch.optim.AdamW(
-        list(model.trainable_parameters()), lr=s2["optim"]["lr"], weight_decay=s2["optim"]["weight_decay"]
+        list(model.trainable_parameters()),
+        lr=s2["optim"]["lr"],
+        weight_decay=s2["optim"]["weight_decay"],
+        fused=True if levers.fused_adamw else None,  # None: PyTorch's default (foreach on CUDA)
     )
-    return Run(model, optimizer, Stage2Step(SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"])))
+    step = Stage2Step(SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"]))
+    return Run(model, optimizer, step, model)
+
+
+def compile_run(run: Run, mode: str | None) -> Run:
+    """``run`` with its ``forward`` the ``torch.compile`` of its model in ``mode`` (unchanged for ``None``)."""
+    if mode is None:
+        return run
+    return Run(run.model, run.optimizer, run.step, torch.compile(run.model, mode=mode))
 
 
 def train_step(run: Run, batch: tuple[Tensor, Tensor], info: DistInfo) -> None:
     """One training step: forward and loss (under the device's automatic precision, as training), backward, AdamW."""
     with device_autocast(info.device):
-        total, _ = run.step(run.model, batch, info)
+        total, _ = run.step(run.forward, batch, info)
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
     run.optimizer.step()
@@ -184,21 +216,22 @@ def interleaved_medians(
 
 
 def method_memory(
-    cfg: dict[str, Any], method: str, device: torch.device, batch_size: int, kernel: str = "folded"
+    cfg: dict[str, Any], method: str, device: torch.device, batch_size: int, levers: Levers = Levers()
 ) -> Memory:
-    """Peak memory of building ``method`` and taking `MEMORY_STEPS` training steps and one inference step.
+    """Peak memory of building ``method`` and taking `MEMORY_STEPS` training steps and one inference step, with
+    ``levers``.
 
     Meant for a fresh process (`benchmarks.common.run_isolated`): the reading covers the whole process.
     """
     base = current_bytes(device)
     reset_peak(device)
-    run = build_run(cfg, method, device, kernel)
+    run = compile_run(build_run(cfg, method, device, levers), levers.compile)
     x, labels = (t.to(device) for t in random_batch(cfg["preprocess"]["size"], batch_size))
     info = DistInfo(device=device)
     for _ in range(MEMORY_STEPS):
         train_step(run, (x, labels), info)
-    run.model.eval()
-    infer_step(run.model, x, device)
+    run.forward.eval()
+    infer_step(run.forward, x, device)
     return Memory(memory_kind(device), peak_bytes(device), base)
 
 
@@ -233,27 +266,33 @@ def benchmark_steps(
     steps: int,
     memory: bool = True,
     peak: float | None = None,
-    kernel: str = "folded",
+    levers: Levers = Levers(),
 ) -> StepReport:
-    """Time ``methods`` in turn (see the module docstring), count each step's model FLOPs (`benchmarks.flops`),
-    and with ``memory`` measure each one's peak. ``peak`` (TFLOP/s) overrides the device's known peak for MFU."""
+    """Time ``methods`` in turn with ``levers`` (see the module docstring), count each step's model FLOPs
+    (`benchmarks.flops`), and with ``memory`` measure each one's peak. ``peak`` (TFLOP/s) overrides the device's
+    known peak for MFU."""
     methods = check_methods(methods)
-    memories = {m: run_isolated(method_memory, cfg, m, device, batch_size, kernel) if memory else None for m in methods}
+    memories = {m: run_isolated(method_memory, cfg, m, device, batch_size, levers) if memory else None for m in methods}
     size = cfg["preprocess"]["size"]
     x, labels = (t.to(device) for t in random_batch(size, batch_size))
     info = DistInfo(device=device)
-    runs = {m: build_run(cfg, m, device, kernel) for m in methods}
+    runs = {m: build_run(cfg, m, device, levers) for m in methods}
     train_executed = {m: executed_flops(lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}
     train_flops = {m: reference_flops(r.model, lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}
-    train = interleaved_medians(
-        {m: (lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}, device, warmup, steps
-    )
     for run in runs.values():
         run.model.eval()
     infer_executed = {m: executed_flops(lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}
     infer_flops = {m: reference_flops(r.model, lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}
+    runs = {m: compile_run(r, levers.compile) for m, r in runs.items()}
+    for run in runs.values():
+        run.forward.train()
+    train = interleaved_medians(
+        {m: (lambda r=r: train_step(r, (x, labels), info)) for m, r in runs.items()}, device, warmup, steps
+    )
+    for run in runs.values():
+        run.forward.eval()
     infer = interleaved_medians(
-        {m: (lambda r=r: infer_step(r.model, x, device)) for m, r in runs.items()}, device, warmup, steps
+        {m: (lambda r=r: infer_step(r.forward, x, device)) for m, r in runs.items()}, device, warmup, steps
     )
     del runs
     if device.type == "cuda":
@@ -279,4 +318,4 @@ def benchmark_steps(
         )
         for m in methods
     }
-    return StepReport(str(device), batch_size, size, warmup, steps, figures, ratios(figures))
+    return StepReport(str(device), batch_size, size, warmup, steps, figures, ratios(figures), levers)

@@ -3,6 +3,7 @@ fused one, targets, the CLI's JSON, and the pipeline order `repro_times` reads f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +15,29 @@ from benchmarks.__main__ import TARGETS, Target, main
 from benchmarks.common import ensure_processed
 from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
 from benchmarks.flops import count_flops, executed_flops, mfu, peak_tflops, sam_reference_attention
+from benchmarks.levers import lever_row, lever_table
 from benchmarks.loader import loader_throughput
 from benchmarks.repro_times import stage_order
 from benchmarks.sam_attention import Case, cases, measure
-from benchmarks.steps import Memory, MethodFigures, benchmark_steps, ratio_pairs, ratios
+from benchmarks.steps import (
+    Levers,
+    Memory,
+    MethodFigures,
+    benchmark_steps,
+    build_run,
+    random_batch,
+    ratio_pairs,
+    ratios,
+    train_step,
+)
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
+from plaque.errors import InputError
 from plaque.methods import stage2_methods
 from plaque.models.attention import set_attention_kernel
 from plaque.models.faa import FAA
 from plaque.models.sam import build_image_encoder
+from plaque.train.distributed import DistInfo
 from tests.models.test_attention import plain_sam_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +75,59 @@ def test_step_benchmark_times_every_method_and_its_ratio() -> None:
         }
     )
     assert set(report.ratios) == {f"{a}/{b}" for a, b in ratio_pairs(stage2_methods())}
+
+
+def test_fused_adamw_lever_takes_the_step_the_default_adamw_takes() -> None:
+    cfg = load_config(profile="smoke")
+    batch = random_batch(cfg["preprocess"]["size"], 2)
+    runs = [build_run(cfg, "ours", CPU, Levers(fused_adamw=fused)) for fused in (False, True)]
+    assert [r.optimizer.defaults["fused"] for r in runs] == [None, True]
+    for run in runs:
+        torch.manual_seed(0)  # the same dropout masks
+        train_step(run, batch, DistInfo(device=CPU))
+    for (name, a), (_, b) in zip(runs[0].model.named_parameters(), runs[1].model.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_compile_lever_times_the_compiled_model_and_counts_the_eager_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[tuple[str, str]] = []
+
+    def fake_compile(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+        compiled.append((type(model).__name__, mode))
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = load_config(profile="smoke")
+    eager = benchmark_steps(cfg, ["ours", "sam_lora"], CPU, 2, warmup=0, steps=1, memory=False)
+    assert compiled == []
+    report = benchmark_steps(
+        cfg, ["ours", "sam_lora"], CPU, 2, warmup=0, steps=1, memory=False, levers=Levers(compile="reduce-overhead")
+    )
+    assert [mode for _, mode in compiled] == ["reduce-overhead", "reduce-overhead"]
+    assert report.levers == Levers(compile="reduce-overhead") and eager.levers == Levers()
+    for m in ("ours", "sam_lora"):  # FLOPs are the architecture's, whatever runs them
+        assert report.methods[m].train_flops == eager.methods[m].train_flops
+
+
+def test_lever_table_shows_each_run_and_names_a_file_it_cannot_read(tmp_path: Path) -> None:
+    cfg = load_config(profile="smoke")
+    paths = []
+    for name, levers in (("baseline", Levers()), ("fused", Levers(fused_adamw=True))):
+        report = benchmark_steps(cfg, ["ours"], CPU, 2, warmup=0, steps=1, memory=False, levers=levers)
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({"steps": dataclasses.asdict(report)}))
+    rows = lever_table(paths, "ours").splitlines()[2:]
+    assert [r.split()[:5] for r in rows] == [
+        ["baseline", "2", "folded", "default", "eager"],
+        ["fused", "2", "folded", "fused", "eager"],
+    ]
+    with pytest.raises(InputError, match="no figures for method 'cat_sam'") as e:
+        lever_row(paths[0], "cat_sam")
+    assert e.value.where == str(paths[0])
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"steps": {"methods": {}}}))
+    with pytest.raises(InputError, match="records its levers"):
+        lever_row(old, "ours")
 
 
 def test_every_method_is_compared_with_sam_lora_once_it_exists() -> None:

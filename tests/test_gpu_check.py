@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,24 @@ def test_bad_options_stop_it_with_one_line(tmp_path: Path, args: list[str], mess
     done = gpu_check(*args, out=out)
     assert done.returncode == 2 and message in done.stderr
     assert not (out / "summary.txt").exists()
+
+
+def test_levers_table_keeps_the_runs_that_ran_and_reports_the_one_that_failed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    runs = "baseline --batch-size 2\nbroken --attention nonsense\nfused --batch-size 2 --fused-adamw"
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--out", str(out), "--device", "cpu", "--profile", "smoke", "--levers", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LEVER_RUNS": runs},
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "lever run broken: FAILED" in done.stdout
+    rows = [line.split() for line in (out / "levers.txt").read_text().splitlines()[2:]]
+    assert [r[:5] for r in rows] == [
+        ["baseline", "2", "folded", "default", "eager"],
+        ["fused", "2", "folded", "fused", "eager"],
+    ]
+    assert "levers: FAILED (exit 1)" in (out / "summary.txt").read_text()
+    assert not (out / "benchmarks.json").exists()  # --levers runs the lever table alone
