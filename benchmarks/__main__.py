@@ -183,13 +183,12 @@ def step_lines(report: StepReport) -> list[str]:
             )
         )
     kinds = sorted({f.memory.kind for f in report.methods.values() if f.memory is not None}) or ["not measured"]
-    levers = report.levers
+    attention, adamw, compile_mode = report.levers.labels()
     lines = [
         f"steps: batch {report.batch_size} of {report.slice_size}² random slices on {report.device}, median of "
         f"{report.steps} after {report.warmup} warm-up, methods in turn; peak memory: {', '.join(kinds)} of a "
         f"fresh process per method (and above what it held before building the model)",
-        f"levers: attention {levers.kernel}, AdamW {'fused' if levers.fused_adamw else 'default'}, "
-        f"{'torch.compile ' + levers.compile if levers.compile else 'eager'}",
+        f"levers: attention {attention}, AdamW {adamw}, compile {compile_mode}",
         format_table(
             (
                 "method",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import format_table, gib
+from benchmarks.steps import Levers
 from plaque.errors import InputError
 
 COLUMNS = ("run", "batch", "attention", "AdamW", "compile", "train ms", "img/s", "ref TFLOP/s", "MFU", "peak GiB")
@@ -30,7 +31,7 @@ def lever_row(path: Path, method: str) -> tuple[str, ...]:
     """
     try:
         report: dict[str, Any] = json.loads(path.read_text())
-        methods, levers = report["steps"]["methods"], report["steps"]["levers"]
+        methods, levers = report["steps"]["methods"], Levers(**report["steps"]["levers"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(
             path, f"not the JSON of a `python -m benchmarks` run that records its levers ({e!r})"
@@ -42,9 +43,7 @@ def lever_row(path: Path, method: str) -> tuple[str, ...]:
     return (
         path.stem,
         str(figures["batch_size"]),
-        levers["kernel"],
-        "fused" if levers["fused_adamw"] else "default",
-        levers["compile"] or "eager",
+        *levers.labels(),
         f"{figures['train_step_s'] * 1e3:.1f}",
         f"{figures['train_images_per_s']:.1f}",
         f"{figures['train_tflops_per_s']:.3g}",

@@ -69,6 +69,11 @@ class Levers:
     fused_adamw: bool = False
     compile: str | None = None
 
+    def labels(self) -> tuple[str, str, str]:
+        """How tables show the levers: the attention kernel, ``fused`` or ``default`` AdamW, the compile mode or
+        ``eager``."""
+        return self.kernel, "fused" if self.fused_adamw else "default", self.compile or "eager"
+
 
 @dataclass(frozen=True)
 class Memory:

@@ -11,8 +11,16 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
 
 
-def gpu_check(*args: str, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), "--out", str(out), *args], capture_output=True, text=True, timeout=60)
+def gpu_check(
+    *args: str, out: Path, env: dict[str, str] | None = None, timeout: int = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def test_help_describes_both_environments(tmp_path: Path) -> None:
@@ -41,12 +49,17 @@ def test_bad_options_stop_it_with_one_line(tmp_path: Path, args: list[str], mess
 def test_levers_table_keeps_the_runs_that_ran_and_reports_the_one_that_failed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     runs = "baseline --batch-size 2\nbroken --attention nonsense\nfused --batch-size 2 --fused-adamw"
-    done = subprocess.run(
-        ["bash", str(SCRIPT), "--out", str(out), "--device", "cpu", "--profile", "smoke", "--levers", "--steps", "1"],
-        capture_output=True,
-        text=True,
+    done = gpu_check(
+        "--device",
+        "cpu",
+        "--profile",
+        "smoke",
+        "--levers",
+        "--steps",
+        "1",
+        out=out,
+        env={"LEVER_RUNS": runs},
         timeout=300,
-        env={**os.environ, "LEVER_RUNS": runs},
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "lever run broken: FAILED" in done.stdout
