@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     variants = dict(v.split("=", 1) for v in args.variant) if args.variant else DEFAULT_VARIANTS
     base = apply_overrides(load_config(profile="demo"), args.base)
-    base["stage2"]["allow_random_weights"], base["stage2"]["weights"] = True, "random-start"
+    base["stage2"]["weights"] = "random"
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)

@@ -223,7 +223,6 @@ SCHEMA: dict[str, Any] = {
         "patch_size": Choice((2, 4, 8, 16)),
         "embed_dim": Choice((64, 128, 192, 256)),
         "weights": Text(),
-        "allow_random_weights": Flag(),
         "sam_tuning": Choice(("lora", "frozen", "full")),
         "lora_rank": POS_INT,
         "decoder": Choice(("head", "class_tokens")),
@@ -297,7 +296,6 @@ PROFILE_KEYS: frozenset[str] = frozenset(
         "stage2.embed_dim",
         "stage2.sam_tuning",
         "stage2.weights",
-        "stage2.allow_random_weights",
         "foundation.patients",
         "foundation.epochs",
         "foundation.samples_per_epoch",
@@ -326,6 +324,7 @@ PROFILE_KEYS: frozenset[str] = frozenset(
     }
 )
 
+RANDOM_WEIGHTS = "random"  # stage2.weights of a randomly initialised SAM image encoder (warned, recorded)
 PHANTOM = "phantom"  # data.raw of the built-in cohort (else: the user's raw folder, relative to the repository)
 PROFILE_SECTIONS: tuple[str, ...] = ("phantom", "preprocess", "train", "stage2", "foundation", "nnunet", "vessel")
 

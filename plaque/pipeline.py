@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from plaque.cli import run_cli
-from plaque.config import PHANTOM, PROFILE_SECTIONS, load_config
+from plaque.config import PHANTOM, PROFILE_SECTIONS, RANDOM_WEIGHTS, load_config
 from plaque.errors import InputError
 from plaque.methods import get_method
 from plaque.paths import repo_root
@@ -85,9 +85,12 @@ class Stage:
     method: str | None = None
 
 
-def weights_dependency(cfg: dict[str, Any]) -> str:
-    """The data dependency of a SAM-based method on its encoder's checkpoint (``stage2.weights``, resolved)."""
+def weights_dependency(cfg: dict[str, Any]) -> str | None:
+    """The data dependency of a SAM-based method on its encoder's checkpoint (``stage2.weights``, resolved):
+    ``None`` for a randomly initialised encoder (``random``)."""
     weights = cfg["stage2"]["weights"]
+    if weights == RANDOM_WEIGHTS:
+        return None
     return FOUNDATION_DIR if Path(weights).as_posix().rstrip("/").startswith(FOUNDATION_DIR) else weights
 
 
@@ -149,7 +152,7 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
     if raw != PHANTOM_RAW:
         del out["phantom"]  # the user's cohort, a DVC-tracked input (`dvc add`)
     if not sam_methods or weights_dependency(cfg) != FOUNDATION_DIR:
-        del out["foundation"]  # official SAM weights (or no SAM-based method): nothing to pretrain
+        del out["foundation"]  # official SAM weights, a random encoder or no SAM-based method: nothing to pretrain
     for variant in cfg["priors"]:
         out[f"stage1-{variant}"] = Stage(
             "04_stage1.ipynb",
@@ -172,7 +175,7 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         deps = ["data/processed"]
         if spec.prior is not None:
             deps.append(f"models/stage1/{spec.prior}")
-        if not spec.external:
+        if not spec.external and weights_dependency(cfg) is not None:
             deps.append(weights_dependency(cfg))
         out[method_stage(method)] = Stage(
             "05_stage2.ipynb",

@@ -75,9 +75,10 @@ def test_params_lists_drive_the_stages() -> None:
     names = list(stages(cfg))
     assert [n for n in names if n.startswith("stage1-")] == [f"stage1-{v}" for v in cfg["priors"]]
     assert {n.removeprefix("stage2-") for n in names if n.startswith("stage2-")} | {"nnunet"} == set(cfg["methods"])
-    assert names[:3] == ["phantom", "preprocess", "foundation"] and names[-1] == "evaluate"
+    assert names[:3] == ["phantom", "preprocess", "stage1-contrastive"] and names[-1] == "evaluate"
     fewer = copy.deepcopy(cfg)
     fewer["methods"], fewer["priors"] = ["ours", "no_prior"], ["contrastive"]
+    fewer["stage2"]["weights"] = "models/foundation"
     assert list(stages(fewer)) == [
         "phantom",
         "preprocess",
@@ -88,9 +89,21 @@ def test_params_lists_drive_the_stages() -> None:
         "vessel",
         "evaluate",
     ]
-    no_sam = copy.deepcopy(cfg)
+    no_sam = copy.deepcopy(fewer)
     no_sam["methods"] = ["nnunet"]
     assert "foundation" not in stages(no_sam)  # nothing needs a pretrained encoder
+
+
+def test_a_random_encoder_needs_no_checkpoint_and_no_foundation() -> None:
+    demo = load_config(ROOT / "params.yaml", "demo")
+    assert demo["stage2"]["weights"] == "random"
+    planned = stages(demo)
+    assert "foundation" not in planned
+    assert planned["stage2-ours"].deps == ["data/processed", "models/stage1/contrastive"]
+    assert planned["stage2-sam_lora"].deps == ["data/processed"]
+    pretrained = copy.deepcopy(demo)
+    pretrained["stage2"]["weights"] = "models/foundation/"
+    assert "models/foundation" in stages(pretrained)["stage2-sam_lora"].deps
 
 
 def test_official_weights_are_a_declared_dependency_and_need_no_foundation() -> None:
@@ -102,7 +115,9 @@ def test_official_weights_are_a_declared_dependency_and_need_no_foundation() -> 
 
 
 def test_checkpoint_folders_persist_so_an_interrupted_training_resumes() -> None:
-    planned = stages(load_config(ROOT / "params.yaml"))
+    cfg = load_config(ROOT / "params.yaml")
+    cfg["stage2"]["weights"] = "models/foundation"
+    planned = stages(cfg)
     assert planned["stage2-ours"].persist == ["models/stage2/ours"]
     assert planned["stage1-contrastive"].persist == ["models/stage1/contrastive"]
     # the foundation run resumes from its own folder; the encoder's folder is rewritten whole

@@ -2,7 +2,7 @@
 
 `build_model` is the one place that assembles what a method trains: the SAM image encoder (with the
 checkpoint `plaque.models.sam.resolve_weights` finds, verified and loaded strictly, or randomly
-initialised where ``stage2.allow_random_weights`` says so), how it is tuned, the frozen Stage-1 prior of
+initialised where ``stage2.weights`` is ``random``), how it is tuned, the frozen Stage-1 prior of
 the method's variant, and the network the registry's ``model`` builder makes of them. Only that
 builder's module is imported, so a method loads its own code and nothing of the others'.
 
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from plaque.checkpoint import load_checkpoint, load_state_strictly
+from plaque.config import RANDOM_WEIGHTS
 from plaque.errors import InputError
 from plaque.methods import get_method, import_object, method_stage2
 from plaque.models.lora import configure_tuning
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from plaque.models.vq import VQAutoencoder
 
 log = logging.getLogger(__name__)
-RANDOM = "random"
 
 
 def load_prior(cfg_stage1: dict[str, Any], path: Path | None) -> VQAutoencoder:
@@ -90,7 +90,7 @@ def build_model(
     part = model.sam_mask_decoder_part()
     if weights is not None and part is not None:
         load_sam_mask_decoder(part, weights)
-    return model, RANDOM if weights is None else weights_source(weights)
+    return model, RANDOM_WEIGHTS if weights is None else weights_source(weights)
 
 
 def load_trained(checkpoint: Path) -> nn.Module:

@@ -58,6 +58,7 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor
 
 from plaque.checkpoint import load_checkpoint
+from plaque.config import RANDOM_WEIGHTS
 from plaque.errors import InputError
 from plaque.models.attention import use_sdpa_attention
 from plaque.models.resize import resize_bilinear
@@ -195,17 +196,23 @@ def _find_checkpoint(path: Path, backbone: str) -> Path:
 def resolve_weights(cfg_stage2: dict[str, Any], *, root: Path | None = None) -> Path | None:
     """The SAM checkpoint to load for ``cfg_stage2``, or ``None`` for a random encoder (with a loud warning).
 
-    ``stage2.weights`` is a checkpoint file, or a folder holding exactly one ``sam_<backbone>_<hex>.pth``
-    (the foundation stage's output). A relative path is taken from ``root`` (default: the repository
-    root). ``None`` — the caller then records ``backbone_weights: random`` — only when the file is
-    missing and ``stage2.allow_random_weights`` is true.
+    ``stage2.weights`` is a checkpoint file, a folder holding exactly one ``sam_<backbone>_<hex>.pth``
+    (the foundation stage's output), or ``random`` (`RANDOM_WEIGHTS`): a randomly initialised encoder,
+    which is what ``None`` means — the caller then records ``backbone_weights: random``. A relative path
+    is taken from ``root`` (default: the repository root).
 
     Raises:
-        InputError: the checkpoint is missing and random weights are not allowed (the message says
-            where to get it and where to put it), or its name is the checkpoint of another backbone.
+        InputError: the checkpoint is missing (the message says where to get it and where to put it),
+            or its name is the checkpoint of another backbone.
     """
     backbone = cfg_stage2["backbone"]
     _spec(backbone)
+    if cfg_stage2["weights"] == RANDOM_WEIGHTS:
+        _warn_random(
+            f"stage2.weights is {RANDOM_WEIGHTS!r}: the SAM {backbone} image encoder is RANDOMLY INITIALISED, "
+            "so results are not those of a pretrained SAM"
+        )
+        return None
     path = Path(cfg_stage2["weights"])
     if not path.is_absolute():
         path = (root if root is not None else repo_root()) / path
@@ -221,13 +228,11 @@ def resolve_weights(cfg_stage2: dict[str, Any], *, root: Path | None = None) -> 
         how = f"download {DOWNLOAD_URL + OFFICIAL_FILES[backbone]} to {path}"
     else:
         how = f"{backbone} has no official weights: pretrain it with the foundation stage (dvc repro foundation)"
-    if cfg_stage2["allow_random_weights"]:
-        _warn_random(
-            f"SAM {backbone} weights not found at {path}: the image encoder is RANDOMLY INITIALISED "
-            f"(stage2.allow_random_weights), so results are not those of a pretrained SAM; {how}"
-        )
-        return None
-    raise InputError(path, f"SAM {backbone} weights not found; {how} (or set stage2.weights to where they are)")
+    raise InputError(
+        path,
+        f"SAM {backbone} weights not found; {how} (or set stage2.weights to where they are, "
+        f"or to {RANDOM_WEIGHTS!r} for a randomly initialised encoder)",
+    )
 
 
 def save_sam_image_encoder(encoder: ImageEncoderViT, folder: Path, backbone: str, note: dict[str, Any]) -> Path:

@@ -105,6 +105,7 @@ def train_stage2(
         list(model.trainable_parameters()),
         lr=peak_lr(cfg["train"], s2["optim"]["lr"]),
         weight_decay=s2["optim"]["weight_decay"],
+        fused=True,  # one kernel per step: 9-12 % off the demo's CPU step, the same update (docs/benchmarks.md)
     )
     loss = SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"])
     aug = cfg["augment"]

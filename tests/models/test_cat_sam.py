@@ -38,11 +38,9 @@ TRAINABLE_PARTS = {
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The demo profile, with a random encoder allowed and no foundation checkpoint (whatever the working
-    tree's models/ holds)."""
+    """The demo profile, with a random encoder (whatever the working tree's models/ holds)."""
     cfg = load_config(profile="demo")
-    cfg["stage2"]["allow_random_weights"] = True
-    cfg["stage2"]["weights"] = str(tmp_path_factory.mktemp("no-foundation") / "absent")
+    cfg["stage2"]["weights"] = "random"
     return cfg
 
 

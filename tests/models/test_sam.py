@@ -233,18 +233,22 @@ def test_missing_weights_in_paper_profile_say_where_to_get_them(tmp_path: Path) 
         resolve_weights({**cfg, "backbone": "vit_l"}, root=tmp_path)
 
 
-def test_missing_weights_fall_back_loudly_only_where_allowed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = {**load_config(profile="paper")["stage2"], "allow_random_weights": True}
-    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
-        assert resolve_weights(cfg, root=tmp_path) is None
-    assert "RANDOMLY INITIALISED" in caplog.text and "sam_vit_b_01ec64.pth" in caplog.text
-    tiny = load_config(profile="demo")["stage2"]
-    assert tiny["backbone"] == "vit_tiny" and not tiny["allow_random_weights"]
+def test_a_random_encoder_is_asked_for_by_name_and_a_missing_checkpoint_is_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    paper = load_config(profile="paper")["stage2"]
+    with pytest.raises(InputError, match="download .*sam_vit_b_01ec64.pth") as info:
+        resolve_weights(paper, root=tmp_path)
+    assert info.value.where == str(tmp_path / "models" / "pretrained" / "sam_vit_b_01ec64.pth")
+    tiny = {**load_config(profile="demo")["stage2"], "weights": "models/foundation"}
     with pytest.raises(InputError, match="pretrain it with the foundation stage") as info:
         resolve_weights(tiny, root=tmp_path)
     assert info.value.where == str(tmp_path / "models" / "foundation")
-    with pytest.warns(UserWarning, match="foundation stage"):
-        assert resolve_weights({**tiny, "allow_random_weights": True}, root=tmp_path) is None
+    # "random" is never a path: even a file of that name is not read
+    (tmp_path / "random").write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        assert resolve_weights({**paper, "weights": "random"}, root=tmp_path) is None
+    assert "RANDOMLY INITIALISED" in caplog.text and "vit_b" in caplog.text
 
 
 def test_a_foundation_checkpoint_loads_like_an_official_one(tmp_path: Path) -> None:

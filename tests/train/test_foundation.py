@@ -70,7 +70,7 @@ def test_pretraining_writes_an_encoder_every_sam_method_loads(cohorts: dict[str,
     fresh = build_image_encoder("vit_tiny", input_size=64, patch_size=4)
     load_sam_image_encoder(fresh, checkpoint, input_size=64, patch_size=4)  # digest and strict keys checked
     # every SAM-based method starts from it, and records it
-    with_foundation = {**cfg, "stage2": {**cfg["stage2"], "weights": str(out), "allow_random_weights": False}}
+    with_foundation = {**cfg, "stage2": {**cfg["stage2"], "weights": str(out)}}
     for method in ("ours", "cat_sam", "sam_lora"):
         model, weights = build_model(with_foundation, method, None if method != "ours" else _prior(tmp_path, cfg))
         assert weights == "phantom-simmim"
