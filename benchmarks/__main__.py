@@ -1,7 +1,7 @@
 """Benchmark harness: step cost per method, data-loader headroom, FAA scaling, all measured one way.
 
     python -m benchmarks [--device cpu|cuda] [--profile demo] [--batch-size N] [--threads N] [--steps N] [--warmup N]
-                         [--methods ours,no_prior,...] [--attention folded|flex] [--fused-adamw]
+                         [--methods ours,no_prior,...] [--attention folded|flex] [--adamw fused|default]
                          [--compile default|reduce-overhead|max-autotune] [--skip-loader] [--skip-faa] [--faa-max-grid 64]
                          [--faa-batch 1] [--data data/processed] [--json results/bench/benchmarks.json] [--repro]
 
@@ -46,6 +46,7 @@ from plaque.paths import repo_root
 DEFAULT_JSON = Path("results/bench/benchmarks.json")
 GPU_MEMORY_LIMIT = 32 * 2**30  # per process, paper profile: the 32 GB of the paper's V100s
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
+ADAMW = ("fused", "default")  # AdamW implementations: fused=True, or PyTorch's default (foreach on CUDA)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="folded",
         help="SAM attention kernel (plaque.models.attention): folded channels (default) or flex attention",
     )
-    parser.add_argument("--fused-adamw", action="store_true", help="AdamW's fused implementation (fused=True)")
+    parser.add_argument(
+        "--adamw",
+        choices=ADAMW,
+        default="fused",
+        help="AdamW's implementation: fused (default, what Stage-2 training uses) or PyTorch's default",
+    )
     parser.add_argument(
         "--compile",
         choices=COMPILE_MODES,
@@ -323,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         steps=args.steps,
         peak=args.peak_tflops,
-        levers=Levers(args.attention, args.fused_adamw, args.compile),
+        levers=Levers(args.attention, args.adamw, args.compile),
     )
     print("\n".join(step_lines(steps)), end="\n\n", flush=True)
     loader = None if args.skip_loader else run_loader(args, cfg, device, batch_size, steps)

@@ -76,10 +76,10 @@ LEVER_RUNS=${LEVER_RUNS:-"baseline --batch-size 8
 batch16 --batch-size 16
 batch32 --batch-size 32
 flex --batch-size 8 --attention flex
-fused_adamw --batch-size 8 --fused-adamw
+default_adamw --batch-size 8 --adamw default
 compile --batch-size 8 --compile default
 cuda_graphs --batch-size 8 --compile reduce-overhead
-all --batch-size 32 --attention flex --fused-adamw --compile default"}
+all --batch-size 32 --attention flex --compile default"}
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 

@@ -60,19 +60,20 @@ class Levers:
 
     Attributes:
         kernel: SAM attention kernel (`plaque.models.attention.KERNELS`).
-        fused_adamw: AdamW's fused implementation (``fused=True``) instead of PyTorch's default.
+        adamw: AdamW's implementation, ``fused`` (``fused=True``, what Stage-2 training uses) or PyTorch's
+            ``default``.
         compile: ``torch.compile`` mode of the model (``"default"``, ``"reduce-overhead"``: CUDA graphs too,
             ``"max-autotune"``), or ``None`` for eager.
     """
 
     kernel: str = "folded"
-    fused_adamw: bool = False
+    adamw: str = "fused"
     compile: str | None = None
 
     def labels(self) -> tuple[str, str, str]:
         """How tables show the levers: the attention kernel, ``fused`` or ``default`` AdamW, the compile mode or
         ``eager``."""
-        return self.kernel, "fused" if self.fused_adamw else "default", self.compile or "eager"
+        return self.kernel, self.adamw, self.compile or "eager"
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def build_run(cfg: dict[str, Any], method: str, device: torch.device, levers: Le
         list(model.trainable_parameters()),
         lr=s2["optim"]["lr"],
         weight_decay=s2["optim"]["weight_decay"],
-        fused=True if levers.fused_adamw else None,  # None: PyTorch's default (foreach on CUDA)
+        fused=True if levers.adamw == "fused" else None,  # None: PyTorch's default (foreach on CUDA)
     )
     step = Stage2Step(SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"]))
     return Run(model, optimizer, step, model)

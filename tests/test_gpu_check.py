@@ -48,7 +48,7 @@ def test_bad_options_stop_it_with_one_line(tmp_path: Path, args: list[str], mess
 
 def test_levers_table_keeps_the_runs_that_ran_and_reports_the_one_that_failed(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    runs = "baseline --batch-size 2\nbroken --attention nonsense\nfused --batch-size 2 --fused-adamw"
+    runs = "baseline --batch-size 2\nbroken --attention nonsense\nunfused --batch-size 2 --adamw default"
     done = gpu_check(
         "--device",
         "cpu",
@@ -65,8 +65,8 @@ def test_levers_table_keeps_the_runs_that_ran_and_reports_the_one_that_failed(tm
     assert "lever run broken: FAILED" in done.stdout
     rows = [line.split() for line in (out / "levers.txt").read_text().splitlines()[2:]]
     assert [r[:5] for r in rows] == [
-        ["baseline", "2", "folded", "default", "eager"],
-        ["fused", "2", "folded", "fused", "eager"],
+        ["baseline", "2", "folded", "fused", "eager"],
+        ["unfused", "2", "folded", "default", "eager"],
     ]
     assert "levers: FAILED (exit 1)" in (out / "summary.txt").read_text()
     assert not (out / "benchmarks.json").exists()  # --levers runs the lever table alone
