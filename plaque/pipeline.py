@@ -151,7 +151,8 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
     }
     if raw != PHANTOM_RAW:
         del out["phantom"]  # the user's cohort, a DVC-tracked input (`dvc add`)
-    if not sam_methods or weights_dependency(cfg) != FOUNDATION_DIR:
+    encoder = weights_dependency(cfg)
+    if not sam_methods or encoder != FOUNDATION_DIR:
         del out["foundation"]  # official SAM weights, a random encoder or no SAM-based method: nothing to pretrain
     for variant in cfg["priors"]:
         out[f"stage1-{variant}"] = Stage(
@@ -175,8 +176,8 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         deps = ["data/processed"]
         if spec.prior is not None:
             deps.append(f"models/stage1/{spec.prior}")
-        if not spec.external and weights_dependency(cfg) is not None:
-            deps.append(weights_dependency(cfg))
+        if not spec.external and encoder is not None:
+            deps.append(encoder)
         out[method_stage(method)] = Stage(
             "05_stage2.ipynb",
             f"05_stage2_{method}.ipynb",

@@ -37,7 +37,7 @@ TRAINABLE_PARTS = {
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def demo() -> dict:
     """The demo profile, with a random encoder (whatever the working tree's models/ holds)."""
     cfg = load_config(profile="demo")
     cfg["stage2"]["weights"] = "random"
