@@ -38,7 +38,7 @@ class LoaderFigures:
 def training_loader(data: Path, cfg: dict[str, Any], batch_size: int, device: torch.device) -> DataLoader:
     """The training split with augmentation, loaded as `plaque.train.trainer.fit` loads it on one process."""
     aug = cfg["augment"]
-    dataset = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"])
+    dataset = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"], aug["shift_mm"])
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -171,6 +171,7 @@ SCHEMA: dict[str, Any] = {
     "augment": {
         "rotation_p": PROB,
         "rotation_max_deg": Num(0.0, 180.0),
+        "shift_mm": Num(0.0, 10.0),
     },
     "train": {
         "batch_size_per_gpu": POS_INT,

@@ -1,4 +1,5 @@
-"""PyTorch datasets over `data/processed`, with the paper's augmentation (random rotation, p = 0.5)."""
+"""PyTorch datasets over `data/processed`, with the paper's augmentation (random rotation, p = 0.5) and a random
+shift of the cross-section's centre (the centerline's error: docs/training.md)."""
 
 from __future__ import annotations
 
@@ -17,20 +18,26 @@ from plaque.errors import InputError
 TRAINING_SPLITS = ("train", "val")
 
 
-def rotate(image: torch.Tensor, labels: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate a slice about its centre: bilinear image ``(1, H, W)``, nearest labels ``(H, W)``.
+def transform(
+    image: torch.Tensor, labels: torch.Tensor, degrees: float, shift_px: tuple[float, float] = (0.0, 0.0)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate a slice about its centre by ``degrees`` and move its content by ``shift_px`` (rows, columns) pixels,
+    in one resampling: bilinear image ``(1, H, W)``, nearest labels ``(H, W)``.
 
-    Pixels rotated in from outside the slice get the image's minimum and label 0 (background).
+    Pixels moved in from outside the slice get the image's minimum and label 0 (background).
     """
     a = math.radians(degrees)
-    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]], dtype=image.dtype)
-    grid = F.affine_grid(theta[None], [1, 1, *image.shape[-2:]], align_corners=False)
+    rows, cols = image.shape[-2:]
+    # affine_grid maps output to input in [-1, 1] coordinates (x: columns, y: rows); content moves by +shift
+    tx, ty = -2.0 * shift_px[1] / cols, -2.0 * shift_px[0] / rows
+    theta = torch.tensor([[math.cos(a), -math.sin(a), tx], [math.sin(a), math.cos(a), ty]], dtype=image.dtype)
+    grid = F.affine_grid(theta[None], [1, 1, rows, cols], align_corners=False)
     fill = image.min()
-    rotated = F.grid_sample(image[None] - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    moved = F.grid_sample(image[None] - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     lab = F.grid_sample(
         labels[None, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
     )[0, 0]
-    return rotated + fill, lab.round().to(labels.dtype)
+    return moved + fill, lab.round().to(labels.dtype)
 
 
 class SliceDataset(Dataset):
@@ -39,21 +46,30 @@ class SliceDataset(Dataset):
     Items are ``(image (1, H, W) float32 in [0, 1], labels (H, W) int64)``; ``has_plaque`` (len,) marks
     the items with calcified or non-calcified pixels (from the manifest's counts). With ``rotation_p > 0``
     each item is rotated by a uniform angle in ``[-rotation_max_deg, rotation_max_deg]`` with
-    probability ``rotation_p``, drawn from torch's global generator (so a checkpointed RNG state
-    reproduces the augmentation).
+    probability ``rotation_p``; with ``shift_mm > 0`` every item's content moves by a uniform offset in
+    ``[-shift_mm, shift_mm]`` mm along each axis (in pixels of its manifest ``spacing_mm``), as a centerline
+    that misses the vessel's centre by that much would cut it. Both are drawn from torch's global generator
+    (so a checkpointed RNG state reproduces the augmentation).
 
     Args:
         folder: a `plaque.data.preprocess` output folder.
         split: ``"train"`` or ``"val"``; training code never opens the test split.
         rotation_p: probability of a random rotation (the paper's 0.5 for training, 0 for validation).
         rotation_max_deg: largest rotation angle.
+        shift_mm: largest offset of the centre along each axis, mm (0: none).
         stride: keep every ``stride``-th cross-section along each vessel (those whose ``slice`` index is a
             multiple of it); 1 keeps all. Neighbouring cross-sections (``preprocess.step_mm`` apart) are
             nearly the same image, so a stride cuts the cost of a validation pass with little loss.
     """
 
     def __init__(
-        self, folder: Path, split: str, rotation_p: float = 0.0, rotation_max_deg: float = 0.0, stride: int = 1
+        self,
+        folder: Path,
+        split: str,
+        rotation_p: float = 0.0,
+        rotation_max_deg: float = 0.0,
+        shift_mm: float = 0.0,
+        stride: int = 1,
     ) -> None:
         if split not in TRAINING_SPLITS:
             raise InputError(
@@ -71,7 +87,8 @@ class SliceDataset(Dataset):
         self.images, self.labels = data.images, data.labels
         counts = data.manifest.loc[self.rows, [f"count_{c}" for c in PLAQUE_CLASSES]].to_numpy()
         self.has_plaque: np.ndarray = counts.sum(axis=1) > 0  # (len,) bool: calcified or non-calcified present
-        self.rotation_p, self.rotation_max_deg = rotation_p, rotation_max_deg
+        self.spacing_mm: np.ndarray = data.manifest["spacing_mm"].to_numpy()[self.rows]  # (len,) pixel size
+        self.rotation_p, self.rotation_max_deg, self.shift_mm = rotation_p, rotation_max_deg, shift_mm
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -80,7 +97,13 @@ class SliceDataset(Dataset):
         row = int(self.rows[i])
         image = torch.from_numpy(np.array(self.images[row], dtype=np.float32))[None]
         labels = torch.from_numpy(np.array(self.labels[row], dtype=np.int64))
+        angle = 0.0
         if self.rotation_p > 0 and float(torch.rand(())) < self.rotation_p:
             angle = (2 * float(torch.rand(())) - 1) * self.rotation_max_deg
-            image, labels = rotate(image, labels, angle)
+        shift = (0.0, 0.0)
+        if self.shift_mm > 0:
+            rows, cols = ((2 * torch.rand(2) - 1) * self.shift_mm / float(self.spacing_mm[i])).tolist()
+            shift = (rows, cols)
+        if angle or shift != (0.0, 0.0):
+            image, labels = transform(image, labels, angle, shift)
         return image, labels

@@ -116,7 +116,7 @@ def train_foundation(
     batch = MimBatch(model, s2["input_size"], fd["mask_ratio"], fd["mask_block"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=fd["lr"], weight_decay=fd["weight_decay"])
     aug = cfg["augment"]
-    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"])
+    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"], aug["shift_mm"])
     val_set = SliceDataset(data, "val", stride=cfg["train"]["val_stride"])
     fit_cfg = FitConfig(
         max_epochs=fd["epochs"],

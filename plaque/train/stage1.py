@@ -108,7 +108,7 @@ def train_stage1(
     loss = Stage1Loss(s1, Perceptual(s1["perceptual"]["net"])).to(info.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=s1["optim"]["lr"], betas=tuple(s1["optim"]["betas"]))
     aug = cfg["augment"]
-    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"])
+    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"], aug["shift_mm"])
     val_set = SliceDataset(data, "val", stride=cfg["train"]["val_stride"])
     probe_rows = np.sort(np.random.default_rng(PROBE_SEED).permutation(train_set.rows)[:PROBE_SLICES])
     validation = Stage1Validation(loss, train_set.images[probe_rows], train_set.labels[probe_rows])

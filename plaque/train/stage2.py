@@ -109,7 +109,7 @@ def train_stage2(
     )
     loss = SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"])
     aug = cfg["augment"]
-    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"])
+    train_set = SliceDataset(data, "train", aug["rotation_p"], aug["rotation_max_deg"], aug["shift_mm"])
     val_set = SliceDataset(data, "val", stride=cfg["train"]["val_stride"])
     processed = load_processed(data)
     tuned = method_stage2(s2, method)

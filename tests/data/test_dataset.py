@@ -1,4 +1,4 @@
-"""Slice datasets: split isolation, item shapes, and a rotation that keeps labels consistent."""
+"""Slice datasets: split isolation, item shapes, and a rotation and shift that keep labels consistent."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from plaque.data.dataset import SliceDataset, rotate
+from plaque.data.dataset import SliceDataset, transform
 from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SUMMARY_FILE
 from plaque.errors import InputError
 
@@ -48,7 +48,7 @@ def test_rotation_by_90_degrees_is_exact_and_labels_follow_the_image() -> None:
     image = torch.zeros(1, 8, 8)
     image[0, 1, 2] = 1.0
     labels = (image[0] > 0).long() * 3
-    rot_img, rot_lab = rotate(image, labels, 90.0)
+    rot_img, rot_lab = transform(image, labels, 90.0)
     assert torch.allclose(rot_img, torch.rot90(image, k=1, dims=(1, 2)), atol=1e-5)  # (1, 2) -> (5, 1)
     assert torch.equal(rot_lab, (rot_img[0] > 0.5).long() * 3)
     assert set(rot_lab.unique().tolist()) <= {0, 3}
@@ -63,3 +63,32 @@ def test_augmentation_is_reproducible_from_the_torch_seed(processed: Path) -> No
     plain = SliceDataset(processed, "train")[0]
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert not torch.equal(first[0], plain[0])
+
+
+def test_a_whole_pixel_shift_moves_image_and_labels_exactly() -> None:
+    image = torch.zeros(1, 8, 8)
+    image[0, 3, 3] = 1.0
+    labels = (image[0] > 0).long() * 3
+    moved, moved_lab = transform(image, labels, 0.0, (1.0, 2.0))
+    assert torch.allclose(moved, torch.roll(image, shifts=(1, 2), dims=(1, 2)), atol=1e-5)  # (3, 3) -> (4, 5)
+    assert torch.equal(moved_lab, torch.roll(labels, shifts=(1, 2), dims=(0, 1)))
+    edge, edge_lab = transform(image, labels, 0.0, (0.0, 6.0))  # moved out: the fill and background come in
+    assert float(edge.max()) == 0.0 and int(edge_lab.max()) == 0
+
+
+def test_the_shift_is_bounded_in_millimetres_and_off_by_default(processed: Path) -> None:
+    plain = SliceDataset(processed, "train")
+    shifted = SliceDataset(processed, "train", shift_mm=0.8)  # the fixture's pixels are 0.4 mm: at most 2 px
+    lumen = plain[0][1] == 2
+    rows, cols = torch.nonzero(lumen, as_tuple=True)
+    centre = torch.stack([rows.float().mean(), cols.float().mean()])
+    torch.manual_seed(0)
+    offsets = []
+    for _ in range(40):
+        _, labels = shifted[0]
+        r, c = torch.nonzero(labels == 2, as_tuple=True)
+        offsets.append(torch.stack([r.float().mean(), c.float().mean()]) - centre)
+    offsets = torch.stack(offsets)
+    assert float(offsets.abs().max()) <= 2.0 + 0.5, "never farther than shift_mm (plus nearest-label rounding)"
+    assert float(offsets.abs().max()) >= 1.0 and float(offsets.std()) > 0.3, "it does move, by varying amounts"
+    assert torch.equal(SliceDataset(processed, "train")[0][0], plain[0][0]), "no shift without shift_mm"
