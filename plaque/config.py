@@ -255,6 +255,7 @@ SCHEMA: dict[str, Any] = {
         "tta": Flag(),
         "processes": WordOrNum("auto", POS_INT),
         "batch_size": WordOrNum("auto", POS_INT),
+        "seed": Num(0, None, integer=True),
     },
     "vessel": {
         "spacing_mm": Num(0.1, 5.0),

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
@@ -35,6 +38,8 @@ from plaque.baselines.nnunet.trainer import (
     TRAINER_NAME,
     nnUNetTrainer_Plaque,
     read_settings,
+    seed_everything,
+    seeded_augmenters,
 )
 from plaque.checkpoint import load_checkpoint
 from plaque.config import load_config
@@ -191,13 +196,17 @@ def test_trainer_choice_and_settings_file(tmp_path: Path, monkeypatch: pytest.Mo
     path = tmp_path / "trainer_settings.json"
     path.write_text(json.dumps(parse(TINY).trainer_settings))
     monkeypatch.setenv(SETTINGS_ENV, str(path))
-    assert read_settings() == {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": False}
-    path.write_text(json.dumps({"epochs": 0, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": False}))
-    with pytest.raises(RuntimeError, match="epochs must be a positive integer"):
-        read_settings()
-    path.write_text(json.dumps({"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": 1}))
-    with pytest.raises(RuntimeError, match="tta must be true or false"):
-        read_settings()
+    good = {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": False, "seed": 0}
+    assert read_settings() == good
+    for bad, message in (
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"tta": 1}, "tta must be true or false"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"seed": None}, "seed must be a non-negative integer"),
+    ):
+        path.write_text(json.dumps({**good, **bad}))
+        with pytest.raises(RuntimeError, match=message):
+            read_settings()
     monkeypatch.delenv(SETTINGS_ENV)
     with pytest.raises(RuntimeError, match=SETTINGS_ENV):
         read_settings()
@@ -405,3 +414,52 @@ def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
         ours = preds[c.patient][np.searchsorted(rows, c.rows)]
         np.testing.assert_array_equal(ours, cli)
         np.testing.assert_array_equal(predictor.predict(processed.images[c.rows], c.spacing_mm), cli)
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, by its path in the nested record."""
+    found: dict[str, torch.Tensor] = {}
+
+    def walk(value: object, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            found[where] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}/{k}")
+
+    walk(load_checkpoint(checkpoint), "")
+    return found
+
+
+def test_two_seeded_runs_give_equal_weights(cohort: Path, tmp_path: Path) -> None:
+    """nnU-Net seeds nothing itself; our trainer seeds its initialisation and its augmentation worker."""
+    runs = []
+    for name in ("first", "again"):
+        work = tmp_path / name
+        settings = parse({**TINY, "batch_size": 2, "seed": 3})
+        run_nnunet(cohort, work / "work", work / "pred" / "nnunet", work / "results", CFG, settings, "cpu")
+        runs.append(_weights(work / "work" / "best.pt"))
+    assert runs[0].keys() == runs[1].keys() and len(runs[0]) > 10
+    for key, value in runs[0].items():
+        assert torch.equal(value, runs[1][key]), key
+
+
+def test_the_seed_reaches_every_generator_and_every_augmentation_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed_everything(7)
+    first = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    seed_everything(7)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == first
+    made: list[list[int]] = []
+
+    class Recorder:
+        def __init__(self, *args: object, num_processes: int, seeds: list[int] | None, **kwargs: object) -> None:
+            made.append(seeds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer_module, "NonDetMultiThreadedAugmenter", Recorder)
+    stock = trainer_module.NonDetMultiThreadedAugmenter
+    monkeypatch.setattr("plaque.baselines.nnunet.trainer.NonDetMultiThreadedAugmenter", Recorder)
+    with seeded_augmenters(5):
+        trainer_module.NonDetMultiThreadedAugmenter(None, None, num_processes=2, seeds=None)  # nnU-Net's call
+        trainer_module.NonDetMultiThreadedAugmenter(None, None, num_processes=1, seeds=None)
+    assert made == [[5, 6], [1005]], "distinct seeds per loader and worker, derived from the one seed"
+    assert trainer_module.NonDetMultiThreadedAugmenter is stock, "nnU-Net's own class is back after the block"

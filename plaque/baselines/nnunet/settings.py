@@ -1,5 +1,5 @@
 """The ``nnunet`` settings of params.yaml (validated by `plaque.config`): dataset id and name, the training
-schedule, the checkpoint predicted with, TTA, process counts and the batch cap.
+schedule, the checkpoint predicted with, TTA, process counts, the batch cap and the seed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class Settings:
             (fingerprint, preprocessing, augmentation, export, prediction).
         batch_size: ``"auto"`` (the batch nnU-Net's planner picks) or N: the 2D configuration's batch is capped
             to min(planned, N) in ``nnUNetPlans.json`` before training.
+        seed: our trainer seeds nnU-Net's initialisation and augmentation with it
+            (`plaque.baselines.nnunet.trainer`); nnU-Net's stock trainer seeds nothing.
     """
 
     dataset_id: int
@@ -40,6 +42,7 @@ class Settings:
     tta: bool
     processes: int | str
     batch_size: int | str
+    seed: int
 
     @property
     def dataset(self) -> str:
@@ -58,8 +61,9 @@ class Settings:
 
     @property
     def trainer_settings(self) -> dict[str, int | bool]:
-        """What our trainer reads (`plaque.baselines.nnunet.trainer.read_settings`): the schedule and ``tta``."""
-        return {**self.schedule, "tta": self.tta}
+        """What our trainer reads (`plaque.baselines.nnunet.trainer.read_settings`): the schedule, ``tta`` and
+        ``seed``."""
+        return {**self.schedule, "tta": self.tta, "seed": self.seed}
 
     @property
     def checkpoint_file(self) -> str:

@@ -5,10 +5,20 @@ nnU-Net instantiates trainer classes itself (``nnUNetv2_train ... -tr nnUNetTrai
 cannot be passed as arguments: the environment variable ``PLAQUE_NNUNET_SETTINGS`` names a JSON file
 (written under ``--work`` by `plaque.baselines.nnunet.run`) with
 
-    {"epochs": int, "iterations_per_epoch": int, "val_iterations_per_epoch": int, "tta": bool}
+    {"epochs": int, "iterations_per_epoch": int, "val_iterations_per_epoch": int, "tta": bool, "seed": int}
 
 Everything else (network, loss, optimiser, poly learning rate over ``epochs``, augmentation, deep supervision,
-EMA pseudo-Dice checkpoint selection) is nnU-Net's, with two changes that save time and touch no weight:
+EMA pseudo-Dice checkpoint selection) is nnU-Net's, seeded, with two changes that save time and touch no weight.
+
+Seeding. nnU-Net seeds nothing: its weights start from torch's global generator, and its augmentation workers
+(batchgenerators' ``NonDetMultiThreadedAugmenter``, ``seeds=None``) seed numpy and torch from the operating
+system. This trainer seeds Python, numpy and torch with ``seed`` before the network is built, and gives each
+augmentation worker its own seed derived from it (``get_dataloaders``); with no workers (``nnUNet_n_proc_DA=0``)
+the augmentation runs on the seeded generators of the main process. On the CPU with at most one augmentation
+worker per loader a run is then repeatable to the bit (a test trains twice); with several workers the order in
+which their batches arrive still varies, and on a GPU nnU-Net's cuDNN autotuning does.
+
+The two changes that save time:
 - nnU-Net's final validation of the val cases always predicts with mirroring (four passes per 2D slice, about
   6 s a case on 2 CPU cores); with ``tta`` false this trainer predicts them as the test cases are predicted,
   without mirroring.
@@ -24,10 +34,16 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from plaque.baselines.nnunet.settings import NNUNET_SCHEDULE, TRAINER_NAME
@@ -60,18 +76,53 @@ def read_settings(path: str | os.PathLike[str] | None = None) -> dict[str, int |
     if not isinstance(settings.get("tta"), bool):
         raise RuntimeError(f"{path}: tta must be true or false, got {settings.get('tta')!r}")
     checked["tta"] = settings["tta"]
+    seed = settings.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RuntimeError(f"{path}: seed must be a non-negative integer, got {seed!r}")
+    checked["seed"] = seed
     return checked
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (nnU-Net draws from all three)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded_augmenters(seed: int) -> Iterator[None]:
+    """Within the block, nnU-Net's trainer module builds its ``NonDetMultiThreadedAugmenter`` with worker seeds
+    ``seed + 1000 * n + i`` (``n``: the how-many-th loader, training first; ``i``: the worker) instead of none."""
+    made = 0
+
+    def build(*args: Any, num_processes: int, seeds: list[int] | None = None, **kwargs: Any) -> Any:
+        nonlocal made
+        first = seed + 1000 * made
+        made += 1
+        return NonDetMultiThreadedAugmenter(
+            *args, num_processes=num_processes, seeds=[first + i for i in range(num_processes)], **kwargs
+        )
+
+    stock = trainer_module.NonDetMultiThreadedAugmenter
+    trainer_module.NonDetMultiThreadedAugmenter = build  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        trainer_module.NonDetMultiThreadedAugmenter = stock  # type: ignore[misc]
+
+
 class nnUNetTrainer_Plaque(nnUNetTrainer):  # nnU-Net's naming convention for trainers
-    """nnU-Net's trainer with ``num_epochs``, ``num_iterations_per_epoch``, ``num_val_iterations_per_epoch`` and
-    the final validation's mirroring from `read_settings`."""
+    """nnU-Net's trainer with ``num_epochs``, ``num_iterations_per_epoch``, ``num_val_iterations_per_epoch``, the
+    final validation's mirroring and the seed from `read_settings`."""
 
     def __init__(
         self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = _CUDA
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         settings = read_settings()
+        self.seed = int(settings["seed"])
+        seed_everything(self.seed)  # before `initialize` builds the network
         self.num_epochs = int(settings["epochs"])
         self.num_iterations_per_epoch = int(settings["iterations_per_epoch"])
         self.num_val_iterations_per_epoch = int(settings["val_iterations_per_epoch"])
@@ -79,7 +130,7 @@ class nnUNetTrainer_Plaque(nnUNetTrainer):  # nnU-Net's naming convention for tr
         self.print_to_log_file(
             f"{TRAINER_NAME}: {self.num_epochs} epochs x {self.num_iterations_per_epoch} "
             f"iterations (validation {self.num_val_iterations_per_epoch} iterations per epoch); final "
-            f"validation {'with' if self.validation_mirroring else 'without'} mirroring"
+            f"validation {'with' if self.validation_mirroring else 'without'} mirroring; seed {self.seed}"
         )
         draw = self.logger.plot_progress_png
 
@@ -88,6 +139,11 @@ class nnUNetTrainer_Plaque(nnUNetTrainer):  # nnU-Net's naming convention for tr
                 draw(output_folder)
 
         self.logger.plot_progress_png = plot_progress_png  # type: ignore[method-assign]
+
+    def get_dataloaders(self) -> tuple[Any, Any]:
+        """nnU-Net's training and validation loaders, their augmentation workers seeded (`seeded_augmenters`)."""
+        with seeded_augmenters(self.seed):
+            return super().get_dataloaders()
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         """nnU-Net's final validation, without mirroring unless ``tta``. The mirror axes the checkpoints record
