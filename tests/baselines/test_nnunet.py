@@ -201,8 +201,9 @@ def test_trainer_choice_and_settings_file(tmp_path: Path, monkeypatch: pytest.Mo
     for bad, message in (
         ({"epochs": 0}, "epochs must be a positive integer"),
         ({"tta": 1}, "tta must be true or false"),
-        ({"seed": -1}, "seed must be a non-negative integer"),
-        ({"seed": None}, "seed must be a non-negative integer"),
+        ({"seed": -1}, "seed must be an integer from 0 to"),
+        ({"seed": 2**32}, "seed must be an integer from 0 to"),
+        ({"seed": None}, "seed must be an integer from 0 to"),
     ):
         path.write_text(json.dumps({**good, **bad}))
         with pytest.raises(RuntimeError, match=message):

@@ -65,7 +65,7 @@ import torch
 from plaque.atomic import atomic_folder, write_json_atomic
 from plaque.baselines.nnunet import export
 from plaque.baselines.nnunet.predictor import NnunetPredictor, nnunet_record
-from plaque.baselines.nnunet.settings import Settings, from_config
+from plaque.baselines.nnunet.settings import NNUNET_TRAINER, Settings, from_config
 from plaque.baselines.nnunet.trainer import SETTINGS_ENV, TRAINER_FOLDER
 from plaque.checkpoint import save_atomic
 from plaque.classes import CLASS_NAMES, FOREGROUND
@@ -382,6 +382,8 @@ def run_nnunet(
 
     t0 = time.perf_counter()
     (work / SETTINGS_FILE).write_text(json.dumps(settings.trainer_settings, indent=2))
+    if settings.trainer == NNUNET_TRAINER:
+        log.warning("nnU-Net's stock trainer seeds nothing: nnunet.seed is not used and two runs differ")
     output = run_tool(
         "train",
         [

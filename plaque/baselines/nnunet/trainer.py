@@ -52,6 +52,7 @@ SETTINGS_ENV = "PLAQUE_NNUNET_SETTINGS"
 TRAINER_FOLDER = Path(__file__).resolve().parent / "ext"
 SCHEDULE_KEYS = tuple(NNUNET_SCHEDULE)  # the keys of `Settings.schedule`
 PLOT_EVERY = 10
+MAX_SEED = 2**31 - 1  # numpy takes seeds below 2**32; the workers' seeds add small offsets
 _CUDA = torch.device("cuda")  # nnUNetTrainer's default device
 
 
@@ -77,8 +78,8 @@ def read_settings(path: str | os.PathLike[str] | None = None) -> dict[str, int |
         raise RuntimeError(f"{path}: tta must be true or false, got {settings.get('tta')!r}")
     checked["tta"] = settings["tta"]
     seed = settings.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise RuntimeError(f"{path}: seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise RuntimeError(f"{path}: seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     checked["seed"] = seed
     return checked
 
