@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import format_table
+from benchmarks.common import add_unseen_cohort_options, format_table, unseen_cohort
 from plaque.config import load_config
 from plaque.data.centerline_scores import best_match
 from plaque.data.centerlines import derive_centerlines
-from plaque.data.phantom import generate_cohort
-from plaque.io.patient import LABEL_FILE, list_patients, load_patient
+from plaque.io.patient import LABEL_FILE, load_patient
 
 TARGET_MEAN_MM = 0.5
 TARGET_OVERLAP = 0.95
-DEFAULT_SEED = 4242  # not the pipeline's phantom.seed
 
 
 def score_patient(folder: Path, label_map: dict[int, int], step_mm: float) -> list[dict[str, object]]:
@@ -49,19 +46,14 @@ def score_patient(folder: Path, label_map: dict[int, int], step_mm: float) -> li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.centerlines", description=__doc__.splitlines()[0])
-    parser.add_argument("--patients", type=int, default=10, help="phantom patients to generate")
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="cohort seed (default: one the pipeline does not use)"
-    )
+    add_unseen_cohort_options(parser)
     parser.add_argument("--step-mm", type=float, default=None, help="point spacing (default: preprocess.step_mm)")
     parser.add_argument("--profile", default=None, help="params profile (phantom and preprocess settings)")
     args = parser.parse_args(argv)
     cfg = load_config(None, args.profile)
     step_mm = args.step_mm or float(cfg["preprocess"]["step_mm"])
-    with tempfile.TemporaryDirectory(prefix="centerlines-") as tmp:
-        raw = Path(tmp) / "raw"
-        generate_cohort(raw, args.patients, args.seed, cfg["phantom"], processes=1)
-        rows = [r for f in list_patients(raw) for r in score_patient(f, cfg["preprocess"]["label_map"], step_mm)]
+    with unseen_cohort(args.patients, args.seed, cfg["phantom"], "centerlines-") as (_, folders):
+        rows = [r for f in folders for r in score_patient(f, cfg["preprocess"]["label_map"], step_mm)]
     headers = ["patient", "vessel", "branches", "branch", "mean_mm", "max_mm", "overlap", "ostium"]
     print(f"centerlines derived from labels: {args.patients} phantom patients, seed {args.seed}, step {step_mm:g} mm")
     print(format_table(headers, [[_fmt(r[h]) for h in headers] for r in rows]))

@@ -1,8 +1,9 @@
-"""What the benchmarks share: a processed dataset to run on, memory readings, fresh measurement
-processes, a description of the machine, and plain-text tables."""
+"""What the benchmarks share: a processed dataset to run on, phantom patients of an unseen seed, memory
+readings, fresh measurement processes, a description of the machine, and plain-text tables."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import functools
 import multiprocessing
@@ -11,8 +12,10 @@ import platform
 import resource
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +23,7 @@ import torch
 
 from plaque.data.phantom import generate_cohort
 from plaque.data.preprocess import preprocess
+from plaque.io.patient import list_patients
 
 T = TypeVar("T")
 
@@ -27,6 +31,7 @@ T = TypeVar("T")
 PRELOAD = ("torch", "plaque.train.stage2", "benchmarks.steps")
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
+UNSEEN_SEED = 4242  # a phantom seed the pipeline does not use (its phantom.seed is 2026)
 
 
 def ensure_processed(data: Path, cfg: dict[str, Any], scratch: Path) -> Path:
@@ -37,6 +42,24 @@ def ensure_processed(data: Path, cfg: dict[str, Any], scratch: Path) -> Path:
     generate_cohort(scratch / "raw", phantom["patients"], phantom["seed"], phantom, phantom["processes"])
     preprocess(scratch / "raw", scratch / "processed", cfg["preprocess"], cfg["preprocess"]["processes"])
     return scratch / "processed"
+
+
+def add_unseen_cohort_options(parser: argparse.ArgumentParser) -> None:
+    """``--patients`` (10) and ``--seed`` (`UNSEEN_SEED`) of the benchmarks that generate phantom patients."""
+    parser.add_argument("--patients", type=int, default=10, help="phantom patients to generate")
+    parser.add_argument(
+        "--seed", type=int, default=UNSEEN_SEED, help="cohort seed (default: one the pipeline does not use)"
+    )
+
+
+@contextmanager
+def unseen_cohort(patients: int, seed: int, phantom: dict[str, Any], prefix: str) -> Iterator[tuple[Path, list[Path]]]:
+    """``patients`` phantom patients of ``seed`` (``phantom``: the resolved ``phantom`` section) in a temporary
+    folder: yields that folder and the patient folders, and removes them after the block."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        raw = Path(tmp) / "raw"
+        generate_cohort(raw, patients, seed, phantom, processes=1)
+        yield Path(tmp), list_patients(raw)
 
 
 def gib(n_bytes: float) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,21 +31,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import machine_info, print_patient_figures
+from benchmarks.common import add_unseen_cohort_options, machine_info, print_patient_figures, unseen_cohort
 from benchmarks.segment import voxel_dice
 from plaque.atomic import write_json_atomic
 from plaque.classes import CLASS_NAMES, FOREGROUND
+from plaque.cli import add_config_options
 from plaque.config import load_config
 from plaque.data.centerline_scores import best_match
-from plaque.data.phantom import generate_cohort
 from plaque.errors import InputError
 from plaque.inference import Predictor, load_predictor
-from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, list_patients, load_patient
+from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, load_patient
 from plaque.paths import repo_root
 from plaque.segment.run import LABELS_FILE, segment
 from plaque.segment.vessels import VesselFinder, load_vessel_finder, mask_centerlines
 
-DEFAULT_SEED = 4242  # not the pipeline's phantom.seed
 MIN_PLAQUE_MM3 = 1.0
 TARGETS = {"vessel_dice": 0.85, "centerline_overlap": 0.90, "dice_gap": 0.05, "plaque_volume": 0.15, "seconds": 60.0}
 
@@ -101,16 +99,12 @@ def score_patient(
 def run(args: argparse.Namespace) -> dict:
     """Generate, segment and score; returns the figures."""
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, args.profile)
     device = torch.device(args.device)
     predictor = load_predictor(args.checkpoint, device)
     finder = load_vessel_finder(args.vessel_model, device)
-    with tempfile.TemporaryDirectory(prefix="no-centerline-") as tmp:
-        raw = Path(tmp) / "raw"
-        generate_cohort(raw, args.patients, args.seed, cfg["phantom"], processes=1)
-        rows = [
-            score_patient(predictor, finder, f, Path(tmp), cfg["preprocess"]["label_map"]) for f in list_patients(raw)
-        ]
+    with unseen_cohort(args.patients, args.seed, cfg["phantom"], "no-centerline-") as (tmp, folders):
+        rows = [score_patient(predictor, finder, f, tmp, cfg["preprocess"]["label_map"]) for f in folders]
     table = pd.DataFrame(rows)
     mean = table.drop(columns="patient").mean(numeric_only=True)
     classes = [CLASS_NAMES[c] for c in FOREGROUND]
@@ -151,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.no_centerline", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("models/stage2/ours/best.pt"))
     parser.add_argument("--vessel-model", type=Path, default=Path("models/vessel/best.pt"))
-    parser.add_argument("--params", type=Path, default=None)
-    parser.add_argument("--patients", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    add_config_options(parser, "profile whose phantom is generated (default: the file's `profile` key)")
+    add_unseen_cohort_options(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=Path("results/bench/no_centerline.json"))

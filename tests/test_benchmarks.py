@@ -8,10 +8,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from benchmarks.__main__ import TARGETS, Target, main
+from benchmarks.centerline_offset import DENSE_MM, DIRECTIONS, offset_centerline
+from benchmarks.centerline_offset import main as centerline_offset_main
 from benchmarks.common import ensure_processed
 from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
 from benchmarks.flops import count_flops, executed_flops, mfu, peak_tflops, sam_reference_attention
@@ -32,12 +36,14 @@ from benchmarks.steps import (
 )
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
+from plaque.data.slicing import transport_frames
 from plaque.errors import InputError
 from plaque.methods import stage2_methods
 from plaque.models.attention import set_attention_kernel
 from plaque.models.faa import FAA
 from plaque.models.sam import build_image_encoder
 from plaque.train.distributed import DistInfo
+from tests.checkpoints import untrained_checkpoint
 from tests.models.test_attention import plain_sam_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -317,3 +323,40 @@ def test_the_reference_count_is_sams_own_encoder_and_leaves_the_model_as_it_was(
         set_attention_kernel(encoder, "flex")
         assert executed_flops(lambda: encoder(images)) is None  # the counter cannot trace flex on the CPU
     assert reference == sams and executed > reference
+
+
+def test_an_offset_centerline_lies_the_offset_away_across_the_vessel() -> None:
+    t = np.linspace(0.0, np.pi, 200)
+    line = np.stack([20 * np.cos(t), 20 * np.sin(t), 5 * t], axis=1)  # a helix turn, about 65 mm
+    dense = offset_centerline(line, 0.0, "+u")
+    tangent, _, _ = transport_frames(dense, DENSE_MM)  # the normals of the cross-sections cut along it
+    for direction in DIRECTIONS:
+        moved = offset_centerline(line, 0.7, direction)
+        step = moved - dense
+        assert np.allclose(np.linalg.norm(step, axis=1), 0.7), direction
+        assert np.abs((step * tangent).sum(axis=1)).max() < 1e-6, "across the vessel, not along it"
+    assert np.allclose(offset_centerline(line, 0.7, "+u") - dense, dense - offset_centerline(line, 0.7, "-u"))
+    plus_u, plus_v = offset_centerline(line, 0.7, "+u") - dense, offset_centerline(line, 0.7, "+v") - dense
+    assert np.abs((plus_u * plus_v).sum(axis=1)).max() < 1e-6, "u and v are the cross-section's two axes"
+
+
+def test_centerline_offset_scores_every_offset_in_every_direction(tmp_path: Path) -> None:
+    cfg = load_config(profile="smoke")
+    settings = {k: cfg["preprocess"][k] for k in ("window_hu", "crop_px", "size")} | {"step_mm": 2.0}
+    checkpoint = untrained_checkpoint(cfg, "no_prior", settings, tmp_path / "best.pt")
+    out = tmp_path / "offset.json"
+    argv = ["--checkpoint", str(checkpoint), "--profile", "smoke", "--patients", "1", "--offsets", "0,0.5"]
+    assert centerline_offset_main([*argv, "--threads", "1", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert [r["offset_mm"] for r in figures["summary"]] == [0.0, 0.5]
+    assert sorted((r["offset_mm"], r["direction"]) for r in figures["rows"]) == [
+        (0.0, "+u"),
+        *sorted((0.5, d) for d in DIRECTIONS),
+    ]
+    rows = pd.DataFrame(figures["rows"])
+    assert (rows["false_calcified_mm3"] >= 0).all() and rows["lumen"].between(0.0, 1.0).all()
+    expected = rows.drop(columns="direction").groupby(["offset_mm", "patient"]).mean().groupby("offset_mm").mean()
+    for summary in figures["summary"]:
+        assert summary["lumen"] == pytest.approx(expected.loc[summary["offset_mm"], "lumen"])
+    with pytest.raises(SystemExit):
+        centerline_offset_main([*argv[:-2], "--offsets", "0,-0.5"])

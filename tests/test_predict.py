@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from plaque.checkpoint import model_record, save_atomic
 from plaque.config import load_config
 from plaque.data.phantom import generate_cohort
 from plaque.data.processed import load_processed
 from plaque.errors import InputError
 from plaque.eval.predictions import load_method
-from plaque.models.build import build_model
 from plaque.predict import main, predict_cohort
+from tests.checkpoints import untrained_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -42,12 +41,7 @@ def cohort(cfg: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         "size": cfg["preprocess"]["size"],
     }
     for method in ("ours", "no_prior"):
-        torch.manual_seed(0)
-        model, _ = build_model(cfg, method, None, pretrained=False)
-        paths[method] = work / method / "best.pt"
-        save_atomic(
-            {**model_record(method, cfg, settings), "format": 1, "epoch": 1, "model": model.state_dict()}, paths[method]
-        )
+        paths[method] = untrained_checkpoint(cfg, method, settings, work / method / "best.pt")
     return paths
 
 

@@ -58,6 +58,14 @@ def model_card(method: str, summ: Mapping[str, Any], data: str, preprocess: Mapp
         f"| optimiser | {run.get('optimiser') or 'its own'}"
         + (f" (the paper's: {summ['optimiser']['paper']})" if summ.get("optimiser") else "")
         + " |",
+        *(
+            [
+                f"| augmentation | {'its own' if spec is not None and spec.external else summ['augmentation']['run']}"
+                f" (the paper's: {summ['augmentation']['paper']}) |"
+            ]
+            if summ.get("augmentation")
+            else []
+        ),
         f"| plaque floor | {describe_floor(run)} (chosen on the validation split; smaller plaque components become "
         "vessel wall) |",
         f"| test cohort | {summ.get('cohort', '?')} |",

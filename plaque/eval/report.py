@@ -230,6 +230,11 @@ def summary_markdown(summ: Mapping[str, Any]) -> str:
             f"Optimiser of the Stage-2 methods: {summ['optimiser']['run']} (the paper's: {summ['optimiser']['paper']}); "
             "nnU-Net keeps its own."
         )
+    if summ.get("augmentation"):
+        notes.append(
+            f"Augmentation of the methods our trainer trains: {summ['augmentation']['run']} (the paper's: "
+            f"{summ['augmentation']['paper']}); nnU-Net keeps its own."
+        )
     random = [method_label(m) for m, w in weights.items() if w == "random"]
     sam_based = [m for m, w in weights.items() if w != "none"]  # "none": a method without an image encoder
     if random:

@@ -182,11 +182,25 @@ def run_context(runs: Path | None, methods: Sequence[str], processed: Processed,
             "run": describe(cfg["train"], cfg["stage2"]["optim"]),
             "paper": describe_paper(cfg["stage2"]["optim"]),
         },
+        "augmentation": {
+            "run": describe_augmentation(cfg["augment"]),
+            "paper": f"random rotation, p {cfg['augment']['rotation_p']:g}",
+        },
         "patients": int(test["patient"].nunique()),
         "patients_with_class": with_class,
         "cohort": f"{test['patient'].nunique()} test patients ({with_class['calcified']} with calcified, "
         f"{with_class['non_calcified']} with non-calcified plaque), {len(test)} cross-sections",
     }
+
+
+def describe_augmentation(augment: Mapping[str, Any]) -> str:
+    """The ``augment`` section in words, e.g. ``"random rotation (p 0.5, up to 15°), centre shift up to 1 mm"``."""
+    parts = []
+    if augment["rotation_p"] > 0:
+        parts.append(f"random rotation (p {augment['rotation_p']:g}, up to {augment['rotation_max_deg']:g}°)")
+    if augment["shift_mm"] > 0:
+        parts.append(f"centre shift up to {augment['shift_mm']:g} mm")
+    return ", ".join(parts) or "none"
 
 
 def evaluate(

@@ -16,7 +16,7 @@ from plaque.classes import CLASS_NAMES, NUM_CLASSES
 from plaque.config import load_config
 from plaque.errors import InputError
 from plaque.eval.__main__ import main
-from plaque.eval.run import evaluate, focus_box
+from plaque.eval.run import describe_augmentation, evaluate, focus_box
 from plaque.paths import repo_root
 from tests.eval.factories import SIZE, TEST_PATIENTS, degrade, truth_by_patient, write_predictions, write_processed
 
@@ -101,6 +101,10 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
     }
     assert summ["runs"]["sam_lora"]["trainable_parameters"] is None
     assert summ["optimiser"]["paper"] == "AdamW 0.0001, weight decay 0.0001, constant"
+    assert summ["augmentation"] == {
+        "run": "random rotation (p 0.5, up to 15°), centre shift up to 1 mm",
+        "paper": "random rotation, p 0.5",
+    }
     assert summ["profile"] == "smoke" and summ["bootstrap_resamples"] == RESAMPLES
     assert json.loads((out / "summary.json").read_text()) == summ
 
@@ -115,6 +119,10 @@ def test_model_cards_state_data_weights_dice_and_intended_use(evaluated: tuple[d
     assert (
         "| optimiser | AdamW peak 0.001, weight decay 0.0001, warmup 5% of steps, cosine decay "
         "(the paper's: AdamW 0.0001, weight decay 0.0001, constant) |" in card
+    )
+    assert (
+        "| augmentation | random rotation (p 0.5, up to 15°), centre shift up to 1 mm "
+        "(the paper's: random rotation, p 0.5) |" in card
     )
     assert "| plaque floor | non_calcified ≥ 4 mm³ (chosen on the validation split" in card
     lora = summ["methods"]["sam_lora"]["dice"]["calcified"]
@@ -323,3 +331,10 @@ def test_cli_takes_the_folder_plaque_predict_wrote(
     shutil.rmtree(folder / "processed")
     assert main(["--pred", str(folder), "--out", str(tmp_path / "out2"), "--params", str(params)]) == 2
     assert "holds no processed/" in capsys.readouterr().err
+
+
+def test_augmentation_in_words_names_each_part_that_is_on() -> None:
+    on = {"rotation_p": 0.5, "rotation_max_deg": 15.0, "shift_mm": 0.5}
+    assert describe_augmentation(on) == "random rotation (p 0.5, up to 15°), centre shift up to 0.5 mm"
+    assert describe_augmentation({**on, "shift_mm": 0.0}) == "random rotation (p 0.5, up to 15°)"
+    assert describe_augmentation({**on, "rotation_p": 0.0, "shift_mm": 0.0}) == "none"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from pydicom.fileset import FileSet
 
-from plaque.checkpoint import model_record, save_atomic
+from plaque.checkpoint import save_atomic
 from plaque.classes import LUMEN, WALL
 from plaque.config import load_config
 from plaque.data.centerline_scores import best_match
@@ -29,7 +29,6 @@ from plaque.io.geometry import Geometry
 from plaque.io.labels import write_centerlines
 from plaque.io.markups import read_curves
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, LABEL_FILE, load_patient
-from plaque.models.build import build_model
 from plaque.models.vessel import build_vessel_net, vessel_record
 from plaque.segment.__main__ import main
 from plaque.segment.run import (
@@ -44,6 +43,7 @@ from plaque.segment.run import (
 )
 from plaque.segment.vessels import VesselFinder
 from plaque.segment.volume import FALLBACK, Sections, cuts, to_voxels
+from tests.checkpoints import untrained_checkpoint
 from tests.io.factories import write_nifti, write_nrrd
 
 IDENTITY = {i: i for i in range(5)}
@@ -65,12 +65,8 @@ def raw(cfg: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(cfg: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained no_prior model in the trainer's format, cross-sections every 2 mm."""
-    torch.manual_seed(0)
-    model, _ = build_model(cfg, "no_prior", None, pretrained=False)
     settings = {k: cfg["preprocess"][k] for k in ("window_hu", "crop_px", "size")} | {"step_mm": 2.0}
-    path = tmp_path_factory.mktemp("model") / "best.pt"
-    save_atomic({**model_record("no_prior", cfg, settings), "format": 1, "epoch": 1, "model": model.state_dict()}, path)
-    return path
+    return untrained_checkpoint(cfg, "no_prior", settings, tmp_path_factory.mktemp("model") / "best.pt")
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
