@@ -1,7 +1,7 @@
 """Training-set DataLoader throughput against what a training step consumes.
 
 One epoch of the training split as the trainer loads it: `plaque.data.dataset.SliceDataset` with the
-``augment`` section's random rotation, shuffled, ``train.num_workers`` workers (started with the
+``augment`` section's random rotation and centre shift, shuffled, ``train.num_workers`` workers (started with the
 epoch, as the trainer's non-persistent workers are), pinned memory on CUDA. The headroom is the
 loader's images/s over the images/s of a training step of `ours` (`benchmarks.steps`); below 1 the
 GPU or CPU waits for data, and with ``num_workers: 0`` the loading time adds to every step.
