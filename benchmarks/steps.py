@@ -38,13 +38,12 @@ from torch import Tensor
 from benchmarks.common import current_bytes, memory_kind, peak_bytes, reset_peak, run_isolated
 from benchmarks.flops import executed_flops, mfu, peak_tflops, reference_flops
 from plaque.classes import NUM_CLASSES
-from plaque.losses.segmentation import SegLoss
 from plaque.methods import stage2_methods
 from plaque.models.attention import set_attention_kernel
 from plaque.models.build import build_model
 from plaque.precision import device_autocast, resolve_precision
 from plaque.train.distributed import DistInfo
-from plaque.train.stage2 import Stage2Step
+from plaque.train.stage2 import Stage2Step, stage2_loss, stage2_optimizer
 
 BASELINE = "sam_lora"
 WARMUP = 3  # untimed rounds before the timed ones (default)
@@ -159,18 +158,11 @@ def random_batch(size: int, batch_size: int, seed: int = 0) -> tuple[Tensor, Ten
 def build_run(cfg: dict[str, Any], method: str, device: torch.device, levers: Levers = Levers()) -> Run:
     """``method``'s model on ``device`` in training mode with the attention kernel of ``levers``, AdamW over its
     trainable parameters (fused where ``levers`` says), its step; eager (`compile_run` compiles it)."""
-    s2 = cfg["stage2"]
     torch.manual_seed(cfg["train"]["seed"])
     model, _ = build_model(cfg, method, None, pretrained=False)
     set_attention_kernel(model, levers.kernel).to(device).train()
-    optimizer = torch.optim.AdamW(
-        list(model.trainable_parameters()),
-        lr=s2["optim"]["lr"],
-        weight_decay=s2["optim"]["weight_decay"],
-        fused=True if levers.adamw == "fused" else None,  # None: PyTorch's default (foreach on CUDA)
-    )
-    step = Stage2Step(SegLoss(ce_weight=s2["loss"]["ce"], dice_weight=s2["loss"]["dice"]))
-    return Run(model, optimizer, step, model)
+    optimizer = stage2_optimizer(model, cfg, fused=True if levers.adamw == "fused" else None)
+    return Run(model, optimizer, Stage2Step(stage2_loss(cfg["stage2"])), model)
 
 
 def compile_run(run: Run, mode: str | None) -> Run:

@@ -91,7 +91,8 @@ def weights_dependency(cfg: dict[str, Any]) -> str | None:
     weights = cfg["stage2"]["weights"]
     if weights == RANDOM_WEIGHTS:
         return None
-    return FOUNDATION_DIR if Path(weights).as_posix().rstrip("/").startswith(FOUNDATION_DIR) else weights
+    path = Path(weights)
+    return FOUNDATION_DIR if path == Path(FOUNDATION_DIR) or Path(FOUNDATION_DIR) in path.parents else weights
 
 
 def raw_folder(cfg: dict[str, Any]) -> str:

@@ -106,6 +106,16 @@ def test_a_random_encoder_needs_no_checkpoint_and_no_foundation() -> None:
     assert "models/foundation" in stages(pretrained)["stage2-sam_lora"].deps
 
 
+def test_only_the_foundation_folder_itself_makes_the_foundation_stage_a_dependency() -> None:
+    cfg = load_config(ROOT / "params.yaml", "demo")
+    cfg["stage2"]["weights"] = "models/foundation/encoder.pt"
+    assert stages(cfg)["stage2-sam_lora"].deps == ["data/processed", "models/foundation"]
+    cfg["stage2"]["weights"] = "models/foundation_mine/encoder.pt"  # a sibling that merely shares the prefix
+    planned = stages(cfg)
+    assert "foundation" not in planned
+    assert planned["stage2-sam_lora"].deps == ["data/processed", "models/foundation_mine/encoder.pt"]
+
+
 def test_official_weights_are_a_declared_dependency_and_need_no_foundation() -> None:
     paper = load_config(ROOT / "params.yaml", "paper")
     planned = stages(paper)

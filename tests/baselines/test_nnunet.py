@@ -38,7 +38,6 @@ from plaque.baselines.nnunet.trainer import (
     TRAINER_NAME,
     nnUNetTrainer_Plaque,
     read_settings,
-    seed_everything,
     seeded_augmenters,
 )
 from plaque.checkpoint import load_checkpoint
@@ -49,6 +48,7 @@ from plaque.eval.figures import read_dvclive_curve
 from plaque.eval.predictions import load_method
 from plaque.inference import load_predictor
 from plaque.postprocess import PlaqueFloor, voxel_volume
+from plaque.train.trainer import seed_everything
 from tests.eval.factories import STEP_MM, write_processed
 
 WINDOW = [-300.0, 1300.0]

@@ -34,19 +34,18 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from plaque.baselines.nnunet.settings import NNUNET_SCHEDULE, TRAINER_NAME
+from plaque.train.trainer import seed_everything  # nnU-Net draws from Python's, numpy's and torch's generators
 
 SETTINGS_ENV = "PLAQUE_NNUNET_SETTINGS"
 TRAINER_FOLDER = Path(__file__).resolve().parent / "ext"
@@ -57,13 +56,14 @@ _CUDA = torch.device("cuda")  # nnUNetTrainer's default device
 
 
 def read_settings(path: str | os.PathLike[str] | None = None) -> dict[str, int | bool]:
-    """The schedule and ``tta`` from ``path`` (default: the file ``$PLAQUE_NNUNET_SETTINGS`` names), checked."""
+    """The schedule, ``tta`` and ``seed`` from ``path`` (default: the file ``$PLAQUE_NNUNET_SETTINGS`` names),
+    checked."""
     if path is None:
         path = os.environ.get(SETTINGS_ENV)
         if not path:
             raise RuntimeError(
                 f"{TRAINER_NAME} needs ${SETTINGS_ENV}: the JSON file with its schedule "
-                f"({', '.join(SCHEDULE_KEYS)}) and tta; run it through `python -m plaque.baselines.nnunet`"
+                f"({', '.join(SCHEDULE_KEYS)}), tta and seed; run it through `python -m plaque.baselines.nnunet`"
             )
     settings: Any = json.loads(Path(path).read_text())
     if not isinstance(settings, dict):
@@ -82,13 +82,6 @@ def read_settings(path: str | os.PathLike[str] | None = None) -> dict[str, int |
         raise RuntimeError(f"{path}: seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     checked["seed"] = seed
     return checked
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators (nnU-Net draws from all three)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @contextmanager
