@@ -218,6 +218,8 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             f"results/stage2/{m}/live/plots/metrics",
         )
     ]
+    # the Stage-1 runs of the priors the methods read: the results say which trained with a random LPIPS backbone
+    stage1_runs = sorted({f"results/stage1/{p}/metrics.json" for m in cfg["methods"] if (p := get_method(m).prior)})
     out["evaluate"] = Stage(
         "06_evaluate.ipynb",
         "06_evaluate.ipynb",
@@ -228,10 +230,11 @@ def stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             "tables_dir": "reports/tables",
             "figures_dir": "reports/figures",
             "runs_dir": "results/stage2",
+            "stage1_runs_dir": "results/stage1",
         },
         ["plaque.eval"],
         ["data", "eval"],
-        deps=["data/processed", *runs],
+        deps=["data/processed", *runs, *stage1_runs],
         outs=["reports/tables", "reports/figures"],
         metrics=["results/eval"],
     )

@@ -89,6 +89,13 @@ def test_params_lists_drive_the_stages() -> None:
         "vessel",
         "evaluate",
     ]
+    assert [d for d in stages(cfg)["evaluate"].deps if d.startswith("results/stage1/")] == [
+        "results/stage1/contrastive/metrics.json",
+        "results/stage1/no_contrastive/metrics.json",
+    ]  # the evaluation reports the LPIPS backbone of each prior a method reads
+    assert [d for d in stages(fewer)["evaluate"].deps if d.startswith("results/stage1/")] == [
+        "results/stage1/contrastive/metrics.json"
+    ]
     no_sam = copy.deepcopy(fewer)
     no_sam["methods"] = ["nnunet"]
     assert "foundation" not in stages(no_sam)  # nothing needs a pretrained encoder

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=Path, default=None, help="tables folder (reports/tables)")
     parser.add_argument("--figures", type=Path, default=None, help="figures folder (reports/figures)")
     parser.add_argument("--runs", type=Path, default=None, help="training runs (results/stage2)")
+    parser.add_argument("--stage1-runs", type=Path, default=None, help="Stage-1 runs (results/stage1)")
     add_config_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -68,7 +69,16 @@ def _evaluate(args: argparse.Namespace) -> None:
             data = Path(tmp) / "processed"
             prep = {**cfg["preprocess"], "split": TEST_ONLY}
             preprocess(args.raw, data, prep, prep["processes"])
-        summary = evaluate(pred, data, args.out, args.figures, cfg, runs=args.runs, tables_dir=args.tables)
+        summary = evaluate(
+            pred,
+            data,
+            args.out,
+            args.figures,
+            cfg,
+            runs=args.runs,
+            stage1_runs=args.stage1_runs,
+            tables_dir=args.tables,
+        )
     for m in summary["methods"].values():
         md = m["macro_dice"]
         print(

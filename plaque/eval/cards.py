@@ -36,6 +36,7 @@ def model_card(method: str, summ: Mapping[str, Any], data: str, preprocess: Mapp
     spec = METHODS.get(method)
     cohort = "the built-in synthetic phantom" if data == PHANTOM else f"the raw cohort `{data}`"
     seconds = run.get("train_seconds")
+    lpips = summ.get("perceptual_backbone", {}).get(method)
     lines = [
         f"# Model card: {result['label']} (`{method}`)",
         "",
@@ -49,6 +50,11 @@ def model_card(method: str, summ: Mapping[str, Any], data: str, preprocess: Mapp
         f"{preprocess.get('size')} px |",
         f"| profile | `{summ.get('profile', '?')}` |",
         f"| image encoder (weights) | {run.get('backbone') or 'n/a'} ({run.get('backbone_weights') or 'unknown'}) |",
+        *(
+            [f"| Stage-1 prior | `{spec.prior}`, its LPIPS backbone {lpips} |"]
+            if spec is not None and spec.prior is not None and lpips is not None
+            else []
+        ),
         f"| trainable parameters | {run['trainable_parameters']:,} |"
         if run.get("trainable_parameters")
         else "| trainable parameters | n/a |",
@@ -79,4 +85,9 @@ def model_card(method: str, summ: Mapping[str, Any], data: str, preprocess: Mapp
         lines += ["", f"**Limitations.** {PHANTOM_CAVEAT}"]
     if run.get("backbone_weights") == "random":
         lines += ["", "**Its image encoder was randomly initialised**: this is not a pretrained SAM."]
+    if lpips == "random":
+        lines += [
+            "",
+            "**Its Stage-1 prior's perceptual loss ran on a randomly initialised backbone**: not the paper's LPIPS.",
+        ]
     return "\n".join(lines) + "\n"

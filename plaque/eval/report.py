@@ -249,6 +249,17 @@ def summary_markdown(summ: Mapping[str, Any]) -> str:
             f"**The SAM image encoder of {who} was randomly initialised** "
             "(no pretrained weights): these are not results of a pretrained SAM."
         )
+    lpips_random = [method_label(m) for m, b in summ.get("perceptual_backbone", {}).items() if b == "random"]
+    if lpips_random:
+        who = (
+            "every method with a prior"
+            if len(lpips_random) == len(summ["perceptual_backbone"]) > 1
+            else "; ".join(lpips_random)
+        )
+        notes.append(
+            f"**Stage-1's perceptual loss (LPIPS) ran on a randomly initialised backbone** in the prior of {who} "
+            "(its ImageNet weights were not in torch's cache): not the paper's LPIPS."
+        )
     claims, runs = claims_markdown(summ), runs_markdown(summ)
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + "".join(f"\n{part}" for part in (claims, runs) if part)
 
@@ -276,7 +287,10 @@ def claims_markdown(summ: Mapping[str, Any]) -> str:
     titles = ["macro Dice", "vessel wall", "non-calcified", "calcified"]
     lines = [
         "The paper's claims, tested: Ours − each other method on the same test patients (paired bootstrap of "
-        "the per-patient difference, 95 % interval, two-sided p); *higher*/*lower* when the interval excludes 0.",
+        "the per-patient difference, 95 % interval, two-sided p); *higher*/*lower* when the interval excludes 0. "
+        "Each column pairs only the patients that both methods are scored on (a class absent from a patient's "
+        "truth and from a method's prediction leaves that patient out), so a difference here can differ from "
+        "the difference of the two means above.",
         "",
         "| Ours vs | tests | " + " | ".join(titles) + " |",
         "|---" * (len(titles) + 2) + "|",

@@ -52,7 +52,7 @@ from plaque.eval.report import (
     summary,
     summary_markdown,
 )
-from plaque.methods import figure_methods, method_label, order_methods
+from plaque.methods import METHODS, figure_methods, method_label, order_methods
 from plaque.schedule import describe, describe_paper
 
 log = logging.getLogger("plaque.eval")
@@ -161,9 +161,30 @@ def build_figures(
     return out
 
 
-def run_context(runs: Path | None, methods: Sequence[str], processed: Processed, cfg: Mapping[str, Any]) -> dict:
+def prior_backbones(stage1_runs: Path | None, methods: Sequence[str]) -> dict[str, str]:
+    """For each of ``methods`` that reads a Stage-1 prior (`plaque.methods`), the LPIPS backbone its prior
+    trained with, from ``STAGE1_RUNS/<variant>/metrics.json``: ``pretrained``, ``random``, or ``unknown`` when the
+    file is missing or does not say; empty without ``stage1_runs``."""
+    out: dict[str, str] = {}
+    for m in methods:
+        spec = METHODS.get(m)
+        if stage1_runs is None or spec is None or spec.prior is None:
+            continue
+        path = stage1_runs / spec.prior / "metrics.json"
+        out[m] = json.loads(path.read_text()).get("perceptual_backbone", "unknown") if path.is_file() else "unknown"
+    return out
+
+
+def run_context(
+    runs: Path | None,
+    methods: Sequence[str],
+    processed: Processed,
+    cfg: Mapping[str, Any],
+    stage1_runs: Path | None = None,
+) -> dict:
     """Profile, cohort and, from ``RUNS/<method>/metrics.json`` when present, each method's training run
-    (`RUN_FIELDS`; ``backbone_weights`` also on its own, ``"unknown"`` when the run does not say)."""
+    (`RUN_FIELDS`; ``backbone_weights`` also on its own, ``"unknown"`` when the run does not say), and the LPIPS
+    backbone of each method's Stage-1 prior (`prior_backbones`)."""
     record = {}
     for m in methods:
         path = runs / m / "metrics.json" if runs is not None else None
@@ -177,6 +198,7 @@ def run_context(runs: Path | None, methods: Sequence[str], processed: Processed,
         "profile": cfg["profile"],
         "runs": record,
         "backbone_weights": {m: r["backbone_weights"] or "unknown" for m, r in record.items()},
+        "perceptual_backbone": prior_backbones(stage1_runs, methods),
         "bootstrap_resamples": cfg["eval"]["bootstrap_resamples"],
         "optimiser": {
             "run": describe(cfg["train"], cfg["stage2"]["optim"]),
@@ -211,6 +233,7 @@ def evaluate(
     cfg: Mapping[str, Any],
     *,
     runs: Path | None = None,
+    stage1_runs: Path | None = None,
     tables_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Score every method under ``pred_root`` against ``data``'s test split and write the outputs; returns the summary.
@@ -222,6 +245,7 @@ def evaluate(
         figures_dir: figures folder (``reports/figures``), or ``None`` for no figures.
         cfg: resolved params (``eval`` and ``profile`` are read).
         runs: folder of training runs (``results/stage2``: ``<method>/metrics.json``, ``<method>/live``), optional.
+        stage1_runs: folder of Stage-1 runs (``results/stage1``: ``<variant>/metrics.json``), optional.
         tables_dir: tables folder (``reports/tables``), or ``None`` for no tables.
     """
     processed = load_processed(data)
@@ -234,7 +258,11 @@ def evaluate(
         preds[m] = load_method(folders[m], m, processed)
         all_scores[m] = score_method(m, folders[m], preds[m], processed, step_mm)
     metrics = {m: method_metrics(m, s, cfg["eval"]) for m, s in all_scores.items()}
-    summ = summary(metrics, compare_with_reference(all_scores, cfg["eval"]), run_context(runs, methods, processed, cfg))
+    summ = summary(
+        metrics,
+        compare_with_reference(all_scores, cfg["eval"]),
+        run_context(runs, methods, processed, cfg, stage1_runs),
+    )
     table = summary_markdown(summ)
     figs = build_figures(all_scores, preds, processed, metrics, runs, cfg["eval"]) if figures_dir is not None else {}
     with atomic_folder(Path(out)) as tmp:

@@ -266,6 +266,16 @@ def test_summary_markdown_warns_about_a_random_backbone() -> None:
     assert "not results of a pretrained SAM" in warning
 
 
+def test_summary_markdown_warns_about_a_random_lpips_backbone_in_a_prior() -> None:
+    metrics, comparison = three_methods()
+    markdown = summary_markdown(summary(metrics, comparison, {**CONTEXT, "perceptual_backbone": {"ours": "random"}}))
+    (warning,) = [line for line in markdown.splitlines() if "perceptual loss (LPIPS)" in line]
+    assert "in the prior of Ours " in warning and "not the paper's LPIPS" in warning
+    for backbones in ({"ours": "pretrained"}, {"ours": "unknown"}, {}):
+        markdown = summary_markdown(summary(metrics, comparison, {**CONTEXT, "perceptual_backbone": backbones}))
+        assert "LPIPS" not in markdown
+
+
 def test_summary_markdown_bolds_nothing_for_a_single_method() -> None:
     metrics, _ = three_methods()
     markdown = summary_markdown(summary({"ours": metrics["ours"]}, {}, CONTEXT))

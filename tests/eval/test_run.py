@@ -55,7 +55,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for method, record in records.items():
         (runs / method).mkdir(parents=True)
         (runs / method / "metrics.json").write_text(json.dumps(record))
-    return {"work": work, "data": data, "preds": preds, "runs": runs}
+    stage1 = work / "stage1"
+    (stage1 / "contrastive").mkdir(parents=True)  # ours reads this prior; sam_lora reads none
+    (stage1 / "contrastive" / "metrics.json").write_text(json.dumps({"perceptual_backbone": "random"}))
+    return {"work": work, "data": data, "preds": preds, "runs": runs, "stage1": stage1}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +71,7 @@ def evaluated(inputs: dict[str, Path]) -> tuple[dict[str, Any], Path, Path]:
         figs,
         eval_cfg(),
         runs=inputs["runs"],
+        stage1_runs=inputs["stage1"],
         tables_dir=inputs["work"] / "tables",
     )
     return summ, out, figs
@@ -90,6 +94,7 @@ def test_perfect_method_scores_one_and_the_degraded_one_less(evaluated: tuple[di
     )
     assert summ["patients_with_class"] == {"vessel_wall": 3, "lumen": 3, "calcified": 3, "non_calcified": 2}
     assert summ["backbone_weights"] == {"ours": "random", "sam_lora": "pretrained"}
+    assert summ["perceptual_backbone"] == {"ours": "random"}  # sam_lora has no prior
     assert summ["runs"]["ours"] == {
         "backbone": "vit_tiny",
         "backbone_weights": "random",
@@ -125,8 +130,11 @@ def test_model_cards_state_data_weights_dice_and_intended_use(evaluated: tuple[d
         "(the paper's: random rotation, p 0.5) |" in card
     )
     assert "| plaque floor | non_calcified ≥ 4 mm³ (chosen on the validation split" in card
+    assert "| Stage-1 prior | `contrastive`, its LPIPS backbone random |" in card
+    assert "**Its Stage-1 prior's perceptual loss ran on a randomly initialised backbone**" in card
     lora = summ["methods"]["sam_lora"]["dice"]["calcified"]
-    assert "| plaque floor | none (" in (out.parent / "tables" / "model_card_sam_lora.md").read_text()
+    lora_card = (out.parent / "tables" / "model_card_sam_lora.md").read_text()
+    assert "| plaque floor | none (" in lora_card and "Stage-1 prior" not in lora_card and "LPIPS" not in lora_card
     assert (
         f"| Dice calcified | {lora['mean']:.3f} [{lora['low']:.3f}, {lora['high']:.3f}] |"
         in (out.parent / "tables" / "model_card_sam_lora.md").read_text()
