@@ -21,6 +21,7 @@ from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
 from benchmarks.flops import count_flops, executed_flops, mfu, peak_tflops, sam_reference_attention
 from benchmarks.levers import lever_row, lever_table
 from benchmarks.loader import loader_throughput
+from benchmarks.no_centerline import plaque_per_vessel
 from benchmarks.repro_times import stage_order
 from benchmarks.sam_attention import Case, cases, measure
 from benchmarks.steps import (
@@ -34,10 +35,13 @@ from benchmarks.steps import (
     ratios,
     train_step,
 )
+from plaque.classes import CALCIFIED, LUMEN, NONCALCIFIED
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
 from plaque.data.slicing import transport_frames
 from plaque.errors import InputError
+from plaque.io.geometry import Geometry
+from plaque.io.patient import Patient
 from plaque.methods import stage2_methods
 from plaque.models.attention import set_attention_kernel
 from plaque.models.faa import FAA
@@ -360,3 +364,16 @@ def test_centerline_offset_scores_every_offset_in_every_direction(tmp_path: Path
         assert summary["lumen"] == pytest.approx(expected.loc[summary["offset_mm"], "lumen"])
     with pytest.raises(SystemExit):
         centerline_offset_main([*argv[:-2], "--offsets", "0,-0.5"])
+
+
+def test_plaque_counts_for_the_vessel_whose_true_centerline_passes_nearest() -> None:
+    geometry = Geometry.axial((10, 20, 20), np.zeros(3), (1.0, 0.5, 0.5))  # voxels of 0.25 mm³
+    z = np.stack([np.zeros(10), np.zeros(10), np.arange(10.0)], axis=1)
+    lines = {"A": z + [2.0, 2.0, 0.0], "B": z + [8.0, 8.0, 0.0], "C": z + [9.5, 0.0, 0.0]}
+    labels = np.zeros(geometry.shape, dtype=np.uint8)
+    labels[0:3, 4, 4] = CALCIFIED  # x = y = 2 mm: on A
+    labels[5, 16, 15] = NONCALCIFIED  # x = 7.5, y = 8 mm: beside B
+    labels[5, 4, 5] = LUMEN  # not plaque
+    patient = Patient(Path("p"), "p", np.zeros(geometry.shape, np.float32), labels, geometry, lines)
+    assert plaque_per_vessel(labels, patient) == {"A": 0.75, "B": 0.25, "C": 0.0}
+    assert plaque_per_vessel(np.zeros_like(labels), patient) == {"A": 0.0, "B": 0.0, "C": 0.0}
