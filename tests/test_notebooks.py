@@ -27,3 +27,32 @@ def test_notebook_is_clean_and_parameterised(path: Path) -> None:
         if "_dir = " in line:
             assert '"scratch/' in line, f"default output must be a scratch folder: {line}"
     assert nb["metadata"]["kernelspec"]["name"] == "plaque"
+
+
+def test_the_evaluate_stage_makes_nothing_in_scratch_when_its_inputs_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run as the DVC stage (predictions present), the evaluation notebook's set-up trains no scratch prior."""
+    import plaque.paths
+    import plaque.scratch
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(plaque.scratch, "_run", lambda root, *args: calls.append(args))
+    monkeypatch.setattr(plaque.paths, "repo_root", lambda: tmp_path)  # scratch/ is tmp_path/scratch, empty
+    (tmp_path / "pred" / "ours").mkdir(parents=True)
+    (tmp_path / "processed").mkdir()
+    nb = json.loads((NOTEBOOKS[0].parent / "06_evaluate.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    setup = next(i for i, source in enumerate(code) if "ensure_scratch(" in source)
+    namespace: dict = {}
+    exec(code[0], namespace)  # the parameters cell, then what the stage passes
+    namespace.update(pred_dir=str(tmp_path / "pred"), data_dir=str(tmp_path / "processed"))
+    for source in code[1 : setup + 1]:
+        exec(source, namespace)
+    assert calls == []
+    (tmp_path / "scratch" / "processed").mkdir(parents=True)  # on its smoke defaults, without predictions:
+    (tmp_path / "scratch" / "results" / "predictions").mkdir(parents=True)  # the prior, then those of ours
+    namespace = {}
+    for source in code[: setup + 1]:
+        exec(source, namespace)
+    assert [c[0] for c in calls] == ["plaque.train.stage1", "plaque.train.stage2"]
