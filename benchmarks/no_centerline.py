@@ -134,8 +134,9 @@ def run(args: argparse.Namespace) -> dict:
     mean = table.drop(columns=["patient", "vessels"]).mean(numeric_only=True)
     classes = [CLASS_NAMES[c] for c in FOREGROUND]
     gaps = {c: float(mean[f"alone_{c}"] - mean[f"given_{c}"]) for c in classes}
-    with_plaque = vessels[vessels["given_mm3"] >= MIN_PLAQUE_MM3]
-    relative = (with_plaque["alone_mm3"] - with_plaque["given_mm3"]).abs() / with_plaque["given_mm3"]
+    scored = vessels["given_mm3"] >= MIN_PLAQUE_MM3
+    vessels["apart"] = ((vessels["alone_mm3"] - vessels["given_mm3"]).abs() / vessels["given_mm3"]).where(scored)
+    relative = vessels["apart"].dropna()
     figures = {
         "vessel_dice": float(mean["vessel_dice"]),
         "centerline_overlap": float(mean["overlap"]),
@@ -196,20 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         "Dice without a centerline minus with the true one: "
         + ", ".join(f"{c} {g:+.3f}" for c, g in figures["gaps"].items())
     )
-    scored = [v for v in figures["vessels"] if v["given_mm3"] >= MIN_PLAQUE_MM3]
     print(f"Plaque per true vessel (mm³), where the true-centerline result has at least {MIN_PLAQUE_MM3:g}:")
     print(
         format_table(
             ["patient", "vessel", "given", "alone", "apart"],
             [
-                [
-                    v["patient"],
-                    v["vessel"],
-                    f"{v['given_mm3']:.1f}",
-                    f"{v['alone_mm3']:.1f}",
-                    f"{abs(v['alone_mm3'] - v['given_mm3']) / v['given_mm3']:.0%}",
-                ]
-                for v in scored
+                [v["patient"], v["vessel"], f"{v['given_mm3']:.1f}", f"{v['alone_mm3']:.1f}", f"{v['apart']:.0%}"]
+                for v in figures["vessels"]
+                if v["given_mm3"] >= MIN_PLAQUE_MM3
             ],
         )
     )
