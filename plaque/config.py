@@ -268,6 +268,7 @@ SCHEMA: dict[str, Any] = {
         "weight_decay": Num(0.0, 1.0),
         "on_vessel": PROB,
         "threshold": Num(0.01, 0.99),
+        "min_piece_fraction": Num(0.0, 1.0),
         "seed": Num(0, None, integer=True),
     },
     "eval": {

@@ -25,6 +25,9 @@ from plaque.precision import device_autocast
 
 KIND = "vessel"  # the ``kind`` of a vessel model's checkpoint
 WINDOW_OVERLAP = 0.25  # overlap of the sliding windows at inference
+# the settings a checkpoint must hold to rebuild its network and make a mask (`predict_vessel`)
+RECORD_SETTINGS = ("spacing_mm", "channels", "res_units", "patch", "threshold", "min_piece_fraction")
+_NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)  # pieces are 26-connected, as the skeleton's graph is
 
 
 def build_vessel_net(channels: Sequence[int], res_units: int) -> nn.Module:
@@ -61,10 +64,30 @@ def predict_vessel(
 ) -> np.ndarray:
     """``shape`` bool: the vessel on a scan's own grid, from its windowed image ``(Z', Y', X')`` on the model's
     grid (`plaque.data.vessel.scan_on_grid`): the probability resampled back, thresholded at
-    ``settings["threshold"]``, and its enclosed holes filled (a vessel is solid; a hole of a few voxels would
-    make a loop of its skeleton)."""
+    ``settings["threshold"]``, its enclosed holes filled (a vessel is solid; a hole of a few voxels would
+    make a loop of its skeleton), and its small stray pieces dropped (`keep_large_pieces` with
+    ``settings["min_piece_fraction"]``)."""
     probability = vessel_probability(net, image, int(settings["patch"]), device)
-    return ndimage.binary_fill_holes(to_grid(probability, shape, linear=True) >= float(settings["threshold"]))
+    mask = ndimage.binary_fill_holes(to_grid(probability, shape, linear=True) >= float(settings["threshold"]))
+    return keep_large_pieces(mask, float(settings["min_piece_fraction"]))
+
+
+def keep_large_pieces(mask: np.ndarray, fraction: float) -> np.ndarray:
+    """``mask`` ``(Z, Y, X)`` bool with every connected piece (26-connected) of fewer than ``fraction`` times the
+    voxels of its largest piece removed; ``fraction`` 0 keeps every piece.
+
+    A whole scan holds two coronary trees of comparable size, so the rule is relative to the largest piece
+    rather than a count of pieces; the stray pieces it removes are bits of other contrast-filled structures
+    that would otherwise become trees of their own (docs/vessel-model.md).
+    """
+    pieces, count = ndimage.label(mask, structure=_NEIGHBOURS)
+    if count < 2 or fraction <= 0.0:
+        return mask
+    sizes = np.bincount(pieces.ravel())
+    sizes[0] = 0
+    keep = sizes >= fraction * sizes.max()
+    keep[0] = False
+    return keep[pieces]
 
 
 def vessel_record(
@@ -85,6 +108,13 @@ def load_vessel_model(path: Path, device: torch.device) -> tuple[nn.Module, dict
     if record.get("kind") != KIND or not isinstance(record.get("vessel"), dict):
         raise InputError(path, "is not a vessel model (train one with `dvc repro vessel`)")
     settings = record["vessel"]
+    missing = [k for k in RECORD_SETTINGS if k not in settings]
+    if missing:
+        raise InputError(
+            path,
+            f"vessel model without the setting(s) {', '.join(missing)}: made by an older version; retrain it"
+            " (`dvc repro vessel`)",
+        )
     net = build_vessel_net(settings["channels"], settings["res_units"])
     load_state_strictly(net, record["model"], Path(path), "a vessel model's best.pt")
     return net.to(device).eval(), record

@@ -10,7 +10,8 @@ along the three axes augment the crops. One process, on the CPU or one GPU, in `
 
 Validation, on each validation patient's whole scan, back on its own voxel grid:
 
-- voxel Dice of the vessel (wall, lumen and plaque) thresholded at ``vessel.threshold``;
+- voxel Dice of the vessel (wall, lumen and plaque) against its mask (`plaque.models.vessel.predict_vessel`:
+  thresholded at ``vessel.threshold``, holes filled, pieces under ``vessel.min_piece_fraction`` dropped);
 - the centerlines derived from that mask (`plaque.data.centerlines`) against the patient's given ones
   (`plaque.data.centerline_scores`): overlap, the share of vessels found (`FOUND_OVERLAP`), and the mean
   distance of those found.
@@ -173,7 +174,8 @@ def vessel_card(metrics: dict[str, Any], settings: dict[str, Any], window_hu: li
         f"| training | {settings['steps']} AdamW steps (peak {settings['lr']}, cosine decay) of {settings['batch_size']} "
         f"crops of {settings['patch']}³ voxels, {metrics['precision']}, {metrics['train_seconds'] / 60:.1f} min on "
         f"{metrics['device']} |",
-        f"| vessel mask | probability ≥ {settings['threshold']}, enclosed holes filled |",
+        f"| vessel mask | probability ≥ {settings['threshold']}, enclosed holes filled, pieces under "
+        f"{100 * float(settings['min_piece_fraction']):g} % of the largest one's volume dropped |",
         f"| validation | {metrics['val_patients']} patients, each whole scan on its own voxel grid |",
         f"| vessel Dice | {metrics['vessel_dice']:.3f} (lowest patient {metrics['vessel_dice_min']:.3f}) |",
         f"| centerlines from its mask | overlap {metrics['centerline_overlap']:.3f}, mean distance "

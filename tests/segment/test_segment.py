@@ -298,5 +298,10 @@ def test_no_vessel_found_or_no_vessel_model_is_one_line_and_nothing_is_written(
     settings = {"spacing_mm": 0.5, "channels": [4, 8], "res_units": 1, "patch": 32, "threshold": 0.5}
     save_atomic(vessel_record(net.state_dict(), settings, (-300.0, 1300.0)), untrained)
     _fails_cleanly(
+        [*base, "--vessel-model", str(untrained.parent)], out, capsys, untrained, "min_piece_fraction: made by an older"
+    )
+    settings["min_piece_fraction"] = 0.125
+    save_atomic(vessel_record(net.state_dict(), settings, (-300.0, 1300.0)), untrained)
+    _fails_cleanly(
         [*base, "--vessel-model", str(untrained.parent)], out, capsys, scans / "p" / DICOM_DIR, "no usable vessel"
     )

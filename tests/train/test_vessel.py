@@ -13,7 +13,7 @@ from plaque.checkpoint import save_atomic
 from plaque.data.vessel import VesselCase
 from plaque.errors import InputError
 from plaque.io.geometry import Geometry
-from plaque.models.vessel import load_vessel_model, predict_vessel, vessel_record
+from plaque.models.vessel import keep_large_pieces, load_vessel_model, predict_vessel, vessel_record
 from plaque.train.vessel import summarise, train_vessel_net
 
 SETTINGS = {
@@ -27,6 +27,7 @@ SETTINGS = {
     "weight_decay": 0.0,
     "on_vessel": 0.5,
     "threshold": 0.5,
+    "min_piece_fraction": 0.125,
     "seed": 0,
 }
 
@@ -80,6 +81,21 @@ def test_the_checkpoint_rebuilds_the_same_network_and_refuses_other_files(tmp_pa
     save_atomic({"method": "ours", "model": {}}, other)
     with pytest.raises(InputError, match="not a vessel model"):
         load_vessel_model(other, torch.device("cpu"))
+
+
+def test_pieces_under_the_share_of_the_largest_are_dropped_and_diagonal_neighbours_are_one_piece() -> None:
+    mask = np.zeros((12, 12, 12), bool)
+    mask[1:9, 1, 1] = True  # the largest piece: 8 voxels
+    mask[1:3, 5, 5] = True  # 2 voxels: a quarter of it
+    mask[10, 10, 10] = True  # 1 voxel, joined to the next only corner to corner: one piece of 2
+    mask[11, 11, 11] = True
+    mask[5, 10, 1] = True  # 1 voxel alone: an eighth
+    kept = keep_large_pieces(mask, 0.25)
+    assert kept[1:9, 1, 1].all() and kept[1:3, 5, 5].all() and kept[10, 10, 10] and kept[11, 11, 11]
+    assert not kept[5, 10, 1] and kept.sum() == mask.sum() - 1
+    assert keep_large_pieces(mask, 0.3).sum() == 8
+    assert (keep_large_pieces(mask, 0.0) == mask).all() and (keep_large_pieces(mask, 1.0).sum() == 8)
+    assert not keep_large_pieces(np.zeros((4, 4, 4), bool), 0.5).any()
 
 
 def test_summary_counts_vessels_not_found_and_averages_dice_per_patient() -> None:
