@@ -432,17 +432,20 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return found
 
 
-def test_two_seeded_runs_give_equal_weights(cohort: Path, tmp_path: Path) -> None:
-    """nnU-Net seeds nothing itself; our trainer seeds its initialisation and its augmentation worker."""
+def test_one_seed_gives_equal_weights_and_another_seed_other_weights(cohort: Path, tmp_path: Path) -> None:
+    """nnU-Net seeds nothing itself; our trainer seeds its initialisation and its augmentation worker, so one
+    seed gives equal weights and another seed other weights."""
     runs = []
-    for name in ("first", "again"):
+    for name, seed in (("first", 3), ("again", 3), ("other", 4)):
         work = tmp_path / name
-        settings = parse({**TINY, "batch_size": 2, "seed": 3})
+        settings = parse({**TINY, "batch_size": 2, "seed": seed})
         run_nnunet(cohort, work / "work", work / "pred" / "nnunet", work / "results", CFG, settings, "cpu")
         runs.append(_weights(work / "work" / "best.pt"))
-    assert runs[0].keys() == runs[1].keys() and len(runs[0]) > 10
-    for key, value in runs[0].items():
-        assert torch.equal(value, runs[1][key]), key
+    first, again, other = runs
+    assert first.keys() == again.keys() == other.keys() and len(first) > 10
+    for key, value in first.items():
+        assert torch.equal(value, again[key]), key
+    assert not all(torch.equal(value, other[key]) for key, value in first.items()), "the seed reaches the weights"
 
 
 def test_the_seed_reaches_every_generator_and_every_augmentation_worker(monkeypatch: pytest.MonkeyPatch) -> None:
