@@ -7,7 +7,8 @@ Generates ``--patients`` phantom patients of ``--seed`` (a seed the pipeline doe
 folder and, for each, as a user would run ``python -m plaque.segment``:
 
 - the vessel model alone: voxel Dice of its mask against the true vessel, and the centerlines derived from it
-  against the generator's true centerlines (`plaque.data.centerline_scores`: mean distance, overlap);
+  against the generator's true centerlines (`plaque.data.centerline_scores`: mean distance, overlap, and the
+  length of derived lines that follow no true one, along which plaque is segmented too);
 - the scan segmented with no centerline (the vessel model's centerlines) and with its true centerline: voxel
   Dice per class of each against the label volume, their difference, the plaque volume of each per true vessel
   (`plaque_per_vessel`), and the time of the run without a centerline.
@@ -44,7 +45,7 @@ from plaque.atomic import write_json_atomic
 from plaque.classes import CLASS_NAMES, FOREGROUND, PLAQUE_CLASSES
 from plaque.cli import add_config_options
 from plaque.config import load_config
-from plaque.data.centerline_scores import best_match
+from plaque.data.centerline_scores import best_match, stray_length
 from plaque.errors import InputError
 from plaque.inference import Predictor, load_predictor
 from plaque.io.patient import CENTERLINE_FILE, DICOM_DIR, Patient, load_patient
@@ -99,6 +100,7 @@ def score_patient(
         derived = {}
     scores = [best_match(line, derived)[1] for line in patient.centerlines.values()]
     row["branches"] = len(derived)
+    row["stray_mm"] = stray_length(list(patient.centerlines.values()), derived)
     row["overlap"] = float(np.mean([s["overlap"] for s in scores]))
     row["mean_mm"] = float(np.mean([s["mean_mm"] for s in scores])) if derived else float("nan")
     given, alone = tmp / folder.name / "given", tmp / folder.name / "alone"

@@ -1,7 +1,8 @@
 """How well a centerline matches a reference: the CAT08 challenge's average distance and overlap.
 
 Used to check centerlines derived from labels or from the vessel model's mask against known ones (the
-phantom's true centerlines): `plaque.train.vessel` on its validation patients, ``benchmarks/centerlines.py``.
+phantom's true centerlines): `plaque.train.vessel` on its validation patients, ``benchmarks/centerlines.py``;
+`stray_length` measures derived lines that follow no known one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from scipy.spatial import cKDTree
 
 OVERLAP_MM = 1.0  # a reference point is covered when the other line passes within this distance (CAT08)
 DENSE_MM = 0.05  # polylines are sampled this densely for point-to-line distances
+STRAY_MM = 2.0  # a derived point follows a true line when within this distance of it
+STRAY_SHARE = 0.5  # a derived line is stray when fewer than this share of its points follow a true line
 
 
 def densify(points_mm: np.ndarray) -> np.ndarray:
@@ -50,3 +53,14 @@ def best_match(true_mm: np.ndarray, derived: dict[str, np.ndarray]) -> tuple[str
     scores = {name: compare(true_mm, line) for name, line in derived.items()}
     best = max(scores, key=lambda name: (scores[name]["overlap"], -scores[name]["mean_mm"]))
     return best, scores[best]
+
+
+def stray_length(true_lines: list[np.ndarray], derived: dict[str, np.ndarray]) -> float:
+    """Total length (mm) of the derived lines (name -> ``(Q, 3)`` LPS mm) that follow none of ``true_lines``
+    (each ``(P, 3)``): fewer than `STRAY_SHARE` of their points within `STRAY_MM` of a true line. Plaque is
+    segmented along every derived line, so a stray one is where false plaque comes from."""
+    if not derived:
+        return 0.0
+    tree = cKDTree(np.concatenate([densify(line) for line in true_lines]))
+    stray = [line for line in derived.values() if np.mean(tree.query(line)[0] <= STRAY_MM) < STRAY_SHARE]
+    return float(sum(np.linalg.norm(np.diff(line, axis=0), axis=1).sum() for line in stray))

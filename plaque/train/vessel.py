@@ -13,8 +13,8 @@ Validation, on each validation patient's whole scan, back on its own voxel grid:
 - voxel Dice of the vessel (wall, lumen and plaque) against its mask (`plaque.models.vessel.predict_vessel`:
   thresholded at ``vessel.threshold``, holes filled, pieces under ``vessel.min_piece_fraction`` dropped);
 - the centerlines derived from that mask (`plaque.data.centerlines`) against the patient's given ones
-  (`plaque.data.centerline_scores`): overlap, the share of vessels found (`FOUND_OVERLAP`), and the mean
-  distance of those found.
+  (`plaque.data.centerline_scores`): overlap, the share of vessels found (`FOUND_OVERLAP`), the mean
+  distance of those found, and the length of stray derived lines, which follow no given one.
 
 Writes ``OUT/best.pt`` (`plaque.models.vessel.vessel_record`: the weights, settings and validation), its
 model card ``OUT/model_card.md``, ``RESULTS/metrics.json`` (the validation figures) and
@@ -39,7 +39,7 @@ from plaque.atomic import atomic_folder, write_json_atomic
 from plaque.checkpoint import save_atomic
 from plaque.cli import add_config_options, add_device_option, resolve_device, run_cli
 from plaque.config import PHANTOM, load_config
-from plaque.data.centerline_scores import best_match
+from plaque.data.centerline_scores import best_match, stray_length
 from plaque.data.centerlines import derive_centerlines, vessel_mask
 from plaque.data.vessel import VesselCase, load_cases, sample_patch
 from plaque.errors import InputError
@@ -117,6 +117,7 @@ def validate(
             log.warning("%s: no centerline from the predicted mask (%s)", case.name, e)
             derived = {}
         seconds = time.perf_counter() - t0
+        stray = stray_length(list(case.centerlines.values()), derived) if case.centerlines else float("nan")
         for vessel, true_mm in case.centerlines.items():
             _, score = best_match(true_mm, derived)
             rows.append(
@@ -125,6 +126,7 @@ def validate(
                     "vessel": vessel,
                     "dice": dice,
                     "branches": len(derived),
+                    "stray_mm": stray,
                     "seconds": seconds,
                     **score,
                 }
@@ -137,9 +139,10 @@ def validate(
 
 
 def summarise(rows: pd.DataFrame) -> dict[str, Any]:
-    """The validation figures of `validate`'s rows: mean voxel Dice over patients, and over vessels with a
-    given centerline the overlap, the share found (overlap at least `FOUND_OVERLAP`) and the mean distance of
-    those found."""
+    """The validation figures of `validate`'s rows: mean voxel Dice over patients; over vessels with a given
+    centerline the overlap, the share found (overlap at least `FOUND_OVERLAP`) and the mean distance of those
+    found; over patients with given centerlines the total length of stray derived lines
+    (`plaque.data.centerline_scores.stray_length`) and the patients that have any."""
     per_patient = rows.drop_duplicates("patient")
     lines = rows[rows["vessel"] != ""] if "overlap" in rows else rows.iloc[:0]
     found = lines[lines["overlap"] >= FOUND_OVERLAP] if len(lines) else lines
@@ -151,6 +154,8 @@ def summarise(rows: pd.DataFrame) -> dict[str, Any]:
         "centerline_found": float(len(found) / len(lines)) if len(lines) else float("nan"),
         "centerline_overlap": float(lines["overlap"].mean()) if len(lines) else float("nan"),
         "centerline_mean_mm": float(found["mean_mm"].mean()) if len(found) else float("nan"),
+        "stray_mm": float(per_patient["stray_mm"].sum()) if len(lines) else float("nan"),
+        "stray_patients": int((per_patient["stray_mm"] > 0).sum()) if len(lines) else 0,
         "seconds_per_scan": float(per_patient["seconds"].mean()),
     }
 
@@ -181,6 +186,9 @@ def vessel_card(metrics: dict[str, Any], settings: dict[str, Any], window_hu: li
         f"| centerlines from its mask | overlap {metrics['centerline_overlap']:.3f}, mean distance "
         f"{metrics['centerline_mean_mm']:.3f} mm, {metrics['centerline_found']:.0%} of "
         f"{metrics['centerline_vessels']} given vessels found |",
+        f"| stray centerlines | {metrics['stray_mm']:.0f} mm in {metrics['stray_patients']} of "
+        f"{metrics['val_patients']} patients (derived lines that follow no given one: plaque would be segmented "
+        "along them) |",
         f"| time | {metrics['seconds_per_scan']:.1f} s per scan (mask and centerlines) |",
         "",
         "Overlap: the share of a given centerline's points within 1 mm of the derived line (CAT08), averaged over "

@@ -101,13 +101,46 @@ def test_pieces_under_the_share_of_the_largest_are_dropped_and_diagonal_neighbou
 def test_summary_counts_vessels_not_found_and_averages_dice_per_patient() -> None:
     rows = pd.DataFrame(
         [
-            {"patient": "a", "vessel": "LAD", "dice": 0.9, "seconds": 1.0, "overlap": 1.0, "mean_mm": 0.2},
-            {"patient": "a", "vessel": "RCA", "dice": 0.9, "seconds": 1.0, "overlap": 0.0, "mean_mm": np.nan},
-            {"patient": "b", "vessel": "LAD", "dice": 0.5, "seconds": 3.0, "overlap": 0.8, "mean_mm": 0.4},
-            {"patient": "b", "vessel": "RCA", "dice": 0.5, "seconds": 3.0, "overlap": 0.2, "mean_mm": 9.0},
+            {
+                "patient": "a",
+                "vessel": "LAD",
+                "dice": 0.9,
+                "seconds": 1.0,
+                "overlap": 1.0,
+                "mean_mm": 0.2,
+                "stray_mm": 0,
+            },
+            {
+                "patient": "a",
+                "vessel": "RCA",
+                "dice": 0.9,
+                "seconds": 1.0,
+                "overlap": 0.0,
+                "mean_mm": np.nan,
+                "stray_mm": 0,
+            },
+            {
+                "patient": "b",
+                "vessel": "LAD",
+                "dice": 0.5,
+                "seconds": 3.0,
+                "overlap": 0.8,
+                "mean_mm": 0.4,
+                "stray_mm": 25,
+            },
+            {
+                "patient": "b",
+                "vessel": "RCA",
+                "dice": 0.5,
+                "seconds": 3.0,
+                "overlap": 0.2,
+                "mean_mm": 9.0,
+                "stray_mm": 25,
+            },
         ]
     )
     summary = summarise(rows)
     assert summary["vessel_dice"] == pytest.approx(0.7) and summary["val_patients"] == 2
     assert summary["centerline_found"] == pytest.approx(2 / 4) and summary["centerline_overlap"] == pytest.approx(0.5)
     assert summary["centerline_mean_mm"] == pytest.approx(0.3) and summary["seconds_per_scan"] == pytest.approx(2.0)
+    assert summary["stray_mm"] == pytest.approx(25.0) and summary["stray_patients"] == 1
