@@ -100,44 +100,15 @@ def test_pieces_under_the_share_of_the_largest_are_dropped_and_diagonal_neighbou
 
 def test_summary_counts_vessels_not_found_and_averages_dice_per_patient() -> None:
     rows = pd.DataFrame(
-        [
-            {
-                "patient": "a",
-                "vessel": "LAD",
-                "dice": 0.9,
-                "seconds": 1.0,
-                "overlap": 1.0,
-                "mean_mm": 0.2,
-                "stray_mm": 0,
-            },
-            {
-                "patient": "a",
-                "vessel": "RCA",
-                "dice": 0.9,
-                "seconds": 1.0,
-                "overlap": 0.0,
-                "mean_mm": np.nan,
-                "stray_mm": 0,
-            },
-            {
-                "patient": "b",
-                "vessel": "LAD",
-                "dice": 0.5,
-                "seconds": 3.0,
-                "overlap": 0.8,
-                "mean_mm": 0.4,
-                "stray_mm": 25,
-            },
-            {
-                "patient": "b",
-                "vessel": "RCA",
-                "dice": 0.5,
-                "seconds": 3.0,
-                "overlap": 0.2,
-                "mean_mm": 9.0,
-                "stray_mm": 25,
-            },
-        ]
+        {
+            "patient": ["a", "a", "b", "b"],
+            "vessel": ["LAD", "RCA", "LAD", "RCA"],
+            "dice": [0.9, 0.9, 0.5, 0.5],
+            "seconds": [1.0, 1.0, 3.0, 3.0],
+            "overlap": [1.0, 0.0, 0.8, 0.2],
+            "mean_mm": [0.2, np.nan, 0.4, 9.0],
+            "stray_mm": [0.0, 0.0, 25.0, 25.0],
+        }
     )
     summary = summarise(rows)
     assert summary["vessel_dice"] == pytest.approx(0.7) and summary["val_patients"] == 2
