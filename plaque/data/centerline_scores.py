@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from plaque.data.slicing import arclength
+
 OVERLAP_MM = 1.0  # a reference point is covered when the other line passes within this distance (CAT08)
 DENSE_MM = 0.05  # polylines are sampled this densely for point-to-line distances
 STRAY_MM = 2.0  # a derived point follows a true line when within this distance of it
@@ -63,4 +65,4 @@ def stray_length(true_lines: list[np.ndarray], derived: dict[str, np.ndarray]) -
         return 0.0
     tree = cKDTree(np.concatenate([densify(line) for line in true_lines]))
     stray = [line for line in derived.values() if np.mean(tree.query(line)[0] <= STRAY_MM) < STRAY_SHARE]
-    return float(sum(np.linalg.norm(np.diff(line, axis=0), axis=1).sum() for line in stray))
+    return float(sum(arclength(line)[-1] for line in stray))

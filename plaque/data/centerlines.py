@@ -12,8 +12,9 @@ covering skeleton is kept.
 Spurs, short branches that end in a tip, are pruned when shorter than `SPUR_RADII` vessel radii at their
 junction. Each connected tree is then split into branches from its ostium outward: the ostium is the tip
 where the vessel is widest (coronary arteries taper from the aorta towards their distal ends); the main
-branch runs from it to the farthest tip along the skeleton, each side branch from its junction on a branch
-already taken to its farthest tip, longest first. Branches shorter than `MIN_BRANCH_MM` are dropped.
+branch runs from it to the farthest tip along the skeleton (to the farthest junction where the ostium is the
+only tip: the far end closes in a loop), each side branch from its junction on a branch already taken to its
+farthest tip, longest first. Branches shorter than `MIN_BRANCH_MM` are dropped.
 Each branch is smoothed along its arclength, extended straight to the edge of the scan where the vessel
 leaves the scan there (a skeleton stops about a radius short of a cut face), and resampled.
 
@@ -35,7 +36,7 @@ from skan import Skeleton, summarize
 from skimage.morphology import skeletonize
 
 from plaque.classes import FOREGROUND
-from plaque.data.slicing import resample_centerline
+from plaque.data.slicing import arclength, resample_centerline
 from plaque.errors import InputError
 from plaque.io.geometry import Geometry
 
@@ -226,35 +227,40 @@ def _trees(graph: _Graph) -> list[list[tuple[str, np.ndarray]]]:
     trees = []
     for tree_id in np.unique(b["skeleton_id"]):
         in_tree = np.flatnonzero(b["skeleton_id"].to_numpy() == tree_id)
-        tips = [n for n in np.unique(edges[in_tree]) if graph.skeleton.degrees[nodes[n]] == 1]
+        tree_nodes = np.unique(edges[in_tree])
+        tips = [n for n in tree_nodes if graph.skeleton.degrees[nodes[n]] == 1]
         if not tips:
             continue  # a closed loop has no ostium
         ostium = max(tips, key=lambda n: _tip_radius(graph, edges, nodes, n))
         dist, pred = dijkstra(weights.tocsr(), directed=False, indices=ostium, return_predecessors=True)
-        chains = _split(ostium, tips, dist, pred)
+        chains = _split(ostium, tips, tree_nodes, dist, pred)
         if chains:
             trees.append([(suffix, _chain_coords(graph, edges, nodes, chain)) for suffix, chain in chains])
-    return sorted(trees, key=lambda t: -_length(t[0][1]))
+    return sorted(trees, key=lambda t: -arclength(t[0][1])[-1])
 
 
 def _tip_radius(graph: _Graph, edges: np.ndarray, nodes: np.ndarray, tip: int) -> float:
     """Median vessel radius (mm) over the first `OSTIUM_PROBE_MM` of skeleton from a tip (graph node index)."""
     branch = int(np.flatnonzero((edges == tip).any(axis=1))[0])
     coords = graph.path(branch, nodes[tip])
-    arc = (
-        np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(coords, axis=0), axis=1))]) * graph.skeleton.spacing[0]
-    )
+    arc = arclength(coords) * graph.skeleton.spacing[0]
     return float(np.median(graph.radius_at(coords[arc <= OSTIUM_PROBE_MM])))
 
 
-def _split(ostium: int, tips: list[int], dist: np.ndarray, pred: np.ndarray) -> list[tuple[str, list[int]]]:
+def _split(
+    ostium: int, tips: list[int], tree_nodes: np.ndarray, dist: np.ndarray, pred: np.ndarray
+) -> list[tuple[str, list[int]]]:
     """Split a shortest-path tree from ``ostium`` into branches: ``[(name suffix, node chain), ...]``.
 
     The farthest tip gives the main branch (suffix ``""``); every other tip, farthest first, the chain from
-    the first node of a branch already taken to it, kept when at least `MIN_BRANCH_MM` long.
+    the first node of a branch already taken to it, kept when at least `MIN_BRANCH_MM` long. Where the
+    ostium is the tree's only tip (its far end closes in a loop, as where a mask holds a ring), the farthest
+    of ``tree_nodes`` (graph node indices) ends the main branch.
     """
     order = sorted((t for t in tips if t != ostium and np.isfinite(dist[t])), key=lambda t: -dist[t])
-    if not order or dist[order[0]] < MIN_BRANCH_MM:
+    if not order:
+        order = [int(max(tree_nodes, key=lambda n: dist[n]))]
+    if dist[order[0]] < MIN_BRANCH_MM:
         return []
     owner: dict[int, str] = {}  # node -> suffix of the branch that holds it
     children: dict[str, int] = {}
@@ -285,11 +291,6 @@ def _chain_coords(graph: _Graph, edges: np.ndarray, nodes: np.ndarray, chain: li
         branch = int(between[np.argmin(lengths[between])])
         parts.append(graph.path(branch, nodes[a])[1 if parts else 0 :])
     return np.concatenate(parts)
-
-
-def _length(points: np.ndarray) -> float:
-    """Polyline length of ``(P, 3)`` points (in their own units)."""
-    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum())
 
 
 def _smooth(points_mm: np.ndarray) -> np.ndarray:

@@ -17,6 +17,13 @@ TANGENT_SMOOTH_MM = 1.0  # Gaussian sigma (mm of arclength) applied to the cente
 CHUNK_PIXELS = 1 << 22  # sample at most this many pixels per map_coordinates call (bounds memory)
 
 
+def arclength(points: np.ndarray) -> np.ndarray:
+    """``(P,)`` distance along a polyline of ``(P, 3)`` points from its first point, in the points' own
+    units; the polyline's length is its last value."""
+    steps = np.linalg.norm(np.diff(np.asarray(points, dtype=np.float64), axis=0), axis=1)
+    return np.concatenate([[0.0], np.cumsum(steps)])
+
+
 def resample_centerline(centerline_mm: np.ndarray, step_mm: float) -> np.ndarray:
     """Points every ``step_mm`` of arclength along a polyline.
 
@@ -34,7 +41,7 @@ def resample_centerline(centerline_mm: np.ndarray, step_mm: float) -> np.ndarray
         pts = np.concatenate([pts[:1], pts[1:][seg > 0]])
     if len(pts) < 2:
         return np.zeros((0, 3))
-    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    arc = arclength(pts)
     s = np.arange(0.0, arc[-1] + 1e-9, step_mm)
     return np.stack([np.interp(s, arc, pts[:, d]) for d in range(3)], axis=1)
 

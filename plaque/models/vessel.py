@@ -84,10 +84,8 @@ def keep_large_pieces(mask: np.ndarray, fraction: float) -> np.ndarray:
     if count < 2 or fraction <= 0.0:
         return mask
     sizes = np.bincount(pieces.ravel())
-    sizes[0] = 0
-    keep = sizes >= fraction * sizes.max()
-    keep[0] = False
-    return keep[pieces]
+    sizes[0] = 0  # the background is no piece: with ``fraction`` > 0 it is never kept
+    return (sizes >= fraction * sizes.max())[pieces]
 
 
 def vessel_record(

@@ -115,6 +115,20 @@ def test_bar_two_voxels_across_keeps_its_centerline() -> None:
     assert np.ptp(line[:, 2]) > 16.0  # ... along most of its 20 mm
 
 
+def test_vessel_ending_in_a_ring_keeps_its_centerline() -> None:
+    """A vessel whose skeleton has one tip, its far end closing in a loop (a vessel model's mask can hold such a
+    ring where a hole in it opens onto the scan's edge): the main branch runs from the tip to the loop."""
+    geometry = grid((30.0, 16.0, 16.0), (0.5, 0.5, 0.5))
+    stick = np.array([[8.0, 8.0, 34.0], [8.0, 8.0, 10.0]])  # leaves the scan at the top
+    angle = np.linspace(0.0, 2.0 * np.pi, 200)
+    ring = np.stack([8.0 + 3.5 * np.sin(angle), np.full_like(angle, 8.0), 6.5 + 3.5 * np.cos(angle)], axis=1)
+    lines = derive_centerlines(tubes(geometry, [(stick, 1.2, 1.2), (ring, 1.2, 1.2)]), geometry, 0.5, WHERE)
+    assert list(lines) == ["V1"]
+    line = lines["V1"]
+    assert distances(line, stick).max() < 0.5
+    assert line[0, 2] > 29.5 and line[-1, 2] < 11.5  # from the scan's edge to where the ring begins
+
+
 def test_empty_label_volume_is_an_input_error() -> None:
     geometry = grid((10.0, 10.0, 10.0), (0.5, 0.5, 0.5))
     with pytest.raises(InputError, match="no vessel voxel") as info:

@@ -7,6 +7,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from plaque.data.slicing import (
+    arclength,
     cross_sections,
     resample_centerline,
     resize,
@@ -54,6 +55,15 @@ def moments(mask: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 GEOM = Geometry.axial((48, 64, 64), origin=np.array([-12.0, -12.0, -10.0]), spacing=(0.45, 0.40, 0.35))
 CENTRE = (32 - 1) / 2
+
+
+def test_arclength_runs_from_zero_to_the_polyline_length() -> None:
+    line = np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [3.0, 4.0, 12.0], [3.0, 4.0, 12.0]])
+    np.testing.assert_allclose(arclength(line), [0.0, 5.0, 17.0, 17.0])
+    np.testing.assert_allclose(arclength(line[:1]), [0.0])
+    helix = np.stack([np.cos(t := np.linspace(0, 2 * np.pi, 2001)), np.sin(t), 0.5 * t], axis=1)
+    assert arclength(helix)[-1] == pytest.approx(2 * np.pi * np.hypot(1.0, 0.5), rel=1e-6)
+    assert len(resample_centerline(helix, 0.5)) == int(arclength(helix)[-1] / 0.5) + 1
 
 
 def test_straight_tube_gives_centred_circles_of_the_right_radius() -> None:
