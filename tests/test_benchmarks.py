@@ -21,7 +21,7 @@ from benchmarks.faa_scaling import ExplicitFAA, faa_scaling, grids_up_to
 from benchmarks.flops import count_flops, executed_flops, mfu, peak_tflops, sam_reference_attention
 from benchmarks.levers import lever_row, lever_table
 from benchmarks.loader import loader_throughput
-from benchmarks.no_centerline import plaque_per_vessel
+from benchmarks.no_centerline import MIN_PLAQUE_MM3, plaque_per_vessel, relative_apart
 from benchmarks.repro_times import stage_order
 from benchmarks.sam_attention import Case, cases, measure
 from benchmarks.steps import (
@@ -377,3 +377,10 @@ def test_plaque_counts_for_the_vessel_whose_true_centerline_passes_nearest() -> 
     patient = Patient(Path("p"), "p", np.zeros(geometry.shape, np.float32), labels, geometry, lines)
     assert plaque_per_vessel(labels, patient) == {"A": 0.75, "B": 0.25, "C": 0.0}
     assert plaque_per_vessel(np.zeros_like(labels), patient) == {"A": 0.0, "B": 0.0, "C": 0.0}
+
+
+def test_relative_apart_scores_only_vessels_with_plaque() -> None:
+    given = pd.Series([20.0, 4.0, 0.5 * MIN_PLAQUE_MM3, 0.0])
+    apart = relative_apart(pd.Series([15.0, 6.0, 3.0, 2.0]), given)
+    np.testing.assert_allclose(apart[:2], [0.25, 0.5])
+    assert apart[2:].isna().all()  # too little plaque along the true centerline to take a share of
