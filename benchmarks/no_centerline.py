@@ -102,12 +102,13 @@ def score_patient(
     patient = load_patient(folder, label_map)
     truth, vessel = patient.labels, patient.labels > 0
     mask = finder.mask(patient.hu, patient.geometry)
+    step_mm = float(predictor.preprocess["step_mm"])
     row: dict[str, object] = {
         "patient": folder.name,
         "vessel_dice": float(2 * (mask & vessel).sum() / (mask.sum() + vessel.sum())),
     }
     try:
-        derived = mask_centerlines(mask, patient.geometry, float(predictor.preprocess["step_mm"]), folder)
+        derived = mask_centerlines(mask, patient.geometry, step_mm, folder)
     except InputError:
         derived = {}
     scores = [best_match(line, derived)[1] for line in patient.centerlines.values()]
@@ -119,7 +120,6 @@ def score_patient(
     for copy in (given, alone, from_labels):
         shutil.copytree(folder / DICOM_DIR, copy / DICOM_DIR)
     shutil.copy(folder / CENTERLINE_FILE, given / CENTERLINE_FILE)
-    step_mm = float(predictor.preprocess["step_mm"])
     write_centerlines(from_labels / CENTERLINE_FILE, derive_centerlines(truth, patient.geometry, step_mm, folder))
     labels_given, plaque_given, _ = segment_once(predictor, given, tmp / folder.name / "out-given", None)
     labels_from_labels, _, _ = segment_once(predictor, from_labels, tmp / folder.name / "out-from-labels", None)

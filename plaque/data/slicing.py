@@ -37,8 +37,7 @@ def resample_centerline(centerline_mm: np.ndarray, step_mm: float) -> np.ndarray
     """
     pts = np.asarray(centerline_mm, dtype=np.float64).reshape(-1, 3)
     if len(pts) > 1:
-        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-        pts = np.concatenate([pts[:1], pts[1:][seg > 0]])
+        pts = np.concatenate([pts[:1], pts[1:][np.diff(arclength(pts)) > 0]])
     if len(pts) < 2:
         return np.zeros((0, 3))
     arc = arclength(pts)
