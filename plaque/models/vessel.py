@@ -33,6 +33,10 @@ _NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)  # pieces are 26-connected, as the 
 def build_vessel_net(channels: Sequence[int], res_units: int) -> nn.Module:
     """A 3D U-Net: ``(B, 1, D, H, W)`` windowed scan -> ``(B, 2, D, H, W)`` logits (background, vessel).
 
+    Its weights, and so its activations, are laid out channels-last (``torch.channels_last_3d``): the same
+    network, with a bf16 training step 1.6x faster on an AVX512-BF16 CPU than in the default layout
+    (docs/vessel-model.md).
+
     Args:
         channels: widths per resolution; the grid halves between them (``D, H, W`` of a training patch must
             be divisible by ``2 ** (len(channels) - 1)``).
@@ -45,7 +49,7 @@ def build_vessel_net(channels: Sequence[int], res_units: int) -> nn.Module:
         channels=tuple(int(c) for c in channels),
         strides=(2,) * (len(channels) - 1),
         num_res_units=int(res_units),
-    )
+    ).to(memory_format=torch.channels_last_3d)
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,13 @@ from plaque.checkpoint import save_atomic
 from plaque.data.vessel import VesselCase
 from plaque.errors import InputError
 from plaque.io.geometry import Geometry
-from plaque.models.vessel import keep_large_pieces, load_vessel_model, predict_vessel, vessel_record
+from plaque.models.vessel import (
+    build_vessel_net,
+    keep_large_pieces,
+    load_vessel_model,
+    predict_vessel,
+    vessel_record,
+)
 from plaque.train.vessel import summarise, train_vessel_net
 
 SETTINGS = {
@@ -63,6 +70,19 @@ def test_two_trainings_with_one_seed_give_equal_weights() -> None:
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_the_network_is_channels_last_and_computes_what_the_default_layout_computes() -> None:
+    torch.manual_seed(0)
+    net = build_vessel_net([4, 8], 1).double().eval()
+    kernels = [p for p in net.parameters() if p.dim() == 5]
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
+    assert not all(p.is_contiguous() for p in kernels)
+    plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    assert all(p.is_contiguous() for p in plain.parameters())
+    x = torch.randn(2, 1, 16, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), plain(x), rtol=1e-10, atol=1e-12)
+
+
 def test_no_training_patient_is_one_line() -> None:
     with pytest.raises(InputError, match="no training patient"):
         train_vessel_net([], SETTINGS, torch.device("cpu"), "fp32")
@@ -77,6 +97,7 @@ def test_the_checkpoint_rebuilds_the_same_network_and_refuses_other_files(tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x))
     assert record["window_hu"] == [-300.0, 1300.0] and record["vessel"]["channels"] == [4, 8]
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in loaded.parameters() if p.dim() == 5)
     other = tmp_path / "other.pt"
     save_atomic({"method": "ours", "model": {}}, other)
     with pytest.raises(InputError, match="not a vessel model"):
