@@ -35,6 +35,8 @@ from benchmarks.steps import (
     ratios,
     train_step,
 )
+from benchmarks.unet_anchor import main as unet_anchor_main
+from benchmarks.unet_anchor import train_and_score
 from plaque.classes import CALCIFIED, LUMEN, NONCALCIFIED
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
@@ -384,3 +386,20 @@ def test_relative_apart_scores_only_vessels_with_plaque() -> None:
     apart = relative_apart(pd.Series([15.0, 6.0, 3.0, 2.0]), given)
     np.testing.assert_allclose(apart[:2], [0.25, 0.5])
     assert apart[2:].isna().all()  # too little plaque along the true centerline to take a share of
+
+
+def test_unet_anchor_scores_each_stop_and_repeats_with_its_seed(tmp_path: Path) -> None:
+    cfg = load_config(profile="smoke")
+    data = ensure_processed(tmp_path / "missing", cfg, tmp_path)
+    first = train_and_score(data, [1, 3], None, 0, cfg)
+    assert [(r["steps"], r["images"]) for r in first] == [(1, 32), (3, 96)]
+    again = train_and_score(data, [3], None, 0, cfg)
+    assert again[0]["dice"] == first[1]["dice"] and again[0]["macro_dice"] == first[1]["macro_dice"]
+    out = tmp_path / "anchor.json"
+    assert (
+        unet_anchor_main(["--data", str(data), "--steps", "2", "--profile", "smoke", "--augment", "--json", str(out)])
+        == 0
+    )
+    written = json.loads(out.read_text())
+    assert written["augment"] == cfg["augment"] and [r["steps"] for r in written["results"]] == [2]
+    assert set(written["results"][0]["dice"]) == {"vessel_wall", "lumen", "calcified", "non_calcified"}
