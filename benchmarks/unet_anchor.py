@@ -1,6 +1,6 @@
 """The plain U-Net behind the demo's Dice targets, at a chosen number of training images.
 
-    python -m benchmarks.unet_anchor [--data data/processed] [--steps 384,782] [--augment] [--seed 0]
+    python -m benchmarks.unet_anchor [--data data/processed] [--steps 384,768,1536] [--augment] [--seed 0]
                                      [--threads 1] [--json results/bench/unet_anchor.json]
 
 The demo's targets for ours and nnU-Net were set from a plain MONAI ``BasicUNet`` trained on the same
@@ -89,13 +89,16 @@ def train_and_score(
 
 
 def _cell(entry: dict[str, Any]) -> str:
+    """``mean [low, high]``, or ``n/a`` for a class no test patient has in truth or prediction."""
+    if entry["mean"] is None:
+        return "n/a"
     return f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.unet_anchor", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=repo_root() / "data" / "processed")
-    parser.add_argument("--steps", default="384,782", help="step counts to score after (comma-separated)")
+    parser.add_argument("--steps", default="384,768,1536", help="step counts to score after (comma-separated)")
     parser.add_argument("--augment", action="store_true", help="the pipeline's training augmentation (params augment)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
