@@ -32,23 +32,22 @@ from plaque.classes import CLASS_NAMES, FOREGROUND, NUM_CLASSES
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
 from plaque.data.processed import load_processed
+from plaque.eval.cards import interval_text
 from plaque.eval.predictions import test_rows
 from plaque.eval.report import method_metrics
 from plaque.eval.run import score_method
+from plaque.inference import predict_batches
 from plaque.paths import repo_root
 
 BATCH, LR = 32, 1.0e-3  # the reference's settings
+CPU = torch.device("cpu")
 
 
 def predict_test(net: torch.nn.Module, images: np.ndarray, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Patient → ``(N, H, W)`` uint8 class ids of its test cross-sections ``images[rows]`` (``images`` ``(M, H, W)``
-    float32, as the dataset gives them)."""
+    float32, as the dataset gives them), predicted as the inference layer predicts (`predict_batches`)."""
     net.eval()
-    with torch.no_grad():
-        out = {
-            p: net(torch.from_numpy(np.asarray(images[r]))[:, None]).argmax(1).numpy().astype(np.uint8)
-            for p, r in rows.items()
-        }
+    out = {p: predict_batches(net, images[r], CPU) for p, r in rows.items()}
     net.train()
     return out
 
@@ -88,13 +87,6 @@ def train_and_score(
     return results
 
 
-def _cell(entry: dict[str, Any]) -> str:
-    """``mean [low, high]``, or ``n/a`` for a class no test patient has in truth or prediction."""
-    if entry["mean"] is None:
-        return "n/a"
-    return f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.unet_anchor", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=repo_root() / "data" / "processed")
@@ -112,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.params, args.profile)
     augment = cfg["augment"] if args.augment else None
-    info = machine_info(torch.device("cpu"), repo_root())
+    info = machine_info(CPU, repo_root())
     results = train_and_score(args.data, stops, augment, args.seed, cfg)
     print(
         f"{info['cpu']}, torch {info['torch']}, {args.threads} thread(s) | BasicUNet, batch {BATCH}, AdamW {LR}, "
@@ -120,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     headers = ["steps", "images", "seconds", *(CLASS_NAMES[c] for c in FOREGROUND)]
     table = [
-        [r["steps"], r["images"], r["train_seconds"], *(_cell(r["dice"][CLASS_NAMES[c]]) for c in FOREGROUND)]
+        [r["steps"], r["images"], r["train_seconds"], *(interval_text(r["dice"][CLASS_NAMES[c]]) for c in FOREGROUND)]
         for r in results
     ]
     print(format_table(headers, table))

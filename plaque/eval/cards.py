@@ -17,7 +17,7 @@ from plaque.methods import METHODS
 from plaque.postprocess import describe_floor
 
 
-def _interval(entry: Mapping[str, Any]) -> str:
+def interval_text(entry: Mapping[str, Any]) -> str:
     """``0.812 [0.771, 0.850]``, or ``n/a``."""
     if entry.get("mean") is None:
         return "n/a"
@@ -75,8 +75,11 @@ def model_card(method: str, summ: Mapping[str, Any], data: str, preprocess: Mapp
         f"| plaque floor | {describe_floor(run)} (chosen on the validation split; smaller plaque components become "
         "vessel wall) |",
         f"| test cohort | {summ.get('cohort', '?')} |",
-        f"| macro Dice | {_interval(result['macro_dice'])} |",
-        *(f"| Dice {display_name(CLASS_NAMES[c])} | {_interval(result['dice'][CLASS_NAMES[c]])} |" for c in FOREGROUND),
+        f"| macro Dice | {interval_text(result['macro_dice'])} |",
+        *(
+            f"| Dice {display_name(CLASS_NAMES[c])} | {interval_text(result['dice'][CLASS_NAMES[c]])} |"
+            for c in FOREGROUND
+        ),
         "",
         "Dice: mean over test patients, 95 % bootstrap interval over patients. Segment new scans with "
         f"`python -m plaque.segment --checkpoint models/stage2/{method}/best.pt --input DIR --out DIR`.",
