@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plaque.allocator import keep_heap
 from plaque.errors import InputError
 
 if TYPE_CHECKING:
@@ -75,8 +76,10 @@ def report_error(error: Exception) -> int:
 
 
 def run_cli(body: Callable[[], int | None], errors: tuple[type[Exception], ...] = (InputError,)) -> int:
-    """Run ``body()``; its return value (``None`` = 0) is the exit code, and an exception of a type in
-    ``errors`` becomes one line on standard error and exit code `EXIT_BAD_INPUT`, never a traceback."""
+    """Run ``body()`` with glibc's malloc keeping freed memory (`plaque.allocator.keep_heap`); its return value
+    (``None`` = 0) is the exit code, and an exception of a type in ``errors`` becomes one line on standard
+    error and exit code `EXIT_BAD_INPUT`, never a traceback."""
+    keep_heap()
     try:
         code = body()
     except errors as e:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from plaque.allocator import keep_heap
 from plaque.cli import add_config_options, report_error
 from plaque.config import load_config
 from plaque.errors import InputError
@@ -22,11 +23,13 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 def run_stage(args: argparse.Namespace, train: Callable[[dict[str, Any], DistInfo], FitResult]) -> int:
     """Resolve the configuration (``args.params``, ``args.profile``), join the process group, run
-    ``train(cfg, info)`` with logging on rank 0, and leave the group.
+    ``train(cfg, info)`` with logging on rank 0 and glibc's malloc keeping freed memory
+    (`plaque.allocator.keep_heap`), and leave the group.
 
     Returns:
         The exit code: 0, or 2 after printing ``error: <where>: <problem>`` as one line on standard error.
     """
+    keep_heap()
     try:
         cfg = load_config(args.params, args.profile)
         info = init_distributed()
