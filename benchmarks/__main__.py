@@ -37,6 +37,7 @@ from benchmarks.faa_scaling import FaaReport, faa_lines, faa_scaling, grids_up_t
 from benchmarks.loader import TARGET_HEADROOM, LoaderFigures, loader_throughput
 from benchmarks.repro_times import repro_lines, repro_times
 from benchmarks.steps import STEPS, TARGET_OVERHEAD, WARMUP, Levers, StepReport, benchmark_steps, check_methods
+from plaque.allocator import keep_heap
 from plaque.atomic import write_json_atomic
 from plaque.config import load_config
 from plaque.methods import stage2_methods
@@ -297,7 +298,9 @@ def target_lines(targets: dict[str, dict[str, Any]]) -> list[str]:
     return ["targets", format_table(("target", "value", "limit", "applies to", "verdict"), rows)]
 
 
-def settings(args: argparse.Namespace, device: torch.device, batch_size: int, methods: list[str]) -> dict[str, Any]:
+def settings(
+    args: argparse.Namespace, device: torch.device, batch_size: int, methods: list[str], heap_kept: bool
+) -> dict[str, Any]:
     """The command line's options as run: defaults resolved, paths as text."""
     resolved = {
         **vars(args),
@@ -305,6 +308,7 @@ def settings(args: argparse.Namespace, device: torch.device, batch_size: int, me
         "batch_size": batch_size,
         "methods": methods,
         "threads": torch.get_num_threads(),
+        "heap_kept": heap_kept,
     }
     return {k: str(v) if isinstance(v, Path) else v for k, v in resolved.items()}
 
@@ -312,6 +316,7 @@ def settings(args: argparse.Namespace, device: torch.device, batch_size: int, me
 def main(argv: list[str] | None = None) -> int:
     """Run the parts, print their tables, write the JSON."""
     args = parse_args(argv)
+    heap_kept = keep_heap()  # as the pipeline's command lines run
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(profile=args.profile)
@@ -320,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = args.batch_size or cfg["train"]["batch_size_per_gpu"]
     root = repo_root()
     machine = machine_info(device, root)
-    print("\n".join(header_lines(machine, cfg)), end="\n\n", flush=True)
+    heap = "freed memory kept (plaque.allocator)" if heap_kept else "the C library's defaults"
+    print("\n".join([*header_lines(machine, cfg), f"malloc: {heap}"]), end="\n\n", flush=True)
     steps = benchmark_steps(
         cfg,
         methods,
@@ -352,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine,
             "profile": cfg["profile"],
             "stage2": cfg["stage2"],
-            "settings": settings(args, device, batch_size, methods),
+            "settings": settings(args, device, batch_size, methods, heap_kept),
             "steps": dataclasses.asdict(steps),
             "loader": dataclasses.asdict(loader) if loader else None,
             "faa": dataclasses.asdict(faa) if faa else None,
