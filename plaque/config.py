@@ -256,6 +256,7 @@ SCHEMA: dict[str, Any] = {
         "processes": WordOrNum("auto", POS_INT),
         "batch_size": WordOrNum("auto", POS_INT),
         "seed": Num(0, 2**31 - 1, integer=True),  # numpy takes seeds below 2**32: room for the workers' offsets
+        "precision": Choice(PRECISIONS),
     },
     "vessel": {
         "spacing_mm": Num(0.1, 5.0),

@@ -48,8 +48,8 @@ class Predictor(Protocol):
 @torch.no_grad()
 def predict_batches(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """Class maps ``(N, s, s)`` uint8 of a network mapping (B, 1, s, s) to logits (B, C, s, s), in batches of
-    `PREDICT_BATCH` under the device's automatic precision (`plaque.precision`: bf16 or fp16 on a GPU, fp32 on
-    the CPU); ``model`` must be on ``device`` and in eval mode."""
+    `PREDICT_BATCH` under the device's automatic precision (`plaque.precision.device_autocast`: bf16 or fp16
+    on a GPU, bf16 on a CPU with native bf16, else fp32); ``model`` must be on ``device`` and in eval mode."""
     preds = []
     for start in range(0, len(images), PREDICT_BATCH):
         x = torch.from_numpy(np.asarray(images[start : start + PREDICT_BATCH], dtype=np.float32))[:, None].to(device)

