@@ -21,7 +21,7 @@ from torch import nn
 from plaque.checkpoint import load_checkpoint, load_state_strictly
 from plaque.data.vessel import to_grid
 from plaque.errors import InputError
-from plaque.precision import device_autocast
+from plaque.precision import autocast, resolve_precision
 
 KIND = "vessel"  # the ``kind`` of a vessel model's checkpoint
 WINDOW_OVERLAP = 0.25  # overlap of the sliding windows at inference
@@ -55,10 +55,13 @@ def build_vessel_net(channels: Sequence[int], res_units: int) -> nn.Module:
 @torch.no_grad()
 def vessel_probability(net: nn.Module, image: np.ndarray, patch: int, device: torch.device) -> np.ndarray:
     """``(Z', Y', X')`` float32 probability of the vessel for a windowed scan ``image`` ``(Z', Y', X')`` on the
-    model's grid, by overlapping ``patch``³ windows (edges padded)."""
+    model's grid, by overlapping ``patch``³ windows (edges padded). Under a GPU's automatic precision; in
+    float32 on the CPU, where bf16 would save 0.15 s a scan (0.21 against 0.36 s on 2 cores of an AVX512-BF16
+    CPU) but moved the hardest of the demo's 32 validation vessels below the found threshold (its derived
+    centerline's overlap 0.58 in float32, 0.50 in bf16)."""
     net.eval()
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
-    with device_autocast(device):
+    with autocast(device, resolve_precision("auto", device) if device.type == "cuda" else "fp32"):
         logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size=1, predictor=net, overlap=WINDOW_OVERLAP)
     return torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
 
