@@ -49,7 +49,6 @@ from plaque.methods import stage2_methods
 from plaque.models.attention import set_attention_kernel
 from plaque.models.faa import FAA
 from plaque.models.sam import build_image_encoder
-from plaque.precision import resolve_precision
 from plaque.train.distributed import DistInfo
 from tests.checkpoints import untrained_checkpoint
 from tests.models.test_attention import plain_sam_encoder
@@ -65,6 +64,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def float32_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU's automatic precision is float32, as on a CPU without native bf16."""
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: False)
 
 
 def test_step_benchmark_times_every_method_and_its_ratio() -> None:
@@ -167,10 +172,9 @@ def test_explicit_attention_computes_what_the_fused_block_does() -> None:
     torch.testing.assert_close(explicit(f_sam, f_vq), fused(f_sam, f_vq), atol=1e-5, rtol=1e-5)
 
 
-def test_faa_scaling_memory_of_the_fused_path_grows_linearly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_faa_scaling_memory_of_the_fused_path_grows_linearly(float32_cpu: None) -> None:
     # in float32: under bf16 autocast the weights' bf16 copies are saved too, a fixed cost that hides the
     # growth at these tiny grids
-    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: False)
     report = faa_scaling([4, 8], CPU, warmup=1, steps=2, isolate=False)
     assert [(p.impl, p.grid, p.tokens) for p in report.points] == [
         ("sdpa", 4, 16),
@@ -201,11 +205,10 @@ def test_sam_attention_cases_follow_the_image() -> None:
     ]  # 25 padded windows an image
 
 
-def test_sam_attention_compares_both_implementations_on_one_function() -> None:
+def test_sam_attention_compares_both_implementations_on_one_function(float32_cpu: None) -> None:
     figures = measure(Case("small", 64, 2, 6, 2), CPU, steps=1)
     assert [(f.impl, f.flash) for f in figures] == [("sam", None), ("sdpa", True)]
-    tolerance = 1e-5 if resolve_precision("auto", CPU) == "fp32" else 5e-2  # bf16 on a CPU that has it
-    assert all(f.fwd_bwd_ms > 0 and f.peak_bytes is None and f.error < tolerance for f in figures)
+    assert all(f.fwd_bwd_ms > 0 and f.peak_bytes is None and f.error < 1e-5 for f in figures)  # float32 on the CPU
 
 
 def test_loader_headroom_is_its_rate_over_the_step_consumption(tmp_path: Path) -> None:
