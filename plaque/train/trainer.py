@@ -18,6 +18,8 @@ with a warning, so a checkpoint folder DVC keeps across reruns (``persist``) res
 run and only that. The training order is a function of
 ``(seed, epoch)`` alone (`EpochSampler.set_epoch`), so a run killed at any point and
 started again ends with the same result as an uninterrupted run (bit-identical weights on CPU).
+Validation restores every random generator it touched, so ``val_every`` and ``val_stride`` choose which
+epochs are checked, never the weights an epoch ends with.
 On the CPU the result also depends on the number of intra-op threads (``torch.get_num_threads()``,
 from ``OMP_NUM_THREADS`` or the process's CPU affinity; `torchrun` sets 1 per process when it starts
 several): the run records it as ``cpu_threads`` and a ``last.pt`` written with another count is not resumed.
@@ -596,13 +598,20 @@ def _train_epoch(run: _Steps, loader: DataLoader, epoch: int, info: DistInfo) ->
 def _validate_on_main(
     validate: ValidateFn, model: nn.Module, loader: DataLoader | None, info: DistInfo, monitor: str, precision: str
 ) -> dict[str, float]:
-    """Rank 0 validates the unwrapped model under the training precision; every rank receives its metrics."""
+    """Rank 0 validates the unwrapped model under the training precision; every rank receives its metrics.
+
+    Validation leaves the torch, CUDA, NumPy and Python generators as it found them (a data loader alone draws
+    its seed from torch's), so how often a run validates never changes its weights."""
     metrics: dict[str, float] | None = None
     if info.is_main:
         assert loader is not None
         model.eval()
-        with torch.no_grad(), autocast(info.device, precision):
-            metrics = {k: float(v) for k, v in validate(model, loader, info).items()}
+        state = rng_state(info.device)
+        try:
+            with torch.no_grad(), autocast(info.device, precision):
+                metrics = {k: float(v) for k, v in validate(model, loader, info).items()}
+        finally:
+            set_rng_state(state, info.device)
         if monitor not in metrics:
             raise ValueError(f"validate() returned {sorted(metrics)}, without the monitored {monitor!r}")
     return broadcast_object(metrics, info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -98,6 +100,22 @@ def test_validates_at_the_last_epoch(tmp_path):
     result, _ = _fit(_cfg(tmp_path, max_epochs=5, val_every=2, monitor="score", mode="max"), validate)
     assert [h["epoch"] for h in result.history if "val/score" in h] == [2, 4, 5]
     assert (result.best_epoch, result.epochs_run, result.stopped_early) == (5, 5, False)
+
+
+def test_how_often_a_run_validates_leaves_its_weights_unchanged(tmp_path):
+    """The toy trains with dropout (torch) and jitter (NumPy, Python); its validation's data loader draws a seed
+    from torch's generator, and this validation draws from all three besides."""
+
+    def drawing_validate(model: nn.Module, loader: Any, info: DistInfo) -> dict[str, float]:
+        torch.rand(3), np.random.rand(), random.random()
+        return toy_validate(model, loader, info)
+
+    weights = []
+    for every in (1, 3):
+        _, model = _fit(_cfg(tmp_path / f"every{every}", max_epochs=3, val_every=every), drawing_validate)
+        weights.append(model.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_a_finished_run_resumes_as_a_no_op_and_refuses_other_settings(tmp_path):
