@@ -21,7 +21,7 @@ from torch import nn
 from plaque.checkpoint import load_checkpoint, load_state_strictly
 from plaque.data.vessel import to_grid
 from plaque.errors import InputError
-from plaque.precision import autocast, resolve_precision
+from plaque.precision import autocast, device_autocast
 
 KIND = "vessel"  # the ``kind`` of a vessel model's checkpoint
 WINDOW_OVERLAP = 0.25  # overlap of the sliding windows at inference
@@ -61,7 +61,7 @@ def vessel_probability(net: nn.Module, image: np.ndarray, patch: int, device: to
     centerline's overlap 0.58 in float32, 0.50 in bf16)."""
     net.eval()
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
-    with autocast(device, resolve_precision("auto", device) if device.type == "cuda" else "fp32"):
+    with device_autocast(device) if device.type == "cuda" else autocast(device, "fp32"):
         logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size=1, predictor=net, overlap=WINDOW_OVERLAP)
     return torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
 
