@@ -1,26 +1,34 @@
 """End-to-end `dvc repro` time of the pipeline, stage by stage, in a fresh clone of the repository.
 
-    python -m benchmarks.repro_times [--stages phantom,preprocess,...] [--json results/bench/repro_times.json]
-                                     [--keep DIR] [--dry-run]
+    python -m benchmarks.repro_times [--profile demo|paper|paper_smoke|smoke] [--stages phantom,preprocess,...]
+                                     [--json results/bench/repro_times.json] [--keep DIR] [--dry-run]
 
 Clones the repository's committed ``HEAD`` (uncommitted changes are not part of the run) into a
 temporary folder (or ``--keep DIR``), then runs ``dvc repro -s <stage>`` there for each stage in
-pipeline order (`stage_order`) and times it. The clone runs with this repository's ``.venv/bin``
-first on ``PATH`` (its Python, DVC and the ``plaque`` Jupyter kernel) and the clone first on
-``PYTHONPATH``, so the clone's own code is what runs. The profile is the clone's ``params.yaml``
-``profile`` (demo, as committed). Stops at the first failing stage, printing the end of its output.
-Takes many minutes; ``python -m benchmarks --repro`` includes it.
+pipeline order (`stage_order`) and times it. The clone runs with the folder of the running Python
+(a virtual environment's ``bin``: its Python, DVC and the ``plaque`` Jupyter kernel) first on ``PATH``
+and the clone first on ``PYTHONPATH``, so the clone's own code is what runs. The profile is the
+clone's ``params.yaml`` ``profile`` (demo, as committed); ``--profile`` sets another there and
+rewrites the clone's ``dvc.yaml`` for it (`plaque.pipeline`). Where ``nvidia-smi`` lists GPUs, each
+stage also reports the peak of GPU memory in use above its level before the stage (`PeakGpuMemory`:
+the most on any one GPU, every process counted, sampled every half second). Stops at the first
+failing stage, printing the end of its output. Takes many minutes; ``python -m benchmarks --repro``
+includes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -32,6 +40,8 @@ from plaque.paths import repo_root
 
 DEFAULT_JSON = Path("results/bench/repro_times.json")
 FAILURE_TAIL = 40  # lines of a failing stage's output that are printed
+MEMORY_INTERVAL_S = 0.5  # how often `PeakGpuMemory` samples
+PROFILE_LINE = re.compile(r"^profile:[ \t]*[^\s#]+", re.MULTILINE)
 
 
 def _paths(entries: list[Any]) -> list[PurePosixPath]:
@@ -83,43 +93,134 @@ def clone(root: Path, dest: Path) -> Path:
     return target
 
 
-def repro_env(root: Path, work: Path) -> dict[str, str]:
-    """This environment with ``root``'s ``.venv/bin`` first on ``PATH`` and ``work`` first on ``PYTHONPATH``."""
+def repro_env(work: Path) -> dict[str, str]:
+    """This environment with the running Python's folder first on ``PATH`` and ``work`` first on ``PYTHONPATH``."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(root / ".venv" / "bin"), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work), env.get("PYTHONPATH")) if p)
     env.pop("VIRTUAL_ENV", None)
     return env
 
 
-def time_stage(work: Path, stage: str, env: dict[str, str]) -> dict[str, Any]:
-    """Run ``dvc repro -s stage`` in ``work``: seconds, return code and, on failure, the end of its output."""
+def set_profile(work: Path, profile: str, env: dict[str, str]) -> None:
+    """Set ``profile`` in the clone's ``params.yaml`` (its comment kept) and rewrite its ``dvc.yaml`` for it.
+
+    Raises:
+        SystemExit: ``params.yaml`` has no top-level ``profile:`` line, or `plaque.pipeline` refuses the
+            profile (its message, such as an unknown profile, is printed).
+    """
+    params = work / "params.yaml"
+    text, found = PROFILE_LINE.subn(f"profile: {profile}", params.read_text(), count=1)
+    if not found:
+        raise SystemExit(f"error: {params}: no top-level 'profile:' line to set")
+    params.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "plaque.pipeline"], cwd=work, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"error: --profile {profile}: {(proc.stdout + proc.stderr).strip()}")
+
+
+def nvidia_smi_used_mib() -> list[int] | None:
+    """MiB of memory in use on each GPU that ``nvidia-smi`` lists; None without ``nvidia-smi`` or GPUs."""
+    try:
+        proc = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    used = [int(v) for v in proc.stdout.split() if v.isdigit()]
+    return used if proc.returncode == 0 and used else None
+
+
+class PeakGpuMemory:
+    """Peak GPU memory in use while the ``with`` block runs, above the level on entry, in MiB.
+
+    A thread calls ``read`` (MiB in use per GPU, or None where it cannot tell) every ``interval`` seconds;
+    ``peak_mib`` is the largest rise on any one GPU over the samples, or None when ``read`` gave None
+    on entry. It counts every process on the GPU and the caching allocators' reserve, which is what a
+    card must hold; a peak shorter than ``interval`` can be missed.
+    """
+
+    def __init__(self, read: Callable[[], list[int] | None], interval: float = MEMORY_INTERVAL_S) -> None:
+        self._read, self._interval = read, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._base: list[int] | None = None
+        self.peak_mib: int | None = None
+
+    def _take(self) -> None:
+        used = self._read()
+        if self._base is not None and used is not None and len(used) == len(self._base):
+            rise = max(u - b for u, b in zip(used, self._base))
+            self.peak_mib = max(rise, self.peak_mib or 0)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._take()
+
+    def __enter__(self) -> PeakGpuMemory:
+        self._base = self._read()
+        if self._base is not None:
+            self.peak_mib = 0
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._base is not None:
+            self._stop.set()
+            self._thread.join()
+            self._take()
+
+
+def time_stage(
+    work: Path, stage: str, env: dict[str, str], read_memory: Callable[[], list[int] | None] = nvidia_smi_used_mib
+) -> dict[str, Any]:
+    """Run ``dvc repro -s stage`` in ``work``: seconds, peak GPU memory (MiB, None without GPUs), return code
+    and, on failure, the end of its output."""
     start = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro", "-s", stage], cwd=work, env=env, capture_output=True, text=True)
-    result: dict[str, Any] = {"stage": stage, "seconds": time.perf_counter() - start, "returncode": proc.returncode}
+    with PeakGpuMemory(read_memory) as memory:
+        proc = subprocess.run(["dvc", "repro", "-s", stage], cwd=work, env=env, capture_output=True, text=True)
+    result: dict[str, Any] = {
+        "stage": stage,
+        "seconds": time.perf_counter() - start,
+        "gpu_peak_mib": memory.peak_mib,
+        "returncode": proc.returncode,
+    }
     if proc.returncode:
         result["output_tail"] = (proc.stdout + proc.stderr).splitlines()[-FAILURE_TAIL:]
     return result
 
 
-def repro_times(root: Path, stages: list[str] | None = None, keep: Path | None = None) -> dict[str, Any]:
-    """Clone ``root`` and time ``dvc repro -s`` of ``stages`` (default: all, in pipeline order) in the clone."""
-    order = stage_order(root / "dvc.yaml")
-    stages = order if stages is None else _checked(stages, order)
+def repro_times(
+    root: Path, stages: list[str] | None = None, keep: Path | None = None, profile: str | None = None
+) -> dict[str, Any]:
+    """Clone ``root`` (set to ``profile`` when given) and time ``dvc repro -s`` of ``stages`` (default: all,
+    in pipeline order) in the clone."""
     with tempfile.TemporaryDirectory() as tmp:
         work = clone(root, keep or Path(tmp))
-        env = repro_env(root, work)
+        env = repro_env(work)
+        if profile is not None:
+            set_profile(work, profile, env)
+        order = stage_order(work / "dvc.yaml")
+        stages = order if stages is None else _checked(stages, order)
         commit = subprocess.run(
             ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         results = []
         for stage in stages:
             results.append(time_stage(work, stage, env))
-            print(f"  {stage}: {results[-1]['seconds']:.1f} s, exit {results[-1]['returncode']}", flush=True)
+            memory = "" if results[-1]["gpu_peak_mib"] is None else f", GPU peak {results[-1]['gpu_peak_mib']} MiB"
+            print(f"  {stage}: {results[-1]['seconds']:.1f} s{memory}, exit {results[-1]['returncode']}", flush=True)
             if results[-1]["returncode"]:
                 break
+        used_profile = yaml.safe_load((work / "params.yaml").read_text())["profile"]
     return {
         "commit": commit,
+        "profile": used_profile,
         "stages": results,
         "total_s": sum(r["seconds"] for r in results),
         "ok": len(results) == len(stages) and not results[-1]["returncode"],
@@ -135,12 +236,17 @@ def _checked(stages: list[str], order: list[str]) -> list[str]:
 
 
 def repro_lines(report: dict[str, Any]) -> list[str]:
-    """The report as a table, plus the end of a failing stage's output."""
-    rows = [(r["stage"], f"{r['seconds']:.1f}", r["returncode"]) for r in report["stages"]]
-    rows.append(("total", f"{report['total_s']:.1f}", "" if report["ok"] else "FAILED"))
+    """The report as a table (with a GPU memory column where it was measured), plus the end of a failing
+    stage's output."""
+    gpu = any(r.get("gpu_peak_mib") is not None for r in report["stages"])
+    rows = [
+        (r["stage"], f"{r['seconds']:.1f}", *([r["gpu_peak_mib"]] if gpu else []), r["returncode"])
+        for r in report["stages"]
+    ]
+    rows.append(("total", f"{report['total_s']:.1f}", *([""] if gpu else []), "" if report["ok"] else "FAILED"))
     lines = [
-        f"dvc repro per stage in a fresh clone of {report['commit'][:12]}",
-        format_table(("stage", "seconds", "exit"), rows),
+        f"dvc repro per stage in a fresh clone of {report['commit'][:12]}, profile {report['profile']}",
+        format_table(("stage", "seconds", *(["GPU peak MiB"] if gpu else []), "exit"), rows),
     ]
     for r in report["stages"]:
         lines += [f"{r['stage']} output (end):", *r.get("output_tail", [])] if r["returncode"] else []
@@ -150,21 +256,26 @@ def repro_lines(report: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Time the stages, print the table and write the JSON; 1 when a stage failed."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.repro_times", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None, help="set this profile in the clone (default: as committed)")
     parser.add_argument("--stages", default=None, help="comma-separated stages (default: all of dvc.yaml)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output (default {DEFAULT_JSON})")
     parser.add_argument("--keep", type=Path, default=None, help="clone into this folder and keep it")
     parser.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     args = parser.parse_args(argv)
     root = repo_root()
-    order = stage_order(root / "dvc.yaml")
-    stages = order if args.stages is None else _checked(args.stages.split(","), order)
+    stages = None if args.stages is None else args.stages.split(",")
     if args.dry_run:
-        print(f"git clone {root} <tmp>/{root.name}; PATH={root / '.venv' / 'bin'}:$PATH PYTHONPATH=<clone>")
-        print("\n".join(f"dvc repro -s {s}" for s in stages))
+        print(f"git clone {root} <tmp>/{root.name}; PATH={Path(sys.executable).parent}:$PATH PYTHONPATH=<clone>")
+        if args.profile is not None:
+            print(f"profile: {args.profile} in <clone>/params.yaml; python -m plaque.pipeline")
+        else:
+            order = stage_order(root / "dvc.yaml")
+            print("\n".join(f"dvc repro -s {s}" for s in (order if stages is None else _checked(stages, order))))
         return 0
-    report = repro_times(root, stages, args.keep)
+    report = repro_times(root, stages, args.keep, args.profile)
     print("\n".join(repro_lines(report)))
-    write_json_atomic(args.json, {"machine": machine_info(torch.device("cpu"), root), **report})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    write_json_atomic(args.json, {"machine": machine_info(device, root), **report})
     print(f"written: {args.json}")
     return 0 if report["ok"] else 1
 

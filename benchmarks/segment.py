@@ -2,11 +2,13 @@
 
     python -m benchmarks.segment [--checkpoint models/stage2/ours/best.pt] [--raw data/raw]
                                  [--data data/processed] [--per-patient reports/tables/ours_per_patient.csv]
-                                 [--patients N] [--threads 2] [--device cpu] [--json results/bench/segment.json]
+                                 [--params params.yaml] [--patients N] [--threads 2] [--device cpu]
+                                 [--warmup 0] [--json results/bench/segment.json]
 
 For each test patient of ``--data`` (at most ``--patients``), runs `plaque.segment.run.segment` on its raw
 folder as a user would (read the series, cut, predict, map back, write NIfTI, DICOM-SEG and the overlay) and
-times it. Then scores the written label volume against the patient's ``label.nii.gz`` (voxel Dice per class,
+times it (after ``--warmup`` untimed runs on the first patient: on a GPU the first run also pays CUDA's
+start-up and kernel choices). Then scores the written label volume against the patient's ``label.nii.gz`` (voxel Dice per class,
 macro over the classes present in either) and sets it beside the cross-section Dice the evaluator reported
 for the same patient (``--per-patient``, `plaque.eval`). Targets: at most `TARGET_SECONDS` per patient (demo
 model, 2 CPU threads); the mean voxel macro Dice within `TARGET_GAP` of the mean cross-section macro Dice.
@@ -80,6 +82,10 @@ def run(args: argparse.Namespace) -> dict:
             scans = Path(tmp) / "in" / name
             scans.mkdir(parents=True)
             (scans / folders[name].name).symlink_to(folders[name].resolve())
+        for run_index in range(args.warmup if names else 0):
+            segment(predictor, Path(tmp) / "in" / names[0], Path(tmp) / "warmup" / str(run_index))
+        for name in names:
+            scans = Path(tmp) / "in" / name
             t0 = time.perf_counter()
             segment(predictor, scans, Path(tmp) / "out" / name)
             seconds = time.perf_counter() - t0
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> dict:
         "method": predictor.method,
         "profile": cfg["profile"],
         "threads": args.threads,
+        "warmup": args.warmup,
         "patients": table.to_dict(orient="records"),
         "mean": mean.to_dict(),
         "targets": {
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed runs on the first patient first")
     parser.add_argument("--json", type=Path, default=Path("results/bench/segment.json"))
     args = parser.parse_args(argv)
     figures = run(args)
