@@ -3,12 +3,14 @@
 # FAA scaling up to 4096 tokens and a distributed Stage-2 smoke run on NCCL. Under 8 minutes.
 #
 #   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--profile paper] [--out DIR]
-#                                [--venv .venv | --python PYTHON] [--wheels DIR]
-#                                [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64] [--levers]
+#                                [--venv .venv | --python PYTHON] [--wheels DIR] [--site DIR]
+#                                [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64]
+#                                [--levers | --pipeline PROFILES]
 #
-# Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, PYTHON, WHEELS, DDP,
+# Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, PYTHON, WHEELS, SITE, DDP,
 # STEPS, FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 150) cap the two parts,
-# LEVER_TIMEOUT (default 240) each run of --levers.
+# LEVER_TIMEOUT (default 240) each run of --levers, PIPELINE_TIMEOUT (default 600) each profile's
+# `dvc repro` under --pipeline.
 # Output folder: --out, else $OUT, else results/bench/gpu. On a CPU machine, test it with
 #   PROFILE=smoke bash benchmarks/gpu_check.sh --device cpu --steps 1 --faa-max-grid 16 --ddp always
 #
@@ -24,10 +26,13 @@
 #    - --python PYTHON, an interpreter that already has a CUDA build of PyTorch and torchvision (a
 #      GPU machine's own image, say). Nothing is installed into it: --wheels DIR, if given, holds
 #      wheels of the packages it lacks, unpacked without their dependencies into a temporary folder
-#      that goes on PYTHONPATH after this checkout. `benchmarks/gpu_wheels.txt` lists what the
+#      that goes on PYTHONPATH after this checkout (and its bin/ on PATH). --site DIR names that folder
+#      and keeps it: wheels that earlier runs unpacked into it stay, so a set of wheels too large to
+#      carry at once can arrive in parts. `benchmarks/gpu_wheels.txt` lists what the
 #      benchmarks and the Stage-1/2 entry points import beyond a CUDA PyTorch image (segment-anything,
 #      lpips, pydicom, nibabel, dvclive and, for dvclive, dvc with its pure-Python helpers) and the
-#      command that downloads them. Versions that differ from pyproject.toml's pins go to OUT/env.txt.
+#      command that downloads them; --pipeline needs `benchmarks/gpu_pipeline_wheels.txt` as well.
+#      Versions that differ from pyproject.toml's pins go to OUT/env.txt.
 # 2. OUT/env.txt: date, kernel, nvidia-smi, Python and torch/CUDA versions, pins not met.
 # 3. OUT/benchmarks.{txt,json}: python -m benchmarks --device DEVICE --profile PROFILE --batch-size 8
 #    --methods ours,no_prior,sam_lora,cat_sam,ours_class_tokens --skip-loader
@@ -54,6 +59,16 @@
 # OUT/levers/<run>.{json,txt}, and the table of `python -m benchmarks.levers` in OUT/levers.txt (step time,
 # images/s, reference TFLOP/s, MFU, peak memory). Micro-batches 16 and 32 stand for `train.accumulate` keeping
 # the effective batch: the optimiser sees the same batch, each step more images.
+#
+# With --pipeline PROFILES (comma-separated, such as paper_smoke,demo), parts 3 and 4 give way to the whole
+# pipeline, once per profile: `python -m benchmarks.repro_times --profile P` runs `dvc repro` stage by stage in
+# a fresh clone of the committed HEAD set to profile P, with each stage's seconds and peak GPU memory, into
+# OUT/pipeline_P.{txt,json}; then `python -m benchmarks.segment` segments that run's test patients with its
+# `ours` model (plaque.segment, one untimed warm-up first), seconds per patient and voxel Dice, into
+# OUT/segment_P.{txt,json}. paper_smoke is the paper's networks (SAM ViT-B at 1024², random weights) on a
+# 3-patient phantom; demo is `make demo`'s run. On one H200 expect each to take minutes (the demo's target is
+# 10): where a command's time is capped, run one profile per command. The Jupyter kernel the stages run in
+# is registered for the interpreter first, in a temporary folder on JUPYTER_PATH.
 
 set -euo pipefail
 
@@ -70,7 +85,10 @@ FAA_MAX_GRID=${FAA_MAX_GRID:-64}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
 DDP_TIMEOUT=${DDP_TIMEOUT:-150}
 LEVER_TIMEOUT=${LEVER_TIMEOUT:-240}
+PIPELINE_TIMEOUT=${PIPELINE_TIMEOUT:-600}
+SITE=${SITE:-}
 LEVERS=0
+PIPELINE=
 # <run name> <options of python -m benchmarks>, in the order of the table
 LEVER_RUNS=${LEVER_RUNS:-"baseline --batch-size 8
 batch16 --batch-size 16
@@ -93,10 +111,12 @@ while [[ $# -gt 0 ]]; do
     --venv) VENV=$2; shift 2 ;;
     --python) PYTHON=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
+    --site) SITE=$2; shift 2 ;;
     --ddp) DDP=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --faa-max-grid) FAA_MAX_GRID=$2; shift 2 ;;
     --levers) LEVERS=1; shift ;;
+    --pipeline) PIPELINE=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -110,6 +130,9 @@ else
   [[ -x $PY ]] || die "$PY not found: create the virtual environment first (python3.11 -m venv $VENV)"
 fi
 [[ -z $WHEELS || -d $WHEELS ]] || die "--wheels $WHEELS: no such folder"
+[[ -z $SITE || -n $PYTHON ]] || die "--site goes with --python (a virtual environment installs into itself)"
+[[ $LEVERS == 0 || -z $PIPELINE ]] || die "--levers and --pipeline are separate runs: pick one"
+[[ -z $PIPELINE || $PIPELINE =~ ^[a-z_]+(,[a-z_]+)*$ ]] || die "--pipeline takes profile names separated by commas, got '$PIPELINE'"
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 cd "$ROOT"
@@ -148,14 +171,19 @@ EOF
 }
 
 install() {
-  local site
+  local site=${SITE:-}
   if [[ -n $PYTHON ]]; then
     export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-    if [[ -n $WHEELS ]]; then
-      site=$(mktemp -d)
-      echo "environment: $PY, with the wheels of $WHEELS unpacked into $site (no dependencies)"
-      "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$site" "$WHEELS"/*.whl
-      export PYTHONPATH=$PYTHONPATH:$site
+    if [[ -n $WHEELS || -n $site ]]; then
+      [[ -n $site ]] || site=$(mktemp -d)
+      mkdir -p "$site"
+      if [[ -n $WHEELS ]]; then
+        echo "environment: $PY, with the wheels of $WHEELS unpacked into $site (no dependencies)"
+        "$PY" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$site" "$WHEELS"/*.whl
+      else
+        echo "environment: $PY, with the packages unpacked earlier into $site"
+      fi
+      export PYTHONPATH=$PYTHONPATH:$site PATH=$site/bin:$PATH
     else
       echo "environment: $PY as it is, with this checkout on PYTHONPATH"
     fi
@@ -232,6 +260,32 @@ levers() {
   return $failed
 }
 
+# The Jupyter kernel the pipeline's notebooks name, for this interpreter, in a temporary folder on JUPYTER_PATH.
+register_kernel() {
+  local prefix kernel
+  prefix=$(mktemp -d)
+  kernel=$("$PY" -c 'from plaque.notebook import KERNEL; print(KERNEL)')
+  export JUPYTER_PATH=$prefix/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}
+  "$PY" -m ipykernel install --prefix "$prefix" --name "$kernel" >/dev/null
+  echo "kernel $kernel: $PY"
+}
+
+# `dvc repro` of profile $1 in a fresh clone under PIPELINE_WORK, stage by stage.
+pipeline_profile() {
+  timeout "$PIPELINE_TIMEOUT" "$PY" -m benchmarks.repro_times --profile "$1" --keep "$PIPELINE_WORK/$1" \
+    --json "$OUT_DIR/pipeline_$1.json" 2>&1 | tee "$OUT_DIR/pipeline_$1.txt"
+}
+
+# plaque.segment on the test patients of profile $1's run, with its `ours` model.
+segment_profile() {
+  local clone
+  clone=$PIPELINE_WORK/$1/$(basename "$ROOT")
+  "$PY" -m benchmarks.segment --checkpoint "$clone/models/stage2/ours/best.pt" --raw "$clone/data/raw" \
+    --data "$clone/data/processed" --per-patient "$clone/reports/tables/ours_per_patient.csv" \
+    --params "$clone/params.yaml" --device "$DEVICE" --threads "$(nproc)" --warmup 1 \
+    --json "$OUT_DIR/segment_$1.json" 2>&1 | tee "$OUT_DIR/segment_$1.txt"
+}
+
 # The smoke cohort, a Stage-1 prior, then Stage-2 on NPROC ranks (run by `bash -c` under `timeout`).
 ddp_smoke() {
   set -euo pipefail
@@ -278,6 +332,22 @@ if [[ $DEVICE == cuda ]] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cu
 fi
 if [[ $LEVERS == 1 ]]; then
   part levers levers
+  echo "gpu_check: done in $SECONDS s; figures in $OUT_DIR"
+  exit $FAILED
+fi
+if [[ -n $PIPELINE ]]; then
+  if [[ $DEVICE == cpu ]]; then export CUDA_VISIBLE_DEVICES=""; fi
+  PIPELINE_WORK=$(mktemp -d)
+  trap 'rm -rf "$PIPELINE_WORK"' EXIT
+  part kernel register_kernel
+  for profile in ${PIPELINE//,/ }; do
+    part "pipeline_$profile" pipeline_profile "$profile"
+    if [[ -f $PIPELINE_WORK/$profile/$(basename "$ROOT")/models/stage2/ours/best.pt ]]; then
+      part "segment_$profile" segment_profile "$profile"
+    else
+      echo "segment_$profile: skipped (the run trained no ours model)" | tee -a "$SUMMARY"
+    fi
+  done
   echo "gpu_check: done in $SECONDS s; figures in $OUT_DIR"
   exit $FAILED
 fi

@@ -27,6 +27,7 @@ def test_help_describes_both_environments(tmp_path: Path) -> None:
     done = gpu_check("--help", out=tmp_path)
     assert done.returncode == 0
     assert "--python PYTHON" in done.stdout and "gpu_wheels.txt" in done.stdout and "--venv VENV" in done.stdout
+    assert "--pipeline PROFILES" in done.stdout and "gpu_pipeline_wheels.txt" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,9 @@ def test_help_describes_both_environments(tmp_path: Path) -> None:
         (["--device", "tpu"], "--device must be cuda or cpu"),
         (["--ddp", "sometimes"], "--ddp must be auto, always or never"),
         (["--frobnicate"], "unknown option --frobnicate"),
+        (["--levers", "--pipeline", "demo"], "--levers and --pipeline are separate runs"),
+        (["--site", "/tmp/site"], "--site goes with --python"),
+        (["--pipeline", "demo;paper"], "--pipeline takes profile names separated by commas"),
     ],
 )
 def test_bad_options_stop_it_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
