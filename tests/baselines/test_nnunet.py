@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,23 @@ def test_work_folder_is_only_wiped_when_it_is_ours(tmp_path: Path) -> None:
     assert not (ours / "stale").exists()
 
 
+def test_nnunet_commands_run_where_their_scripts_are_not_beside_the_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an interpreter whose folder holds no nnU-Net scripts, as where wheels are unpacked onto PYTHONPATH
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    argv = tool("nnUNetv2_train")
+    assert argv[0] == str(python)
+    done = subprocess.run([*argv, "-h"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: nnUNetv2_train"), done.stderr[-2000:]
+    with pytest.raises(InputError, match="nnUNetv2_nope: not found; install nnunetv2"):
+        tool("nnUNetv2_nope")
+
+
 def test_a_failing_nnunet_step_names_the_step_and_its_log(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import sys; print('planner says no'); sys.exit(3)"]
     with pytest.raises(
@@ -427,7 +445,7 @@ def test_end_to_end_tiny_run(cohort: Path, tmp_path: Path) -> None:
 
     work = tmp_path / "work"
     argv = [
-        tool("nnUNetv2_predict"),
+        *tool("nnUNetv2_predict"),
         "-i",
         str(work / "nnUNet_raw" / settings.dataset / "imagesTs"),
         "-o",

@@ -55,6 +55,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,20 @@ def nnunet_env(work: Path, settings: Settings, device: str) -> dict[str, str]:
     return env
 
 
-def tool(name: str) -> str:
-    """Path of nnU-Net's console script ``name`` in this Python environment."""
-    path = Path(sys.executable).parent / name
-    if not path.is_file():
-        raise InputError(path, "not found; install nnunetv2 into this environment (pip install nnunetv2)")
-    return str(path)
+def tool(name: str) -> list[str]:
+    """The command that runs nnU-Net's console script ``name`` with this Python: its entry point called by
+    ``sys.executable``, wherever nnunetv2 is importable from (a virtual environment, or a folder on
+    ``PYTHONPATH`` whose scripts are not beside the interpreter).
+
+    Raises:
+        InputError: no installed package declares the script.
+    """
+    found = entry_points(group="console_scripts", name=name)
+    if not found:
+        raise InputError(name, "not found; install nnunetv2 into this environment (pip install nnunetv2)")
+    entry = next(iter(found))
+    call = f"import sys; from {entry.module} import {entry.attr.split('.')[0]}; sys.argv[0] = {name!r}"
+    return [sys.executable, "-c", f"{call}; sys.exit({entry.attr}())"]
 
 
 def run_tool(step: str, argv: Sequence[str], env: dict[str, str], log_file: Path) -> str:
@@ -312,7 +321,7 @@ def plan_command(settings: Settings) -> list[str]:
     """``nnUNetv2_plan_and_preprocess`` for the settings' dataset (2D configuration, integrity check), with
     their worker count for fingerprinting and preprocessing unless it is ``auto``."""
     argv = [
-        tool("nnUNetv2_plan_and_preprocess"),
+        *tool("nnUNetv2_plan_and_preprocess"),
         "-d",
         str(settings.dataset_id),
         "-c",
@@ -387,7 +396,7 @@ def run_nnunet(
     output = run_tool(
         "train",
         [
-            tool("nnUNetv2_train"),
+            *tool("nnUNetv2_train"),
             str(settings.dataset_id),
             CONFIGURATION,
             str(FOLD),
