@@ -13,7 +13,8 @@
    temporary folder when missing).
 3. FAA scaling (`benchmarks.faa_scaling`): one FAA block against an explicit attention up to
    ``--faa-max-grid``² tokens.
-4. With ``--repro`` only: `dvc repro` per stage in a fresh clone (`benchmarks.repro_times`; many minutes).
+4. With ``--repro`` only: `dvc repro` per stage in a fresh clone set to ``--profile`` (`benchmarks.repro_times`;
+   many minutes).
 
 Prints one table per part, headed by the machine, torch version, profile and date, then the targets
 (`TARGETS`) with ok / OVER (a ceiling exceeded) / UNDER (a floor missed) / n/a (another setting),
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             grids_up_to(args.faa_max_grid), device, batch=args.faa_batch, warmup=args.warmup, steps=args.steps
         )
         print("\n".join(faa_lines(faa)), end="\n\n", flush=True)
-    repro = repro_times(root) if args.repro else None
+    repro = repro_times(root, profile=cfg["profile"]) if args.repro else None
     if repro:
         print("\n".join(repro_lines(repro)), end="\n\n", flush=True)
     targets = judge_targets(steps, loader, cfg["profile"], device)

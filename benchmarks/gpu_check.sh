@@ -7,9 +7,9 @@
 #                                [--ddp auto|always|never] [--steps 10] [--faa-max-grid 64]
 #                                [--levers | --pipeline PROFILES]
 #
-# Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, PYTHON, WHEELS, SITE, DDP,
-# STEPS, FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 150) cap the two parts,
-# LEVER_TIMEOUT (default 240) each run of --levers, PIPELINE_TIMEOUT (default 600) each profile's
+# Each option can also come from the environment: DEVICE, PROFILE, OUT, VENV, PYTHON, WHEELS, SITE_DIR,
+# DDP, STEPS, FAA_MAX_GRID; BENCH_TIMEOUT and DDP_TIMEOUT (seconds, default 330 and 150) cap the two parts,
+# LEVER_TIMEOUT (default 240) each run of --levers, PIPELINE_TIMEOUT (default 1800) each profile's
 # `dvc repro` under --pipeline.
 # Output folder: --out, else $OUT, else results/bench/gpu. On a CPU machine, test it with
 #   PROFILE=smoke bash benchmarks/gpu_check.sh --device cpu --steps 1 --faa-max-grid 16 --ddp always
@@ -27,8 +27,8 @@
 #      GPU machine's own image, say). Nothing is installed into it: --wheels DIR, if given, holds
 #      wheels of the packages it lacks, unpacked without their dependencies into a temporary folder
 #      that goes on PYTHONPATH after this checkout (and its bin/ on PATH). --site DIR names that folder
-#      and keeps it: wheels that earlier runs unpacked into it stay, so a set of wheels too large to
-#      carry at once can arrive in parts. `benchmarks/gpu_wheels.txt` lists what the
+#      and keeps it: what earlier runs unpacked into it stays, so that a large set of wheels can be
+#      brought to an offline machine in parts, one run each. `benchmarks/gpu_wheels.txt` lists what the
 #      benchmarks and the Stage-1/2 entry points import beyond a CUDA PyTorch image (segment-anything,
 #      lpips, pydicom, nibabel, dvclive and, for dvclive, dvc with its pure-Python helpers) and the
 #      command that downloads them; --pipeline needs `benchmarks/gpu_pipeline_wheels.txt` as well.
@@ -67,8 +67,10 @@
 # `ours` model (plaque.segment, one untimed warm-up first), seconds per patient and voxel Dice, into
 # OUT/segment_P.{txt,json}. paper_smoke is the paper's networks (SAM ViT-B at 1024², random weights) on a
 # 3-patient phantom; demo is `make demo`'s run. On one H200 expect each to take minutes (the demo's target is
-# 10): where a command's time is capped, run one profile per command. The Jupyter kernel the stages run in
-# is registered for the interpreter first, in a temporary folder on JUPYTER_PATH.
+# 10); running profiles in separate commands keeps one profile's failure from costing the other's figures.
+# First the stages' packages and the dvc command are checked, and the Jupyter kernel their notebooks name is
+# registered for the interpreter in a temporary folder on JUPYTER_PATH. A profile whose run fails or times
+# out has its leftover processes stopped before the next one starts.
 
 set -euo pipefail
 
@@ -85,8 +87,8 @@ FAA_MAX_GRID=${FAA_MAX_GRID:-64}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
 DDP_TIMEOUT=${DDP_TIMEOUT:-150}
 LEVER_TIMEOUT=${LEVER_TIMEOUT:-240}
-PIPELINE_TIMEOUT=${PIPELINE_TIMEOUT:-600}
-SITE=${SITE:-}
+PIPELINE_TIMEOUT=${PIPELINE_TIMEOUT:-1800}
+SITE_DIR=${SITE_DIR:-}
 LEVERS=0
 PIPELINE=
 # <run name> <options of python -m benchmarks>, in the order of the table
@@ -111,7 +113,7 @@ while [[ $# -gt 0 ]]; do
     --venv) VENV=$2; shift 2 ;;
     --python) PYTHON=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
-    --site) SITE=$2; shift 2 ;;
+    --site) SITE_DIR=$2; shift 2 ;;
     --ddp) DDP=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --faa-max-grid) FAA_MAX_GRID=$2; shift 2 ;;
@@ -123,6 +125,9 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $DEVICE == cuda || $DEVICE == cpu ]] || die "--device must be cuda or cpu, got $DEVICE"
 [[ $DDP == auto || $DDP == always || $DDP == never ]] || die "--ddp must be auto, always or never, got $DDP"
+[[ -z $SITE_DIR || -n $PYTHON ]] || die "--site goes with --python (a virtual environment installs into itself)"
+[[ $LEVERS == 0 || -z $PIPELINE ]] || die "--levers and --pipeline are separate runs: pick one"
+[[ -z $PIPELINE || $PIPELINE =~ ^[a-z_]+(,[a-z_]+)*$ ]] || die "--pipeline takes profile names separated by commas, got '$PIPELINE'"
 if [[ -n $PYTHON ]]; then
   PY=$(command -v "$PYTHON") || die "--python $PYTHON: no such interpreter"
 else
@@ -130,9 +135,6 @@ else
   [[ -x $PY ]] || die "$PY not found: create the virtual environment first (python3.11 -m venv $VENV)"
 fi
 [[ -z $WHEELS || -d $WHEELS ]] || die "--wheels $WHEELS: no such folder"
-[[ -z $SITE || -n $PYTHON ]] || die "--site goes with --python (a virtual environment installs into itself)"
-[[ $LEVERS == 0 || -z $PIPELINE ]] || die "--levers and --pipeline are separate runs: pick one"
-[[ -z $PIPELINE || $PIPELINE =~ ^[a-z_]+(,[a-z_]+)*$ ]] || die "--pipeline takes profile names separated by commas, got '$PIPELINE'"
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 cd "$ROOT"
@@ -171,7 +173,7 @@ EOF
 }
 
 install() {
-  local site=${SITE:-}
+  local site=$SITE_DIR unpacked
   if [[ -n $PYTHON ]]; then
     export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
     if [[ -n $WHEELS || -n $site ]]; then
@@ -179,7 +181,10 @@ install() {
       mkdir -p "$site"
       if [[ -n $WHEELS ]]; then
         echo "environment: $PY, with the wheels of $WHEELS unpacked into $site (no dependencies)"
-        "$PY" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$site" "$WHEELS"/*.whl
+        # unpacked apart, then merged: pip --target would replace the bin/ of wheels unpacked before
+        unpacked=$(mktemp -d)
+        "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$unpacked" "$WHEELS"/*.whl || return 1
+        cp -a "$unpacked"/. "$site"/ && rm -rf "$unpacked"
       else
         echo "environment: $PY, with the packages unpacked earlier into $site"
       fi
@@ -260,14 +265,28 @@ levers() {
   return $failed
 }
 
-# The Jupyter kernel the pipeline's notebooks name, for this interpreter, in a temporary folder on JUPYTER_PATH.
-register_kernel() {
-  local prefix kernel
-  prefix=$(mktemp -d)
-  kernel=$("$PY" -c 'from plaque.notebook import KERNEL; print(KERNEL)')
-  export JUPYTER_PATH=$prefix/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}
-  "$PY" -m ipykernel install --prefix "$prefix" --name "$kernel" >/dev/null
-  echo "kernel $kernel: $PY"
+# What the stages need beyond the benchmarks: their packages, the dvc command, and the Jupyter kernel their
+# notebooks name, registered for this interpreter in KERNEL_DIR (first on JUPYTER_PATH).
+pipeline_environment() {
+  local kernel
+  "$PY" -c 'import dvc, papermill, ipykernel, nnunetv2, skan, skimage, highdicom, nrrd, pylibjpeg' || {
+    echo "pipeline: $PY cannot import what the stages need (benchmarks/gpu_pipeline_wheels.txt)" >&2
+    return 1
+  }
+  command -v dvc >/dev/null || { echo "pipeline: no dvc command on PATH" >&2; return 1; }
+  kernel=$("$PY" -c 'from plaque.notebook import KERNEL; print(KERNEL)') || return 1
+  export JUPYTER_PATH=$KERNEL_DIR/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}
+  "$PY" -m ipykernel install --prefix "$KERNEL_DIR" --name "$kernel" >/dev/null || return 1
+  echo "pipeline: the stages' packages import, $(command -v dvc), kernel $kernel for $PY"
+}
+
+# Stop every process working in PIPELINE_WORK: a timed-out stage's training would run on otherwise.
+stop_leftovers() {
+  local proc
+  for proc in /proc/[0-9]*; do
+    [[ $(readlink "$proc/cwd" 2>/dev/null) == "$PIPELINE_WORK"/* ]] && kill -9 "${proc#/proc/}" 2>/dev/null
+  done
+  return 0
 }
 
 # `dvc repro` of profile $1 in a fresh clone under PIPELINE_WORK, stage by stage.
@@ -322,7 +341,7 @@ part() {
   record "$name" "$status" $((SECONDS - start))
 }
 
-echo "gpu_check: device $DEVICE, profile $PROFILE, output $OUT_DIR"
+echo "gpu_check: device $DEVICE, $([[ -n $PIPELINE ]] && echo "pipeline $PIPELINE" || echo "profile $PROFILE"), output $OUT_DIR"
 part environment install
 [[ $FAILED == 0 ]] || { echo "gpu_check: stopped, the environment is not usable" >&2; exit 1; }
 describe >"$OUT_DIR/env.txt" 2>&1
@@ -338,14 +357,18 @@ fi
 if [[ -n $PIPELINE ]]; then
   if [[ $DEVICE == cpu ]]; then export CUDA_VISIBLE_DEVICES=""; fi
   PIPELINE_WORK=$(mktemp -d)
-  trap 'rm -rf "$PIPELINE_WORK"' EXIT
-  part kernel register_kernel
+  KERNEL_DIR=$(mktemp -d)
+  trap 'stop_leftovers; rm -rf "$PIPELINE_WORK" "$KERNEL_DIR"' EXIT
+  part pipeline_environment pipeline_environment
+  [[ $FAILED == 0 ]] || { echo "gpu_check: stopped, the stages cannot run here" >&2; exit 1; }
   for profile in ${PIPELINE//,/ }; do
     part "pipeline_$profile" pipeline_profile "$profile"
-    if [[ -f $PIPELINE_WORK/$profile/$(basename "$ROOT")/models/stage2/ours/best.pt ]]; then
+    stop_leftovers
+    clone=$PIPELINE_WORK/$profile/$(basename "$ROOT")
+    if [[ -f $clone/models/stage2/ours/best.pt && -f $clone/reports/tables/ours_per_patient.csv ]]; then
       part "segment_$profile" segment_profile "$profile"
     else
-      echo "segment_$profile: skipped (the run trained no ours model)" | tee -a "$SUMMARY"
+      echo "segment_$profile: skipped (the run has no evaluated ours model)" | tee -a "$SUMMARY"
     fi
   done
   echo "gpu_check: done in $SECONDS s; figures in $OUT_DIR"

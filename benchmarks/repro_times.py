@@ -5,9 +5,9 @@
 
 Clones the repository's committed ``HEAD`` (uncommitted changes are not part of the run) into a
 temporary folder (or ``--keep DIR``), then runs ``dvc repro -s <stage>`` there for each stage in
-pipeline order (`stage_order`) and times it. The clone runs with the folder of the running Python
-(a virtual environment's ``bin``: its Python, DVC and the ``plaque`` Jupyter kernel) first on ``PATH``
-and the clone first on ``PYTHONPATH``, so the clone's own code is what runs. The profile is the
+pipeline order (`stage_order`) and times it. The clone runs with the running Python as the stages'
+``python``, its folder (a virtual environment's ``bin``: DVC and the ``plaque`` Jupyter kernel) next
+on ``PATH``, and the clone first on ``PYTHONPATH``, so the clone's own code is what runs. The profile is the
 clone's ``params.yaml`` ``profile`` (demo, as committed); ``--profile`` sets another there and
 rewrites the clone's ``dvc.yaml`` for it (`plaque.pipeline`). Where ``nvidia-smi`` lists GPUs, each
 stage also reports the peak of GPU memory in use above its level before the stage (`PeakGpuMemory`:
@@ -94,9 +94,14 @@ def clone(root: Path, dest: Path) -> Path:
 
 
 def repro_env(work: Path) -> dict[str, str]:
-    """This environment with the running Python's folder first on ``PATH`` and ``work`` first on ``PYTHONPATH``."""
+    """This environment with the running Python as ``python`` first on ``PATH`` (a launcher in
+    ``work``'s parent folder, ``bin/``), then its own folder, and ``work`` first on ``PYTHONPATH``."""
+    launcher = work.parent / "bin" / "python"
+    launcher.parent.mkdir(exist_ok=True)
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    launcher.chmod(0o755)
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(launcher.parent), str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work), env.get("PYTHONPATH")) if p)
     env.pop("VIRTUAL_ENV", None)
     return env
@@ -106,11 +111,15 @@ def set_profile(work: Path, profile: str, env: dict[str, str]) -> None:
     """Set ``profile`` in the clone's ``params.yaml`` (its comment kept) and rewrite its ``dvc.yaml`` for it.
 
     Raises:
-        SystemExit: ``params.yaml`` has no top-level ``profile:`` line, or `plaque.pipeline` refuses the
-            profile (its message, such as an unknown profile, is printed).
+        SystemExit: ``params.yaml`` has no such profile or no top-level ``profile:`` line, or
+            `plaque.pipeline` refuses the profile (its message is printed).
     """
     params = work / "params.yaml"
-    text, found = PROFILE_LINE.subn(f"profile: {profile}", params.read_text(), count=1)
+    text = params.read_text()
+    known = sorted(yaml.safe_load(text)["profiles"])
+    if profile not in known:
+        raise SystemExit(f"error: --profile {profile}: {params} has the profiles {known}")
+    text, found = PROFILE_LINE.subn(lambda _: f"profile: {profile}", text, count=1)
     if not found:
         raise SystemExit(f"error: {params}: no top-level 'profile:' line to set")
     params.write_text(text)
@@ -176,17 +185,16 @@ class PeakGpuMemory:
             self._take()
 
 
-def time_stage(
-    work: Path, stage: str, env: dict[str, str], read_memory: Callable[[], list[int] | None] = nvidia_smi_used_mib
-) -> dict[str, Any]:
+def time_stage(work: Path, stage: str, env: dict[str, str]) -> dict[str, Any]:
     """Run ``dvc repro -s stage`` in ``work``: seconds, peak GPU memory (MiB, None without GPUs), return code
     and, on failure, the end of its output."""
-    start = time.perf_counter()
-    with PeakGpuMemory(read_memory) as memory:
+    with PeakGpuMemory(nvidia_smi_used_mib) as memory:
+        start = time.perf_counter()
         proc = subprocess.run(["dvc", "repro", "-s", stage], cwd=work, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
     result: dict[str, Any] = {
         "stage": stage,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "gpu_peak_mib": memory.peak_mib,
         "returncode": proc.returncode,
     }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +36,7 @@ def replay(
 
 
 def test_peak_memory_is_the_largest_rise_on_any_one_gpu() -> None:
-    # GPU 0 rises by 300 MiB at most, GPU 1 by 700; their sum (800) or the absolute use (900) are not the peak
+    # GPU 0 rises by 300 MiB at most, GPU 1 by 700: neither the total's rise (750) nor the use (900) is the peak
     wait, read = replay([[100, 200], [400, 300], [150, 900], [100, 250]])
     with PeakGpuMemory(read, interval=0.001) as memory:
         wait()
@@ -41,9 +44,10 @@ def test_peak_memory_is_the_largest_rise_on_any_one_gpu() -> None:
 
 
 def test_peak_memory_counts_a_rise_seen_only_at_the_end() -> None:
-    wait, read = replay([[1000], [1000], [1600]])
-    with PeakGpuMemory(read, interval=0.001) as memory:
-        wait()
+    # no sample falls inside the block: the reading on exit alone sees the rise
+    _, read = replay([[1000], [1600]])
+    with PeakGpuMemory(read, interval=60) as memory:
+        pass
     assert memory.peak_mib == 600
 
 
@@ -76,9 +80,26 @@ def test_profile_is_set_in_the_clone_and_its_pipeline_rewritten(tmp_path: Path) 
     set_profile(work, "paper_smoke", env)
     params = (work / "params.yaml").read_text()
     assert yaml.safe_load(params)["profile"] == "paper_smoke"
-    assert params.splitlines()[8].startswith("profile: paper_smoke ") and "# demo:" in params.splitlines()[8]
+    (line,) = [x for x in params.splitlines() if x.startswith("profile:")]
+    assert line.startswith("profile: paper_smoke ") and "# demo:" in line  # the comment kept
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     assert "profiles.paper_smoke.train" in stages["stage2-ours"]["params"]
     assert "models/pretrained" not in str(stages["stage2-ours"]["deps"])  # random weights: no checkpoint to need
-    with pytest.raises(SystemExit, match="--profile nonsense: .*nonsense"):
+    with pytest.raises(SystemExit, match=r"--profile nonsense: .*params.yaml has the profiles \['demo', 'paper'"):
         set_profile(work, "nonsense", env)
+
+
+def test_the_stages_python_is_the_running_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the running interpreter is named python3.x in a folder without a `python`, and marks what it runs
+    interpreter = tmp_path / "interpreter" / "python3.x"
+    interpreter.parent.mkdir()
+    interpreter.write_text(f'#!/bin/sh\nRUN_BY_US=yes exec "{sys.executable}" "$@"\n')
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    work = tmp_path / "clone"
+    work.mkdir()
+    env = repro_env(work)
+    stage = "python -c 'import os; print(os.environ.get(\"RUN_BY_US\"))'"
+    done = subprocess.run(["sh", "-c", stage], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "yes", done.stderr
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(work)
