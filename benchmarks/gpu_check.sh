@@ -268,16 +268,17 @@ levers() {
 # What the stages need beyond the benchmarks: their packages, the dvc command, and the Jupyter kernel their
 # notebooks name, registered for this interpreter in KERNEL_DIR (first on JUPYTER_PATH).
 pipeline_environment() {
-  local kernel
+  local kernel dvc
   "$PY" -c 'import dvc, papermill, ipykernel, nnunetv2, skan, skimage, highdicom, nrrd, pylibjpeg' || {
     echo "pipeline: $PY cannot import what the stages need (benchmarks/gpu_pipeline_wheels.txt)" >&2
     return 1
   }
-  command -v dvc >/dev/null || { echo "pipeline: no dvc command on PATH" >&2; return 1; }
+  # the stages run with the interpreter's folder first on PATH (benchmarks.repro_times)
+  dvc=$(PATH=$(dirname "$PY"):$PATH command -v dvc) || { echo "pipeline: no dvc command on PATH" >&2; return 1; }
   kernel=$("$PY" -c 'from plaque.notebook import KERNEL; print(KERNEL)') || return 1
   export JUPYTER_PATH=$KERNEL_DIR/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}
   "$PY" -m ipykernel install --prefix "$KERNEL_DIR" --name "$kernel" >/dev/null || return 1
-  echo "pipeline: the stages' packages import, $(command -v dvc), kernel $kernel for $PY"
+  echo "pipeline: the stages' packages import, $dvc, kernel $kernel for $PY"
 }
 
 # Stop every process working in PIPELINE_WORK: a timed-out stage's training would run on otherwise.
