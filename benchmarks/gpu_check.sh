@@ -296,10 +296,15 @@ pipeline_profile() {
     --json "$OUT_DIR/pipeline_$1.json" 2>&1 | tee "$OUT_DIR/pipeline_$1.txt"
 }
 
+# The clone that `pipeline_profile $1` ran in.
+profile_clone() {
+  echo "$PIPELINE_WORK/$1/$(basename "$ROOT")"
+}
+
 # plaque.segment on the test patients of profile $1's run, with its `ours` model.
 segment_profile() {
   local clone
-  clone=$PIPELINE_WORK/$1/$(basename "$ROOT")
+  clone=$(profile_clone "$1")
   "$PY" -m benchmarks.segment --checkpoint "$clone/models/stage2/ours/best.pt" --raw "$clone/data/raw" \
     --data "$clone/data/processed" --per-patient "$clone/reports/tables/ours_per_patient.csv" \
     --params "$clone/params.yaml" --device "$DEVICE" --threads "$(nproc)" --warmup 1 \
@@ -365,7 +370,7 @@ if [[ -n $PIPELINE ]]; then
   for profile in ${PIPELINE//,/ }; do
     part "pipeline_$profile" pipeline_profile "$profile"
     stop_leftovers
-    clone=$PIPELINE_WORK/$profile/$(basename "$ROOT")
+    clone=$(profile_clone "$profile")
     if [[ -f $clone/models/stage2/ours/best.pt && -f $clone/reports/tables/ours_per_patient.csv ]]; then
       part "segment_$profile" segment_profile "$profile"
     else

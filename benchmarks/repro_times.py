@@ -273,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     root = repo_root()
     stages = None if args.stages is None else args.stages.split(",")
     if args.dry_run:
-        print(f"git clone {root} <tmp>/{root.name}; PATH={Path(sys.executable).parent}:$PATH PYTHONPATH=<clone>")
+        print(
+            f"git clone {root} <tmp>/{root.name}; PATH=<tmp>/bin:{Path(sys.executable).parent}:$PATH "
+            f"(<tmp>/bin/python runs {sys.executable}) PYTHONPATH=<clone>"
+        )
         if args.profile is not None:
             print(f"profile: {args.profile} in <clone>/params.yaml; python -m plaque.pipeline")
         else:
