@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from plaque.config import load_config
+from plaque.config import load_config, worker_processes
 
 TARGETS_S = {"phantom": 60.0, "preprocess": 30.0}
 
@@ -46,8 +46,8 @@ def main() -> int:
         t_pre = timed(["plaque.data.preprocess", "--raw", str(raw), "--out", str(processed), "--profile", args.profile])
         summary = json.loads((processed / "summary.json").read_text())
     print(
-        f"profile: {args.profile}  cpu cores: {os.cpu_count()}  processes: phantom {cfg['phantom']['processes']}, "
-        f"preprocess {cfg['preprocess']['processes']}"
+        f"profile: {args.profile}  cpu cores: {os.cpu_count()}  processes: phantom "
+        f"{worker_processes(cfg['phantom']['processes'])}, preprocess {worker_processes(cfg['preprocess']['processes'])}"
     )
     print(f"cohort: {cfg['phantom']['patients']} patients, matrix {cfg['phantom']['matrix']}")
     for name, seconds in (("phantom", t_gen), ("preprocess", t_pre)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,7 @@ SCHEMA: dict[str, Any] = {
         "seed": Num(0, None, integer=True),
         "matrix": Num(64, 1024, integer=True),
         "supersample": Num(1, 8, integer=True),
-        "processes": POS_INT,
+        "processes": WordOrNum("auto", POS_INT),
         "scanner": {
             "pixel_mm": _range(0.1, 2.0),
             "thickness_mm": _range(0.1, 5.0),
@@ -166,7 +167,7 @@ SCHEMA: dict[str, Any] = {
         "split": Mapping(Choice(("train", "val", "test")), PROB, sums_to=1.0),
         "split_seed": Num(0, None, integer=True),
         "pseudonym_salt": Text(),
-        "processes": POS_INT,
+        "processes": WordOrNum("auto", POS_INT),
     },
     "augment": {
         "rotation_p": PROB,
@@ -446,6 +447,20 @@ def load_config(params: str | Path | None = None, profile: str | None = None) ->
         return resolve(raw, profile)
     except InputError as e:
         raise InputError(f"{path}: {e.where}", e.problem) from None
+
+
+def worker_processes(processes: int | str) -> int:
+    """The worker count that ``processes`` (``phantom.processes``, ``preprocess.processes``) stands for: a
+    positive integer as it is, ``"auto"`` the number of CPU cores this process may run on.
+
+    Raises:
+        InputError: anything else.
+    """
+    if processes == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise InputError("processes", f"expected a positive integer or 'auto', got {processes!r}")
+    return processes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,8 @@ def test_profile_keys_exist_in_the_schema() -> None:
             "true or false",
         ),
         (lambda r: r["train"].__setitem__("nproc_per_node", "many"), "train.nproc_per_node", "expected an integer"),
+        (lambda r: r["phantom"].__setitem__("processes", "all"), "phantom.processes", "expected an integer"),
+        (lambda r: r["preprocess"].__setitem__("processes", 0), "preprocess.processes", "out of range"),
         (
             lambda r: r["profiles"]["demo"]["train"].__setitem__("seed", 2),
             "profiles.demo.train.seed",
@@ -150,6 +153,14 @@ def test_bad_params_name_the_key(edit, where: str, problem: str) -> None:
     with pytest.raises(InputError, match=problem) as info:
         config.resolve(raw)
     assert info.value.where == where
+
+
+def test_worker_processes_auto_is_this_process_cores_and_a_number_stays() -> None:
+    assert config.worker_processes("auto") == len(os.sched_getaffinity(0))
+    assert config.worker_processes(3) == 3
+    for bad in (0, True, "all", 2.0):
+        with pytest.raises(InputError, match="positive integer or 'auto'"):
+            config.worker_processes(bad)
 
 
 def test_cli_prints_resolved_json(capsys: pytest.CaptureFixture[str]) -> None:

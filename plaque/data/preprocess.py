@@ -42,7 +42,7 @@ import pandas as pd
 from plaque.atomic import atomic_folder
 from plaque.classes import CALCIFIED, CLASS_NAMES, FOREGROUND, NONCALCIFIED, NUM_CLASSES
 from plaque.cli import add_config_options, command_line, run_cli
-from plaque.config import load_config
+from plaque.config import load_config, worker_processes
 from plaque.data import slicing
 from plaque.data.centerlines import derive_centerlines
 from plaque.data.processed import IMAGES_FILE, LABELS_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SUMMARY_FILE
@@ -283,7 +283,7 @@ def _split_subjects(
     return {name: by_subject[subject_of[name]] for name, _ in usable}
 
 
-def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Summary:
+def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int | str) -> Summary:
     """Slice every patient of ``raw`` and write the dataset to ``out`` (see the module docstring).
 
     Every patient is loaded and checked before anything is written; patients without foreground
@@ -293,7 +293,8 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
         raw: the raw layout folder (see `plaque.io`).
         out: output folder; replaced atomically when it exists.
         cfg: the resolved ``preprocess`` section of params.
-        processes: worker processes for loading and slicing.
+        processes: worker processes for loading and slicing, or ``"auto"`` for one per CPU core
+            (`plaque.config.worker_processes`); the dataset comes out the same for any count.
 
     Returns:
         The `Summary` written to ``summary.json``.
@@ -306,6 +307,7 @@ def preprocess(raw: Path, out: Path, cfg: dict[str, Any], processes: int) -> Sum
     _check_out(raw, out)
     folders = list_patients(raw)
     key, key_source = pseudonym_key(cfg["pseudonym_salt"], is_phantom(raw))
+    processes = worker_processes(processes)
     log.info("preprocessing %d patient(s) with %d process(es)", len(folders), processes)
     results = _run_all(folders, cfg, processes)
     _first_error(results)

@@ -209,6 +209,17 @@ def test_identifying_tags_look_real(cfg: dict) -> None:
     assert tags[0]["PatientID"] != tags[1]["PatientID"]
 
 
+def test_cohort_is_the_same_for_any_process_count(tmp_path: Path, cfg: dict) -> None:
+    """Byte for byte, cohort.json included: the worker count is how fast, not what is drawn."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    generate_cohort(one, 2, SEED, {**cfg, "processes": 1}, processes=1)
+    generate_cohort(two, 2, SEED, {**cfg, "processes": "auto"}, processes=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert len(files) > 10
+    assert [f for f in files if (one / f).read_bytes() != (two / f).read_bytes()] == []
+
+
 def test_cohort_raw_layout_round_trip(tmp_path: Path, cfg: dict) -> None:
     out = tmp_path / "raw"
     cases = generate_cohort(out, 2, SEED, cfg, processes=2)

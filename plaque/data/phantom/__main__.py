@@ -1,7 +1,7 @@
 """Command line: generate the phantom cohort in the raw layout.
 
 ``python -m plaque.data.phantom --out DIR [--patients N] [--seed S] [--params FILE] [--profile NAME]
-[--processes P]``; unset options come from the resolved ``phantom`` config section.
+[--processes P|auto]``; unset options come from the resolved ``phantom`` config section.
 """
 
 from __future__ import annotations
@@ -17,6 +17,16 @@ from plaque.data.phantom.cohort import COHORT_FILE, generate_cohort
 from plaque.errors import InputError
 
 
+def processes_arg(value: str) -> int | str:
+    """``--processes``: ``auto`` or an integer (its sign checked by `generate_cohort`)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {value!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Generate a cohort; prints one summary line, or ``error: ...`` with exit code 2 on bad input."""
     parser = argparse.ArgumentParser(
@@ -27,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=None, help="number of patients (default: phantom.patients)")
     parser.add_argument("--seed", type=int, default=None, help="cohort seed (default: phantom.seed)")
     add_config_options(parser)
-    parser.add_argument("--processes", type=int, default=None, help="worker processes (default: phantom.processes)")
+    parser.add_argument(
+        "--processes",
+        type=processes_arg,
+        default=None,
+        help="worker processes, or auto for one per CPU core (default: phantom.processes)",
+    )
     args = parser.parse_args(argv)
 
     def run() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from plaque.atomic import atomic_folder
+from plaque.config import worker_processes
 from plaque.data.phantom import case as _case
 from plaque.errors import InputError
 from plaque.io.dicom import write_series
@@ -46,7 +47,7 @@ def _write_case_job(args: tuple[Path, int, int, dict[str, Any]]) -> dict[str, An
 
 
 def generate_cohort(
-    out: Path, patients: int, seed: int, cfg: dict[str, Any], processes: int = 1
+    out: Path, patients: int, seed: int, cfg: dict[str, Any], processes: int | str = 1
 ) -> list[dict[str, Any]]:
     """Generate ``patients`` phantom patients into ``out`` (replaced atomically).
 
@@ -55,20 +56,20 @@ def generate_cohort(
         patients: number of patients (indices ``0 .. patients - 1``).
         seed: cohort seed.
         cfg: the resolved ``phantom`` config section.
-        processes: worker processes; 1 renders in this process.
+        processes: worker processes, or ``"auto"`` for one per CPU core (`plaque.config.worker_processes`); 1
+            renders in this process. The patients come out the same for any count.
 
     Returns:
         Each case's truth summary, in index order (also written to ``out/cohort.json``).
 
     Raises:
-        InputError: non-positive ``patients``/``processes``, or ``out`` is an existing file or a non-empty
-            folder that is not a phantom cohort.
+        InputError: non-positive ``patients``, ``processes`` neither a positive integer nor ``"auto"``, or
+            ``out`` is an existing file or a non-empty folder that is not a phantom cohort.
     """
     out = Path(out)
+    processes = worker_processes(processes)
     if isinstance(patients, bool) or not isinstance(patients, int) or patients < 1:
         raise InputError("patients", f"expected a positive integer, got {patients!r}")
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise InputError("processes", f"expected a positive integer, got {processes!r}")
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not is_phantom(out):
@@ -99,7 +100,7 @@ def generate_cohort(
             "generator": "plaque.data.phantom",
             "seed": seed,
             "patients": patients,
-            "config": cfg,
+            "config": {k: v for k, v in cfg.items() if k != "processes"},  # what was drawn, not how fast
             "cases": cases,
         }
         (tmp / COHORT_FILE).write_text(json.dumps(summary, indent=1, default=str))
