@@ -21,6 +21,7 @@ from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+from benchmarks.nnunet_loader import floors, measure
 from plaque.baselines.nnunet import export
 from plaque.baselines.nnunet.predictor import cpu_autocast
 from plaque.baselines.nnunet.run import (
@@ -533,3 +534,22 @@ def test_the_seed_reaches_every_generator_and_every_augmentation_worker(monkeypa
         trainer_module.NonDetMultiThreadedAugmenter(None, None, num_processes=1, seeds=None)
     assert made == [[5, 6], [1005]], "distinct seeds per loader and worker, derived from the one seed"
     assert trainer_module.NonDetMultiThreadedAugmenter is stock, "nnU-Net's own class is back after the block"
+
+
+def test_loader_benchmark_times_our_trainers_batches_and_writes_nothing_into_the_stage(planned: dict) -> None:
+    work = planned["work"]
+    before = sorted((p.relative_to(work), p.stat().st_mtime_ns) for p in work.rglob("*"))
+    figures = measure(work, parse(TINY), batches=2, warmup=1)
+    plan = json.loads((planned["pre"] / "nnUNetPlans.json").read_text())["configurations"][CONFIGURATION]
+    assert figures["batch_shape"] == [plan["batch_size"], 1, *plan["patch_size"]]
+    assert figures["seconds_per_batch"] > 0
+    assert sorted((p.relative_to(work), p.stat().st_mtime_ns) for p in work.rglob("*")) == before
+
+
+def test_loader_floor_is_the_training_batches_over_the_workers(tmp_path: Path) -> None:
+    settings = parse({**TINY, "epochs": 10, "iterations_per_epoch": 30, "val_iterations_per_epoch": 5})
+    rows = floors(0.04, settings)
+    assert [r["workers"] for r in rows] == [1, 2, 4, 8, 12, 16]
+    assert rows[0]["floor_s"] == pytest.approx(12.0) and rows[2]["floor_s"] == pytest.approx(3.0)
+    with pytest.raises(SystemExit, match="no nnUNet_preprocessed folder"):
+        measure(tmp_path, settings, batches=1, warmup=0)
