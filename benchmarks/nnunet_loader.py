@@ -47,19 +47,17 @@ DEFAULT_JSON = Path("results/bench/nnunet_loader.json")
 WORKERS = (1, 2, 4, 8, 12, 16)
 
 
-def time_batches(batches: int, warmup: int) -> dict[str, Any]:
+def time_batches(dataset: str, batches: int, warmup: int) -> dict[str, Any]:
     """In a process whose environment is a ``nnunet`` stage's (`nnunet_env`, ``nnUNet_n_proc_DA=0``): the
-    seconds per training batch of ``nnUNetTrainer_Plaque``'s loader, and the batch's shape
-    ``(B, C, H, W)``."""
+    seconds per training batch of ``nnUNetTrainer_Plaque``'s loader on ``dataset`` (``DatasetXXX_<name>``),
+    and the batch's shape ``(B, C, H, W)``."""
     torch.set_num_threads(1)
-    folders = sorted(Path(os.environ["nnUNet_preprocessed"]).iterdir())
-    if len(folders) != 1:
-        raise SystemExit(f"error: {os.environ['nnUNet_preprocessed']}: expected one nnU-Net dataset, got {folders}")
-    plans = json.loads((folders[0] / "nnUNetPlans.json").read_text())
+    folder = Path(os.environ["nnUNet_preprocessed"]) / dataset
+    plans = json.loads((folder / "nnUNetPlans.json").read_text())
     plans["continue_training"] = False  # what nnU-Net's run_training adds before it builds a trainer
-    dataset = json.loads((folders[0] / "dataset.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text())
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer's own log lines
-        trainer = nnUNetTrainer_Plaque(plans, CONFIGURATION, FOLD, dataset, torch.device("cpu"))
+        trainer = nnUNetTrainer_Plaque(plans, CONFIGURATION, FOLD, dataset_json, torch.device("cpu"))
         trainer.initialize()  # the batch size, from the plans
         loader, _ = trainer.get_dataloaders()
     for _ in range(warmup):
@@ -76,9 +74,13 @@ def measure(work: Path, settings: Settings, batches: int, warmup: int) -> dict[s
     Raises:
         SystemExit: ``work`` is not a finished ``nnunet`` stage's folder, or the child failed (its output's end).
     """
-    if not (work / "nnUNet_preprocessed").is_dir():
-        raise SystemExit(f"error: {work}: no nnUNet_preprocessed folder; run the nnunet stage first (dvc repro nnunet)")
-    code = f"import json, benchmarks.nnunet_loader as b; print(json.dumps(b.time_batches({batches}, {warmup})))"
+    if not (work / "nnUNet_preprocessed" / settings.dataset).is_dir():
+        raise SystemExit(
+            f"error: {work}: no nnUNet_preprocessed folder of {settings.dataset}; run the nnunet stage first "
+            "(dvc repro nnunet)"
+        )
+    call = f"b.time_batches({settings.dataset!r}, {batches}, {warmup})"
+    code = f"import json, benchmarks.nnunet_loader as b; print(json.dumps({call}))"
     with tempfile.TemporaryDirectory() as tmp:  # the trainer's log and settings: nothing written into work
         settings_file = Path(tmp) / "trainer_settings.json"
         settings_file.write_text(json.dumps(settings.trainer_settings))
